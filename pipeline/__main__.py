@@ -1,0 +1,5 @@
+"""`python -m pipeline` is `gpucost`."""
+
+from pipeline.cli import main
+
+main()

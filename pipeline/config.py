@@ -1,0 +1,284 @@
+"""Configuration: a TOML file, overridden by environment variables, overridden by options.
+
+Every key has a default, a type and a section; an unknown key or a value of the wrong type is a
+`ConfigError` that names the key (`api.concurrency must be an integer, got 'eight'`). The API key
+is never a configuration value: it comes only from `GPUCOST_API_KEY` or the file named by
+`api.api_key_file` / `--api-key-file`, so it never shows in `ps` or in a config file someone
+commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "gpucost.toml"
+DEFAULT_DB = "gpucost.duckdb"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How to reach the provider."""
+
+    url: str | None = None
+    api_key_file: str | None = None
+    allow_insecure_http: bool = False
+    page_size: int = 100
+    concurrency: int = 8
+    timeout_seconds: float = 30.0
+    max_response_bytes: int = 64 * 1024 * 1024
+    retry_max_seconds: float = 300.0
+    include_logs: bool = False
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the snapshots are kept."""
+
+    db: str = DEFAULT_DB
+    raw_retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The definitions' thresholds (DESIGN.md, "Definitions"); passed to SQL as parameters."""
+
+    idle_threshold_pct: float = 5.0
+    memory_held_gb: float = 1.0
+    stop_idle_share_pct: float = 95.0
+    stop_idle_min_buckets: int = 24
+    downsize_percentile: float = 95.0
+    schedule_min_idle_hours: int = 8
+    schedule_min_days: int = 5
+    drift_flag_pct: float = 15.0
+    drift_flag_min_abs: float = 1.0
+    drift_min_coverage_pct: float = 95.0
+    mape_days: int = 14
+    hours_per_month: int = 720
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Where and how reports are written."""
+
+    out_dir: str = "reports/out"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the CLI talks: `text` for people, `json` for log shippers."""
+
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, one frozen value passed to every stage."""
+
+    api: ApiSettings = field(default_factory=ApiSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def api_key(self) -> str | None:
+        """The API key from `GPUCOST_API_KEY`, else from `api.api_key_file`; never logged."""
+        return read_api_key(self.api.api_key_file)
+
+
+_SECTIONS: dict[str, type] = {
+    "api": ApiSettings,
+    "store": StoreSettings,
+    "thresholds": Thresholds,
+    "report": ReportSettings,
+    "log": LogSettings,
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {"log.format": ("text", "json")}
+
+# (key, minimum) for numbers that make no sense below a bound.
+_MINIMUMS: dict[str, float] = {
+    "api.page_size": 1,
+    "api.concurrency": 1,
+    "api.timeout_seconds": 0.001,
+    "api.max_response_bytes": 1024,
+    "api.retry_max_seconds": 0,
+    "store.raw_retention_days": 0,
+    "thresholds.idle_threshold_pct": 0,
+    "thresholds.memory_held_gb": 0,
+    "thresholds.stop_idle_min_buckets": 1,
+    "thresholds.schedule_min_idle_hours": 1,
+    "thresholds.schedule_min_days": 1,
+    "thresholds.mape_days": 1,
+    "thresholds.hours_per_month": 1,
+}
+_MAXIMUMS: dict[str, float] = {
+    "api.page_size": 100,
+    "thresholds.idle_threshold_pct": 100,
+    "thresholds.stop_idle_share_pct": 100,
+    "thresholds.downsize_percentile": 100,
+    "thresholds.drift_min_coverage_pct": 100,
+    "thresholds.schedule_min_days": 7,
+    "thresholds.schedule_min_idle_hours": 24,
+}
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Check one value against its field's annotation; ints are accepted where floats are."""
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ConfigError(f"{key} must not be empty")
+    base = annotation.replace(" | None", "")
+    ok: bool
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif base == "str":
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - a field type this loader does not know is a programming error
+        raise TypeError(f"unsupported config type {annotation} for {key}")
+    if not ok:
+        article = "an" if base[0] in "aeiou" else "a"
+        names = {"bool": "boolean (true or false)", "int": "integer", "float": "number",
+                 "str": "string"}
+        raise ConfigError(f"{key} must be {article} {names[base]}, got {value!r}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    if key in _MINIMUMS and value < _MINIMUMS[key]:
+        raise ConfigError(f"{key} must be at least {_MINIMUMS[key]:g}, got {value!r}")
+    if key in _MAXIMUMS and value > _MAXIMUMS[key]:
+        raise ConfigError(f"{key} must be at most {_MAXIMUMS[key]:g}, got {value!r}")
+    return value
+
+
+def _section(name: str, cls: type, values: Mapping[str, Any], base: Any) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    changes = {}
+    for key, value in values.items():
+        if key not in known:
+            hint = ", ".join(sorted(known))
+            raise ConfigError(f"unknown configuration key {name}.{key} (known in [{name}]: {hint})")
+        changes[key] = _coerce(f"{name}.{key}", value, str(known[key].type))
+    return dataclasses.replace(base, **changes)
+
+
+def merge(config: Config, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
+    """Return `config` with `{section: {key: value}}` applied, every key and type checked."""
+    changes = {}
+    for name, values in overrides.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                f"unknown configuration section [{name}] (known: {', '.join(_SECTIONS)})"
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{name}] must be a table of keys, got {values!r}")
+        changes[name] = _section(name, _SECTIONS[name], values, getattr(config, name))
+    return dataclasses.replace(config, **changes)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if env.get("GPUCOST_DB"):
+        out.setdefault("store", {})["db"] = env["GPUCOST_DB"]
+    if env.get("GPUCOST_API_URL"):
+        out.setdefault("api", {})["url"] = env["GPUCOST_API_URL"]
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Load the configuration: defaults < TOML file < environment < `overrides` (options).
+
+    `path` None means `./gpucost.toml` when it exists. A named file that does not exist, TOML
+    that does not parse, an unknown key or a wrong type raises `ConfigError`.
+    """
+    env = os.environ if env is None else env
+    config = Config()
+    file: Path | None
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"configuration file {file} does not exist")
+    else:
+        file = Path(DEFAULT_CONFIG_FILE)
+        file = file if file.is_file() else None
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"configuration file {file} cannot be read: {exc}") from None
+        if "api_key" in data.get("api", {}):
+            raise ConfigError(
+                "api.api_key is not accepted in a configuration file: set GPUCOST_API_KEY "
+                "or api.api_key_file"
+            )
+        config = merge(config, data)
+    config = merge(config, _env_overrides(env))
+    if overrides:
+        config = merge(config, {k: v for k, v in overrides.items() if v})
+    return config
+
+
+def read_api_key(key_file: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The API key: `GPUCOST_API_KEY` wins, else the first line of `key_file`, else None."""
+    env = os.environ if env is None else env
+    if env.get("GPUCOST_API_KEY"):
+        return env["GPUCOST_API_KEY"].strip()
+    if key_file:
+        try:
+            key = Path(key_file).read_text(encoding="utf-8").strip().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"api key file {key_file} cannot be read: {exc.strerror}") from None
+        if not key or not key[0].strip():
+            raise ConfigError(f"api key file {key_file} is empty")
+        return key[0].strip()
+    return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when `url` points at this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_url(url: str | None, *, allow_insecure_http: bool = False) -> str:
+    """Validate the base URL: https, or http only to loopback unless explicitly allowed."""
+    if not url:
+        raise ConfigError("no API URL: set api.url, GPUCOST_API_URL or --api-url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"api.url must be an http(s) URL, got {url!r}")
+    if parts.username or parts.password:
+        raise ConfigError("api.url must not carry credentials; use GPUCOST_API_KEY")
+    if parts.scheme == "http" and not is_loopback_url(url) and not allow_insecure_http:
+        raise ConfigError(
+            f"api.url {url} is plain http to a remote host; use https, or set "
+            "api.allow_insecure_http = true if you really mean it"
+        )
+    return url.rstrip("/")

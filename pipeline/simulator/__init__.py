@@ -1,0 +1,1 @@
+"""The simulated GPU cloud: a deterministic fleet served over real HTTP on loopback."""
