@@ -1,0 +1,51 @@
+"""The CLI documents itself: every command has help with an example, and docs/cli.md is current."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import __version__
+from pipeline.cli import cli
+from pipeline.docgen import DOC, help_text, iter_commands, render
+
+COMMANDS = iter_commands()
+
+
+def test_the_design_cards_commands_exist():
+    names = {" ".join(path) for path in COMMANDS}
+    for expected in ["snapshot", "build", "report", "run", "demo", "simulate serve",
+                     "simulate truth"]:
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p))
+def test_every_command_has_help_with_an_example(path):
+    text = help_text(path)
+    assert "Usage: gpucost" in text
+    if path != ("simulate",):
+        assert "Example" in text, f"gpucost {' '.join(path)} --help shows no example"
+
+
+def test_version_is_printed():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_cli_reference_is_generated_from_help():
+    assert DOC.read_text(encoding="utf-8") == render(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_bad_config_exits_with_usage_code_and_names_the_key(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[api]\nconcurrency = \"many\"\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["build", "--config", str(config),
+                                      "--db", str(tmp_path / "x.duckdb")])
+    assert result.exit_code == 2
+    assert "api.concurrency" in result.output
+
+
+def test_unknown_option_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["snapshot", "--no-such-option"])
+    assert result.exit_code == 2
