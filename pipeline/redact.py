@@ -1,0 +1,184 @@
+"""Secrets out of a provider response before anything is written, logged or normalized.
+
+Two entry points:
+
+- `redact_document(doc)` on parsed JSON (any contract variant: wrapped or bare, snake_case or
+  camelCase). Structural rules by key: every value of `environment.variables`, and the value of
+  any key naming a secret (`password`, `private_key`/`privateKey`, `token`, `secret`, `api_key`,
+  ...). Then every remaining string goes through the text rules below.
+- `redact_text(text)` on raw bodies that do not parse and on log lines: credentials inside URLs
+  and connection strings (`https://user:pass@host`, `postgres://u:p@h`, `password=...`), tokens
+  (`token=`, `Bearer ...`, `api_key=`, `hf_...`, `sk-...`, GitHub and Slack tokens, AWS access
+  keys, JWTs), PEM blocks, and any word carrying the simulator's canary `CANARY-7f3a9c`. For a
+  body that is JSON but broken, the values inside a `"variables": {...}` object are redacted too.
+
+Everything secret becomes `"[REDACTED]"`. Over-redaction is the accepted failure mode: a report
+missing a harmless word costs less than a leaked key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "[REDACTED]"
+CANARY_MARK = "CANARY-7f3a9c"
+
+# Keys whose value is a secret, compared after lower-casing and dropping `_` and `-` so that
+# `private_key`, `privateKey` and `PRIVATE-KEY` are one key.
+_SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "privatekey",
+        "secret",
+        "secretkey",
+        "clientsecret",
+        "token",
+        "accesstoken",
+        "authtoken",
+        "refreshtoken",
+        "apikey",
+        "accesskey",
+        "secretaccesskey",
+        "authorization",
+        "credentials",
+    }
+)
+
+# A cheap test that a string could need any text rule; most strings in a detail (timestamps,
+# statuses, GPU ids) fail it, which keeps redaction of a 200 KB document fast.
+_SUSPECT = re.compile(
+    r"://|bearer|basic\s|hf_|sk-|akia|asia|-----begin|canary|gh[pousr]_|xox|eyj|pass|pwd"
+    r"|token|secret|private|api.?key|access.?key|credential|auth",
+    re.IGNORECASE,
+)
+
+_RISKY_NAME = (
+    r"(?:[A-Za-z0-9_.-]*?(?:password|passwd|passphrase|pwd|token|secret|api[_-]?key"
+    r"|access[_-]?key|private[_-]?key|credentials?|auth))"
+)
+
+_RULES: list[tuple[re.Pattern[str], str]] = [
+    # PEM blocks, also cut off (a truncated body): everything up to the END line or the string.
+    (
+        re.compile(r"-----BEGIN[A-Z0-9 ]*-----(?:.*?-----END[A-Z0-9 ]*-----|[^\"]*)", re.DOTALL),
+        REDACTED,
+    ),
+    # Credentials inside a URL or connection string: the whole userinfo part goes.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@\"'<>]+@"), rf"\g<1>{REDACTED}@"),
+    # Authorization schemes in log lines and headers.
+    (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"), rf"\1\2{REDACTED}"),
+    # JSON-ish `"some_password": "value"` inside a body that does not parse.
+    (
+        re.compile(rf"(?i)(\"{_RISKY_NAME}\"\s*:\s*)\"(?:[^\"\\]|\\.)*\"?"),
+        rf'\1"{REDACTED}"',
+    ),
+    # key=value and key: value pairs (log lines, DSNs like `password=...;`).
+    (
+        re.compile(
+            rf"(?i)\b({_RISKY_NAME}\s*[=:]\s*)(?!\[REDACTED\])(\"[^\"]*\"|'[^']*'|[^\s&;,\"']+)"
+        ),
+        rf"\1{REDACTED}",
+    ),
+    (re.compile(r"(?i)\b(sshpass\s+-p\s*)\S+"), rf"\1{REDACTED}"),
+    # Well-known token shapes.
+    (re.compile(r"\bhf_[A-Za-z0-9_-]{6,}"), REDACTED),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{16,}"), REDACTED),
+    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{8,}"), REDACTED),
+    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # The simulator's canary marks planted secrets: the whole word carrying it goes.
+    (re.compile(r"[^\s\"'<>]*CANARY-7f3a9c[^\s\"'<>]*"), REDACTED),
+]
+
+# `"variables": {...}` in a body that does not parse: every string value inside goes.
+_VARIABLES_BLOCK = re.compile(r"(?i)(\"variables\"\s*:\s*\{)([^{}]*)")
+_JSON_STRING_VALUE = re.compile(r"(:\s*)\"(?:[^\"\\]|\\.)*\"?")
+
+
+_KEY_CACHE: dict[str, str] = {}
+
+
+def _norm_key(key: str) -> str:
+    # Called for every key of every document: memoized (the key vocabulary is small).
+    norm = _KEY_CACHE.get(key)
+    if norm is None:
+        norm = key.lower().replace("_", "").replace("-", "")
+        if len(_KEY_CACHE) < 10_000:
+            _KEY_CACHE[key] = norm
+    return norm
+
+
+def _redact_string(value: str) -> str:
+    if not _SUSPECT.search(value):
+        return value
+    for pattern, replacement in _RULES:
+        value = pattern.sub(replacement, value)
+    return value
+
+
+def redact_text(text: str) -> str:
+    """Return `text` with every secret the text rules know replaced by `[REDACTED]`.
+
+    For raw bodies that do not parse as JSON and for log lines; it also clears the values of a
+    `"variables": {...}` object, since a broken body can still carry environment variables.
+    """
+    text = _VARIABLES_BLOCK.sub(
+        lambda m: m.group(1) + _JSON_STRING_VALUE.sub(rf'\1"{REDACTED}"', m.group(2)), text
+    )
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_all(value: Any) -> Any:
+    """A value that is a secret as a whole: scalars become the marker, containers keep shape."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: _redact_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v) for v in value]
+    return REDACTED
+
+
+def _walk(node: Any) -> Any:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            nkey = _norm_key(key)
+            if nkey in _SECRET_KEYS:
+                node[key] = _redact_all(value)
+            elif isinstance(value, str):
+                node[key] = _redact_string(value)
+            elif nkey == "environment" and isinstance(value, dict):
+                for env_key, env_value in value.items():
+                    if _norm_key(env_key) == "variables":
+                        value[env_key] = _redact_all(env_value)
+                    else:
+                        value[env_key] = _walk(env_value)
+            elif isinstance(value, dict | list):
+                _walk(value)
+        return node
+    if isinstance(node, list):
+        for i, value in enumerate(node):
+            if isinstance(value, str):
+                node[i] = _redact_string(value)
+            elif isinstance(value, dict | list):
+                _walk(value)
+        return node
+    if isinstance(node, str):
+        return _redact_string(node)
+    return node
+
+
+def redact_document(doc: Any) -> Any:
+    """Redact parsed JSON in place and return it (any contract variant, wrapped or bare).
+
+    Every value of `environment.variables` (keys kept: they are names), the values of keys
+    naming a secret anywhere (`password`, `private_key`, `token`, ...), and secrets inside any
+    other string (see `redact_text`) become `"[REDACTED]"`.
+    """
+    return _walk(doc)
