@@ -1,0 +1,566 @@
+"""Any contract variant of a provider response -> the canonical document.
+
+The canonical detail (docs/architecture.md, "Client -> store") is the contract's ClusterDetail
+with snake_case keys and Python types, whatever variant the provider sent:
+
+- the `{"success": true, "data": X}` wrapper or a bare `X`;
+- snake_case or camelCase keys (`gpuCostPerHour` -> `gpu_cost_per_hour`); the keys of
+  `environment.variables` are names, not schema keys, and are kept as sent;
+- numbers as JSON numbers or as strings; money -> `Decimal` straight from the JSON text (parse with
+  `parse_json`, which never lets "6.9" become a binary float), utilization, memory, temperature and
+  power -> `float`, counts -> `int`, `gpu_id` -> `str`;
+- timestamps as ISO 8601 or integer epoch milliseconds -> aware UTC `datetime`;
+- missing optional parts stay absent (a `null` stays `None`); unknown fields are dropped (they
+  stay in the raw body).
+
+A field of the wrong type raises `NormalizeError`, which names the path of the field
+(`metrics.historical.data_points[3].timestamp`). The schema below is the single list of what the
+canonical document holds; every key ending in `_cost_per_hour` in `cost_breakdown` is kept,
+because the provider may add cost components.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pipeline.errors import ApiError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class NormalizeError(ApiError):
+    """A response does not follow the contract; `path` names the offending field."""
+
+    def __init__(self, reason: str, path: str = "", *, body: bytes | None = None):
+        self.reason = reason
+        self._segments: list[str] = [path] if path else []
+        super().__init__(self._message(), body=body)
+
+    @property
+    def path(self) -> str:
+        """Where in the document: `metrics.historical.data_points[3].timestamp`."""
+        out = ""
+        for seg in reversed(self._segments):
+            out += seg if seg.startswith("[") or not out else "." + seg
+        return out
+
+    def _message(self) -> str:
+        path = self.path
+        return f"{path}: {self.reason}" if path else self.reason
+
+    def _prepend(self, segment: str) -> None:
+        # Segments are collected innermost first while the error travels out of the walk, so
+        # the path costs nothing when nothing is wrong.
+        self._segments.append(segment)
+        self.args = (self._message(),)
+
+    def __str__(self) -> str:
+        return self._message()
+
+
+# --------------------------------------------------------------------------- JSON helpers
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Parse a response body; JSON numbers with a fraction become `Decimal`, never a float."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NormalizeError(f"invalid JSON: {exc}") from None
+
+
+_MARK = "\ue000"
+_MARKED_NUMBER = re.compile(r'"\\ue000([-+0-9.eE]+)\\ue000"')
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def dump_json(doc: Any) -> bytes:
+    """Compact JSON of a parsed document, `Decimal` written as the JSON number it came from.
+
+    `json` cannot write a Decimal as a number, so each is written as a marked string and the
+    marks are taken off afterwards. When the document itself holds the mark character (the
+    count of marks tells), Decimals are written as strings instead: still a contract variant.
+    """
+    count = 0
+
+    def mark(value: Any) -> str:
+        nonlocal count
+        if isinstance(value, Decimal):
+            count += 1
+            return f"{_MARK}{value}{_MARK}"
+        if isinstance(value, datetime):
+            return _iso(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(doc, separators=(",", ":"), default=mark)
+    if count:
+        if text.count("\\ue000") != 2 * count:
+            plain = json.dumps(
+                doc,
+                separators=(",", ":"),
+                default=lambda v: _iso(v) if isinstance(v, datetime) else str(v),
+            )
+            return plain.encode()
+        text = _MARKED_NUMBER.sub(r"\1", text)
+    return text.encode()
+
+
+# --------------------------------------------------------------------------- keys
+
+_SNAKE_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_SNAKE_2 = re.compile(r"([a-z0-9])([A-Z])")
+_SNAKE_CACHE: dict[str, str] = {}
+
+
+def to_snake(key: str) -> str:
+    """`gpuCostPerHour` -> `gpu_cost_per_hour`, `memoryGB` -> `memory_gb`; snake stays snake."""
+    out = _SNAKE_CACHE.get(key)
+    if out is None:
+        out = _SNAKE_2.sub(r"\1_\2", _SNAKE_1.sub(r"\1_\2", key)).replace("-", "_").lower()
+        if len(_SNAKE_CACHE) < 10_000:
+            _SNAKE_CACHE[key] = out
+    return out
+
+
+# --------------------------------------------------------------------------- scalars
+
+Conv = Callable[[Any], Any]
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number"
+    )
+
+
+def _str(value: Any) -> Any:
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        return str(value)
+    raise NormalizeError(f"expected a string, got {_type_name(value)} {value!r:.40}")
+
+
+def _int(value: Any) -> Any:
+    t = type(value)
+    if t is int or value is None:
+        return value
+    try:
+        if t is Decimal or t is str:
+            d = Decimal(value.strip()) if t is str else value
+            if d.is_finite() and d == d.to_integral_value():
+                return int(d)
+        elif t is float and value.is_integer():
+            return int(value)
+    except (InvalidOperation, ValueError):
+        pass
+    raise NormalizeError(f"expected an integer, got {_type_name(value)} {value!r:.40}")
+
+
+def _float(value: Any) -> Any:
+    t = type(value)
+    if t is Decimal or t is int:
+        out = float(value)
+    elif value is None:
+        return None
+    elif t is float:
+        out = value
+    elif t is str:
+        try:
+            out = float(value)
+        except ValueError:
+            raise NormalizeError(f"expected a number, got string {value!r:.40}") from None
+    else:
+        raise NormalizeError(f"expected a number, got {_type_name(value)} {value!r:.40}")
+    if not math.isfinite(out):
+        raise NormalizeError(f"expected a finite number, got {value!r:.40}")
+    return out
+
+
+def _money(value: Any) -> Any:
+    t = type(value)
+    if t is Decimal:
+        out = value
+    elif value is None:
+        return None
+    elif t is str:
+        try:
+            out = Decimal(value.strip())
+        except InvalidOperation:
+            raise NormalizeError(f"expected an amount, got string {value!r:.40}") from None
+    elif t is int:
+        out = Decimal(value)
+    elif t is float:
+        # Only when a caller hands in a document parsed without parse_json: the shortest repr
+        # is the decimal text the provider most likely sent.
+        out = Decimal(repr(value))
+    else:
+        raise NormalizeError(f"expected an amount, got {_type_name(value)} {value!r:.40}")
+    if not out.is_finite():
+        raise NormalizeError(f"expected a finite amount, got {value!r:.40}")
+    return out
+
+
+def _from_epoch_ms(ms: int) -> datetime:
+    try:
+        return _EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:
+        raise NormalizeError(f"epoch milliseconds out of range: {ms}") from None
+
+
+def _timestamp(value: Any) -> Any:
+    t = type(value)
+    if t is str:
+        text = value.strip()
+        if text.isdigit():
+            return _from_epoch_ms(int(text))
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise NormalizeError(f"expected an ISO 8601 timestamp, got {value!r:.40}") from None
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if t is int:
+        return _from_epoch_ms(value)
+    if value is None:
+        return None
+    if t is Decimal and value == value.to_integral_value():
+        return _from_epoch_ms(int(value))
+    raise NormalizeError(f"expected a timestamp, got {_type_name(value)} {value!r:.40}")
+
+
+def _generic(value: Any) -> Any:
+    """A part whose shape the contract leaves open: keys snake_cased, values as parsed."""
+    if isinstance(value, dict):
+        return {to_snake(k): _generic(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_generic(v) for v in value]
+    return value
+
+
+def _verbatim_strings(value: Any) -> Any:
+    """`environment.variables`: keys are names (kept as sent), values are strings."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise NormalizeError(f"expected an object, got {_type_name(value)}")
+    out = {}
+    for k, v in value.items():
+        try:
+            out[k] = _str(v) if not isinstance(v, dict | list) else json.dumps(v, default=str)
+        except NormalizeError as exc:
+            exc._prepend(k)
+            raise
+    return out
+
+
+# --------------------------------------------------------------------------- structures
+
+
+@dataclass
+class _Obj:
+    fields: dict[str, Conv]
+    required: tuple[str, ...] = ()
+    # Keys kept beyond `fields` when they match: cost components the provider may add.
+    extra_suffix: str | None = None
+    extra_conv: Conv | None = None
+
+    def __call__(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is not dict:
+            raise NormalizeError(f"expected an object, got {_type_name(value)}")
+        out = {}
+        fields = self.fields
+        for key, item in value.items():
+            name = _SNAKE_CACHE.get(key) or to_snake(key)
+            conv = fields.get(name)
+            if conv is None:
+                if self.extra_suffix and self.extra_conv and name.endswith(self.extra_suffix):
+                    conv = self.extra_conv
+                else:
+                    continue
+            try:
+                out[name] = conv(item)
+            except NormalizeError as exc:
+                exc._prepend(name)
+                raise
+        for name in self.required:
+            if out.get(name) is None:
+                raise NormalizeError("required field is missing", name)
+        return out
+
+
+@dataclass
+class _List:
+    item: Conv
+    required: bool = field(default=False)
+
+    def __call__(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is not list:
+            raise NormalizeError(f"expected an array, got {_type_name(value)}")
+        out = []
+        item = self.item
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v))
+            except NormalizeError as exc:
+                exc._prepend(f"[{i}]")
+                raise
+        return out
+
+
+_HEALTH = _Obj(
+    {k: _str for k in ("gpu_health", "storage_health", "network_health", "docker_health")}
+)
+
+_GPU_CURRENT = _Obj(
+    {
+        "gpu_id": _str,
+        "utilization": _float,
+        "memory_used_gb": _float,
+        "memory_total_gb": _float,
+        "temperature_c": _float,
+        "power_draw_w": _float,
+    },
+    required=("gpu_id",),
+)
+_GPU_POINT = _Obj(
+    {"gpu_id": _str, "utilization": _float, "memory_used_gb": _float, "power_draw_w": _float},
+    required=("gpu_id",),
+)
+_UTILIZATIONS = {
+    "gpu_utilization": _float,
+    "gpu_memory_utilization": _float,
+    "cpu_utilization": _float,
+    "memory_utilization": _float,
+}
+_DATA_POINT = _Obj(
+    {
+        "timestamp": _timestamp,
+        "status": _str,
+        **_UTILIZATIONS,
+        "cost": _money,
+        "gpus": _List(_GPU_POINT),
+    },
+    required=("timestamp",),
+)
+_ALERT = _Obj(
+    {
+        "alert_id": _str,
+        "severity": _str,
+        "metric": _str,
+        "condition": _str,
+        "threshold": _float,
+        "current_value": _float,
+        "duration": _str,
+        "triggered_at": _timestamp,
+        "resolved_at": _timestamp,
+        "message": _str,
+    }
+)
+_METRICS = _Obj(
+    {
+        "window": _str,
+        "interval_seconds": _int,
+        "current": _Obj({"timestamp": _timestamp, **_UTILIZATIONS, "gpus": _List(_GPU_CURRENT)}),
+        "historical": _Obj({"data_points": _List(_DATA_POINT)}),
+        "alerts": _List(_ALERT),
+    }
+)
+_COST = _Obj(
+    {
+        "currency": _str,
+        "current_hourly_rate": _money,
+        "cost_breakdown": _Obj(
+            {"total_cost_to_date": _money, "window_cost": _money},
+            extra_suffix="_cost_per_hour",
+            extra_conv=_money,
+        ),
+        "cost_projections": _Obj(
+            {"daily": _money, "weekly": _money, "monthly": _money, "projection_basis": _str}
+        ),
+    }
+)
+_NETWORK = _Obj(
+    {
+        "private_ip": _str,
+        "public_ip": _str,
+        "proxy_url": _str,
+        "ssh_connection": _Obj(
+            {
+                "host": _str,
+                "port": _int,
+                "username": _str,
+                "status": _str,
+                "connection_string": _str,
+                "password": _str,
+                "private_key": _str,
+            }
+        ),
+        "port_mappings": _List(
+            _Obj(
+                {
+                    "internal_port": _int,
+                    "external_port": _int,
+                    "protocol": _str,
+                    "description": _str,
+                    "url": _str,
+                    "status": _str,
+                }
+            )
+        ),
+        "security_groups": _List(_str),
+        "firewall_rules": _List(_generic),
+    }
+)
+_DETAIL = _Obj(
+    {
+        "id": _str,
+        "name": _str,
+        "description": _str,
+        "status": _str,
+        "created_at": _timestamp,
+        "updated_at": _timestamp,
+        "status_details": _Obj(
+            {"message": _str, "last_status_change": _timestamp, "health_checks": _HEALTH}
+        ),
+        "configuration": _Obj(
+            {
+                "gpu_type": _str,
+                "gpu_count": _int,
+                "cpu_cores": _int,
+                "memory_gb": _float,
+                "storage_gb": _float,
+                "storage_type": _str,
+                "region": _str,
+                "availability_zone": _str,
+            }
+        ),
+        "project_info": _Obj(
+            {"project_id": _str, "project_name": _str, "owner_id": _str, "owner_email": _str}
+        ),
+        "template_info": _Obj(
+            {
+                "template_id": _str,
+                "template_name": _str,
+                "template_version": _str,
+                "docker_image": _str,
+            }
+        ),
+        "environment": _Obj({"variables": _verbatim_strings, "cuda_version": _str}),
+        "network": _NETWORK,
+        "metrics": _METRICS,
+        "cost": _COST,
+        "logs": _List(
+            _Obj({"timestamp": _timestamp, "level": _str, "source": _str, "message": _str})
+        ),
+    },
+    required=("id",),
+)
+_SUMMARY = _Obj(
+    {
+        "id": _str,
+        "name": _str,
+        "description": _str,
+        "status": _str,
+        "gpu_type": _str,
+        "gpu_count": _int,
+        "cpu_cores": _int,
+        "memory_gb": _float,
+        "storage_gb": _float,
+        "region": _str,
+        "project_id": _str,
+        "template_id": _str,
+        "hourly_rate": _money,
+        "created_at": _timestamp,
+        "updated_at": _timestamp,
+    },
+    required=("id",),
+)
+_PAGINATION = _Obj(
+    {"page": _int, "limit": _int, "total": _int, "total_pages": _int, "has_next": lambda v: v}
+)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def unwrap(doc: Any) -> Any:
+    """The payload of a `{"success": true, "data": X}` wrapper, or `doc` itself when bare."""
+    if isinstance(doc, dict) and "data" in doc and ("success" in doc or len(doc) == 1):
+        if doc.get("success") is False:
+            message = doc.get("message") or doc.get("error") or "no message"
+            raise NormalizeError(f"provider answered success=false: {message!s:.200}")
+        return doc["data"]
+    return doc
+
+
+def normalize_detail(doc: Any) -> dict[str, Any]:
+    """One cluster detail (wrapped or bare, any variant) -> the canonical detail.
+
+    `doc` should come from `parse_json` (money exact) and already be redacted.
+    """
+    detail = unwrap(doc)
+    if not isinstance(detail, dict):
+        raise NormalizeError(f"expected a cluster object, got {_type_name(detail)}")
+    out: dict[str, Any] = _DETAIL(detail)
+    return out
+
+
+def normalize_summary(doc: Any) -> dict[str, Any]:
+    """One ClusterSummary (any variant) -> canonical snake_case summary with Python types."""
+    out: dict[str, Any] = _SUMMARY(doc)
+    return out
+
+
+@dataclass
+class ListPage:
+    """One page of the cluster list: canonical summaries, pagination when sent, bad items."""
+
+    clusters: list[dict[str, Any]]
+    pagination: dict[str, Any] | None
+    errors: list[NormalizeError]
+    raw_count: int
+
+
+def normalize_list_page(doc: Any) -> ListPage:
+    """A list response (wrapper or bare; `{"clusters": [...], "pagination": {...}}` or a bare
+    array) -> its summaries. An item that does not normalize is reported in `errors`, not
+    raised, so that one bad summary does not hide the rest of the fleet."""
+    body = unwrap(doc)
+    pagination = None
+    if isinstance(body, dict):
+        items = None
+        for key, value in body.items():
+            name = to_snake(key)
+            if name in ("clusters", "items", "data", "results"):
+                items = value
+            elif name == "pagination":
+                pagination = _PAGINATION(value)
+        if items is None:
+            raise NormalizeError("list response has no clusters array")
+    else:
+        items = body
+    if not isinstance(items, list):
+        raise NormalizeError(f"expected an array of clusters, got {_type_name(items)}", "clusters")
+    clusters, errors = [], []
+    for i, item in enumerate(items):
+        try:
+            clusters.append(normalize_summary(item))
+        except NormalizeError as exc:
+            exc._prepend(f"[{i}]")
+            exc._prepend("clusters")
+            errors.append(exc)
+    return ListPage(clusters, pagination, errors, len(items))
