@@ -1,0 +1,171 @@
+-- materialized: table
+-- One row per cluster per bucket: billed or not, its GPU count, idle GPUs, and its GPU cost,
+-- priced by the nearest snapshot in time (DESIGN "Definitions"). Every mart about waste reads
+-- this, so it is a table.
+with
+
+points as (
+    select * from staging.metric_points
+),
+
+gpu_stats as (
+    select * from intermediate.gpu_bucket_stats
+),
+
+ranges as (
+    select * from intermediate.snapshot_ranges
+),
+
+rates as (
+    select * from intermediate.snapshot_rates
+),
+
+nearest as (
+    select
+        points.cluster_id,
+        points.bucket_at,
+        any_value(nearest_any.snapshot_at) as any_snapshot_at,
+        any_value(nearest_billing.snapshot_at) as billing_snapshot_at,
+    from points
+    left join ranges as nearest_any
+        on nearest_any.cluster_id = points.cluster_id
+        and nearest_any.family = 'any'
+        and epoch_ms(points.bucket_mid_at) >= nearest_any.from_ms
+        and epoch_ms(points.bucket_mid_at) < nearest_any.to_ms
+    left join ranges as nearest_billing
+        on nearest_billing.cluster_id = points.cluster_id
+        and nearest_billing.family = 'billing'
+        and epoch_ms(points.bucket_mid_at) >= nearest_billing.from_ms
+        and epoch_ms(points.bucket_mid_at) < nearest_billing.to_ms
+    group by points.cluster_id, points.bucket_at
+),
+
+joined as (
+    select
+        points.cluster_id,
+        points.bucket_at,
+        points.bucket_end_at,
+        points.day,
+        points.hours,
+        points.status,
+        points.is_billed,
+        points.gpu_utilization,
+        points.cost as reported_cost,
+        coalesce(points.currency, near_any.currency, near_billing.currency) as currency,
+        gpu_stats.series_gpus is not null as has_gpu_series,
+        coalesce(gpu_stats.series_gpus, near_any.gpu_count, 0) as gpu_count,
+        gpu_stats.idle_gpus as series_idle_gpus,
+        gpu_stats.busy_gpus as series_busy_gpus,
+        gpu_stats.memory_held_idle_gpus,
+        gpu_stats.unused_gpu_share,
+        gpu_stats.utilization_sum,
+        -- the pricing snapshot: the nearest billing GPUs, else the nearest at all
+        coalesce(near_billing.snapshot_at, near_any.snapshot_at) as priced_by_snapshot_at,
+        coalesce(near_billing.gpu_count, near_any.gpu_count) as price_gpu_count,
+        coalesce(near_billing.gpu_per_hour, near_any.gpu_per_hour) as gpu_per_hour,
+        coalesce(
+            near_billing.components_per_hour, near_any.components_per_hour
+        ) as components_per_hour,
+        coalesce(near_billing.hourly_rate, near_any.hourly_rate) as billing_hourly_rate,
+        near_any.storage_per_hour,
+    from points
+    inner join nearest
+        on nearest.cluster_id = points.cluster_id
+        and nearest.bucket_at = points.bucket_at
+    left join gpu_stats
+        on gpu_stats.cluster_id = points.cluster_id
+        and gpu_stats.bucket_at = points.bucket_at
+    left join rates as near_any
+        on near_any.cluster_id = nearest.cluster_id
+        and near_any.snapshot_at = nearest.any_snapshot_at
+    left join rates as near_billing
+        on near_billing.cluster_id = nearest.cluster_id
+        and near_billing.snapshot_at = nearest.billing_snapshot_at
+),
+
+counted as (
+    select
+        *,
+        case
+            when not is_billed or gpu_count = 0 then 0
+            when has_gpu_series then series_idle_gpus
+            when gpu_utilization < getvariable('idle_threshold_pct') then gpu_count
+            else 0
+        end as idle_gpus,
+        case
+            when not is_billed or gpu_count = 0 then 0
+            when has_gpu_series then series_busy_gpus
+            when gpu_utilization >= getvariable('idle_threshold_pct') then gpu_count
+            else 0
+        end as busy_gpus,
+        case
+            when not is_billed then 0
+            when has_gpu_series then coalesce(unused_gpu_share, 0)
+            else coalesce(gpu_count * (1 - gpu_utilization / 100), 0)
+        end as unused_gpus,
+        case
+            when not is_billed then null
+            when has_gpu_series then utilization_sum
+            else gpu_count * gpu_utilization
+        end as gpu_utilization_sum,
+        -- what accrued in the bucket; estimated from the nearest snapshot's rate when the point
+        -- carries no cost (storage only when stopped)
+        coalesce(
+            reported_cost,
+            case when is_billed then billing_hourly_rate else storage_per_hour end
+            * hours
+        ) as cost,
+        reported_cost is null as is_cost_estimated,
+        -- the GPU share of the bucket's cost, for all its GPUs together
+        case
+            when not is_billed or gpu_count = 0 then cast(0 as decimal(38, 12))
+            when reported_cost is not null and components_per_hour > 0 then cast(
+                cast(reported_cost as decimal(38, 12)) * gpu_per_hour / components_per_hour
+                as decimal(38, 12)
+            )
+            when reported_cost is null and price_gpu_count > 0 then cast(
+                cast(gpu_per_hour as decimal(38, 12)) * hours * gpu_count / price_gpu_count
+                as decimal(38, 12)
+            )
+        end as gpu_cost,
+    from joined
+),
+
+final as (
+    select
+        cluster_id,
+        bucket_at,
+        bucket_end_at,
+        day,
+        hours,
+        status,
+        is_billed,
+        currency,
+        has_gpu_series,
+        gpu_count,
+        gpu_utilization,
+        idle_gpus,
+        busy_gpus,
+        is_billed and gpu_count > 0 and idle_gpus = gpu_count as is_all_idle,
+        cost,
+        is_cost_estimated,
+        gpu_cost,
+        priced_by_snapshot_at,
+        case when is_billed then gpu_count * hours else 0 end as gpu_hours,
+        idle_gpus * hours as idle_gpu_hours,
+        coalesce(memory_held_idle_gpus, 0) * hours as memory_held_idle_gpu_hours,
+        gpu_utilization_sum * hours as utilization_gpu_hours,
+        case
+            when gpu_count > 0
+                then cast(gpu_cost * idle_gpus / gpu_count as decimal(38, 12))
+            else cast(0 as decimal(38, 12))
+        end as idle_cost,
+        case
+            when gpu_count > 0
+                then cast(gpu_cost * unused_gpus / gpu_count as decimal(38, 12))
+            else cast(0 as decimal(38, 12))
+        end as unused_capacity_cost,
+    from counted
+)
+
+select * from final
