@@ -1,0 +1,369 @@
+"""The FinOps FOCUS 1.2 cost export: one row per cluster, UTC day and cost component.
+
+Where the numbers come from (the snapshot tables, like the marts):
+- A bucket's cost is its own `cost`; a bucket without one costs the hourly rate of the snapshot
+  nearest in time x its hours (a stopped bucket: only the components that bill while stopped).
+- The cost is split over the components (`gpu`, `cpu`, `memory`, `storage`, `network`, or one the
+  provider adds) by the breakdown of the snapshot nearest in time to the bucket, preferring a
+  snapshot taken in the same running/stopped state. A stopped bucket bills storage only
+  (CONTRACT.md: "a stopped cluster stops GPU, CPU and memory billing"), so there the split is over
+  the components other than gpu, cpu and memory.
+- Per cluster and day the component amounts are rounded to 6 decimals and the rounding remainder
+  goes to the largest component, so that they add up exactly to the day's bucket costs, and the
+  file's totals equal `marts.fleet_daily.cost` per day and currency (`reconcile` checks it).
+- The provider bills on demand with no discounts or commitments: BilledCost = EffectiveCost =
+  ListCost = ContractedCost. The GPU component is priced in GPU-hours (gpu_count x billed hours,
+  the same GPU-hours as `marts.idle_waste_daily`), the others per cluster-hour.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import duckdb
+import polars as pl
+
+FOCUS_VERSION = "1.2"
+DEFAULT_PROVIDER_NAME = "GPU Cloud"
+SERVICE_NAME = "GPU Clusters"
+SERVICE_CATEGORY = "Compute"
+SERVICE_SUBCATEGORY = "Virtual Machines"
+RESOURCE_TYPE = "GPU Cluster"
+GPU_UNIT = "GPU-Hours"
+HOUR_UNIT = "Hours"
+
+# Output order: the FOCUS columns this export fills, then the provider-specific ones (x_).
+FOCUS_COLUMNS: tuple[str, ...] = (
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceId",
+    "InvoiceIssuerName",
+    "ListCost",
+    "ListUnitPrice",
+    "PricingCategory",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "RegionId",
+    "RegionName",
+    "AvailabilityZone",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "ServiceName",
+    "ServiceSubcategory",
+    "SkuId",
+    "SkuMeter",
+    "SubAccountId",
+    "SubAccountName",
+    "Tags",
+    "x_CostComponent",
+    "x_ClusterStatus",
+)
+
+_PRICED_SQL = """
+create or replace temp table _gpucost_focus_priced as
+with snapshots as (
+    select
+        s.cluster_id,
+        s.snapshot_at,
+        coalesce(s.status, '') = 'stopped' as is_stopped,
+        s.gpu_count,
+        s.hourly_rate,
+        s.currency,
+        coalesce(c.rate_total, 0) > 0 as has_breakdown,
+        coalesce(c.stopped_rate, 0) as stopped_rate,
+    from snap.cluster_snapshots as s
+    left join (
+        select
+            cluster_id,
+            snapshot_at,
+            sum(cost_per_hour) as rate_total,
+            sum(case when component not in ('gpu', 'cpu', 'memory') then cost_per_hour end)
+                as stopped_rate,
+        from snap.cost_components
+        group by all
+    ) as c using (cluster_id, snapshot_at)
+),
+buckets as (
+    select
+        cluster_id,
+        bucket_at,
+        interval_seconds,
+        coalesce(status, '') = 'stopped' as is_stopped,
+        cost,
+        currency,
+        gpu_series_count,
+    from snap.metric_points
+),
+nearest as (
+    select
+        b.*,
+        s.snapshot_at,
+        s.gpu_count as snapshot_gpu_count,
+        s.hourly_rate,
+        s.stopped_rate,
+        s.currency as snapshot_currency,
+        row_number() over (
+            partition by b.cluster_id, b.bucket_at
+            order by
+                case when s.has_breakdown then 0 else 1 end,
+                case when s.is_stopped = b.is_stopped then 0 else 1 end,
+                abs(epoch(s.snapshot_at) - epoch(b.bucket_at)),
+                s.snapshot_at desc
+        ) as rank_near,
+    from buckets as b
+    join snapshots as s using (cluster_id)
+)
+select
+    cluster_id,
+    bucket_at,
+    cast(timezone('UTC', bucket_at) as date) as day,
+    interval_seconds / 3600.0 as hours,
+    is_stopped,
+    snapshot_at,
+    coalesce(currency, snapshot_currency) as currency,
+    coalesce(gpu_series_count, snapshot_gpu_count, 0) as gpu_count,
+    cast(coalesce(
+        cost,
+        -- no cost on the bucket: the nearest snapshot's rate for the hours it covers
+        (case when is_stopped then stopped_rate else hourly_rate end)
+            * cast(interval_seconds as decimal(18, 6)) / 3600
+    ) as decimal(18, 6)) as bucket_cost,
+from nearest
+where rank_near = 1
+"""
+
+_ALLOCATION_SQL = """
+create or replace temp table _gpucost_focus_alloc as
+with components as (
+    select
+        p.*,
+        coalesce(c.component, 'cluster') as component,
+        coalesce(c.cost_per_hour, 1) as rate,
+        case
+            when c.component is null then 1
+            when p.is_stopped and c.component in ('gpu', 'cpu', 'memory') then 0
+            else c.cost_per_hour
+        end as billing_rate,
+    from _gpucost_focus_priced as p
+    left join snap.cost_components as c using (cluster_id, snapshot_at)
+),
+shares as (
+    select
+        *,
+        sum(billing_rate) over bucket as billing_total,
+        sum(rate) over bucket as rate_total,
+        count(*) over bucket as n_components,
+    from components
+    window bucket as (partition by cluster_id, bucket_at)
+),
+split as (
+    select
+        *,
+        -- Stopped with no storage-like component left: fall back to the full breakdown, and
+        -- with an all-zero breakdown to an even split, so that no bucket cost is ever dropped.
+        case
+            when billing_total > 0 then billing_rate / billing_total
+            when rate_total > 0 then rate / rate_total
+            else 1.0 / n_components
+        end as share,
+    from shares
+)
+select
+    cluster_id,
+    day,
+    currency,
+    component,
+    sum(cast(bucket_cost as double) * share) as amount_raw,
+    sum(case when share > 0 then hours else 0 end) as billed_hours,
+    sum(case when not is_stopped then gpu_count * hours else 0 end) as gpu_hours,
+from split
+group by all
+"""
+
+_FINAL_SQL = """
+create or replace temp table _gpucost_focus as
+with exact as (
+    select cluster_id, day, currency, sum(bucket_cost) as day_cost
+    from _gpucost_focus_priced
+    group by all
+),
+rounded as (
+    select
+        a.*,
+        cast(round(a.amount_raw, 6) as decimal(18, 6)) as amount,
+        row_number() over (
+            partition by a.cluster_id, a.day, a.currency
+            order by abs(a.amount_raw) desc, a.component
+        ) as rank_amount,
+    from _gpucost_focus_alloc as a
+),
+adjusted as (
+    -- The rounding remainder goes to the largest component: the parts add up to the
+    -- cluster-day's exact decimal cost.
+    select
+        r.*,
+        case
+            when r.rank_amount = 1
+                then r.amount + e.day_cost
+                    - sum(r.amount) over (partition by r.cluster_id, r.day, r.currency)
+            else r.amount
+        end as cost,
+    from rounded as r
+    join exact as e using (cluster_id, day, currency)
+),
+latest as (
+    select distinct on (cluster_id) *
+    from snap.cluster_snapshots
+    order by cluster_id, snapshot_at desc
+)
+select
+    a.cluster_id,
+    a.day,
+    a.currency,
+    a.component,
+    cast(a.cost as decimal(18, 6)) as cost,
+    case when a.component = 'gpu' then a.gpu_hours else a.billed_hours end as quantity,
+    case when a.component = 'gpu' then 'GPU-Hours' else 'Hours' end as unit,
+    l.name,
+    l.status,
+    l.region,
+    l.availability_zone,
+    l.project_id,
+    l.project_name,
+    l.gpu_type,
+    l.gpu_count,
+    l.template_name,
+from adjusted as a
+left join latest as l using (cluster_id)
+where a.cost <> 0 or (case when a.component = 'gpu' then a.gpu_hours else 0 end) > 0
+"""
+
+_SELECT_SQL = """
+select
+    cost as BilledCost,
+    $account as BillingAccountId,
+    $account as BillingAccountName,
+    currency as BillingCurrency,
+    strftime(date_trunc('month', day) + interval 1 month, '%Y-%m-%dT%H:%M:%SZ')
+        as BillingPeriodEnd,
+    strftime(date_trunc('month', day), '%Y-%m-%dT%H:%M:%SZ') as BillingPeriodStart,
+    'Usage' as ChargeCategory,
+    cast(null as varchar) as ChargeClass,
+    coalesce(case component
+        when 'gpu' then 'GPU compute'
+        when 'cpu' then 'CPU compute'
+        when 'memory' then 'Memory'
+        when 'storage' then 'Storage'
+        when 'network' then 'Network'
+        when 'cluster' then 'Cluster (no cost breakdown)'
+    end, component)
+        || ' of a ' || coalesce(gpu_type, 'GPU') || ' x' || coalesce(cast(gpu_count as varchar), '?')
+        || ' cluster' as ChargeDescription,
+    'Usage-Based' as ChargeFrequency,
+    strftime(day + interval 1 day, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodEnd,
+    strftime(day, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodStart,
+    case when quantity > 0 then round(quantity, 6) end as ConsumedQuantity,
+    case when quantity > 0 then unit end as ConsumedUnit,
+    cost as ContractedCost,
+    cost as EffectiveCost,
+    cast(null as varchar) as InvoiceId,
+    $provider as InvoiceIssuerName,
+    cost as ListCost,
+    case when quantity > 0
+        then cast(round(cast(cost as double) / quantity, 6) as decimal(18, 6)) end
+        as ListUnitPrice,
+    'Standard' as PricingCategory,
+    case when quantity > 0 then round(quantity, 6) end as PricingQuantity,
+    case when quantity > 0 then unit end as PricingUnit,
+    $provider as ProviderName,
+    $provider as PublisherName,
+    region as RegionId,
+    region as RegionName,
+    availability_zone as AvailabilityZone,
+    cluster_id as ResourceId,
+    name as ResourceName,
+    'GPU Cluster' as ResourceType,
+    'Compute' as ServiceCategory,
+    'GPU Clusters' as ServiceName,
+    'Virtual Machines' as ServiceSubcategory,
+    gpu_type as SkuId,
+    component as SkuMeter,
+    project_id as SubAccountId,
+    project_name as SubAccountName,
+    cast(json_object(
+        'gpucost_component', component,
+        'template_name', template_name
+    ) as varchar) as Tags,
+    component as x_CostComponent,
+    status as x_ClusterStatus,
+from _gpucost_focus
+order by day, cluster_id, component
+"""
+
+
+def build_focus(con: duckdb.DuckDBPyConnection, *,
+                provider_name: str = DEFAULT_PROVIDER_NAME) -> pl.DataFrame:
+    """FOCUS 1.2 rows from the snapshot tables, in `FOCUS_COLUMNS` order, sorted.
+
+    Leaves the temp table `_gpucost_focus` (cluster_id, day, currency, component, cost,
+    quantity, unit and the cluster's latest attributes) on `con` for the report to reuse.
+    `con` must use the UTC time zone.
+    """
+    con.execute(_PRICED_SQL)
+    con.execute(_ALLOCATION_SQL)
+    con.execute(_FINAL_SQL)
+    account = _billing_account(con)
+    frame = con.sql(_SELECT_SQL, params={"provider": provider_name, "account": account}).pl()
+    return frame.select(FOCUS_COLUMNS)
+
+
+def _billing_account(con: duckdb.DuckDBPyConnection) -> str:
+    """The account the data was read from: the API host of the newest run (no credentials)."""
+    rows = con.execute(
+        "select api_base_url from meta.runs where api_base_url is not null"
+        " order by started_at desc limit 1"
+    ).fetchall()
+    host = urlsplit(rows[0][0]).hostname if rows else None
+    return host or "unknown"
+
+
+def reconcile(con: duckdb.DuckDBPyConnection) -> list[tuple[object, str, object, object]]:
+    """Days where the export's total differs from `marts.fleet_daily.cost` by a cent or more.
+
+    Returns (day, currency, focus_total, mart_total) rows; empty when they agree.
+    """
+    return [
+        tuple(r)
+        for r in con.execute(
+            """
+            with focus as (
+                select day, currency, sum(cost) as focus_total
+                from _gpucost_focus group by all
+            )
+            select coalesce(f.day, m.day) as day, coalesce(f.currency, m.currency) as currency,
+                   f.focus_total, m.cost
+            from focus as f
+            full join marts.fleet_daily as m using (day, currency)
+            where abs(coalesce(f.focus_total, 0) - coalesce(m.cost, 0)) >= 0.01
+            order by 1, 2
+            """
+        ).fetchall()
+    ]
