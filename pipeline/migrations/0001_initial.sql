@@ -140,6 +140,9 @@ create table if not exists snap.gpu_current (
 
 -- One row per cluster per bucket, stored once across overlapping windows; a later snapshot's
 -- value replaces an earlier one (late-data revisions). snapshot_at says which snapshot wrote it.
+-- Unique on (cluster_id, bucket_at), enforced by the loader (pipeline/store.py) rather than a
+-- PRIMARY KEY: on DuckDB an index made the nightly delete-then-insert of ~1.3 M per-GPU rows 8x
+-- slower and the file 20x larger. tests/test_store.py checks the uniqueness.
 create table if not exists snap.metric_points (
     run_id                  varchar not null,
     cluster_id              varchar not null,
@@ -153,10 +156,11 @@ create table if not exists snap.metric_points (
     memory_utilization      double,
     cost                    decimal(18, 6),         -- null when the point carries no cost
     currency                varchar,
-    gpu_series_count        integer,                -- number of `gpus` entries, null without
-    primary key (cluster_id, bucket_at)
+    gpu_series_count        integer                 -- number of `gpus` entries, null without
 );
 
+-- Per-GPU values of a bucket, unique on (cluster_id, bucket_at, gpu_id) (loader-enforced, as
+-- above); replaced as a set with their bucket, so a resize never leaves a stale GPU behind.
 create table if not exists snap.gpu_metric_points (
     run_id          varchar not null,
     cluster_id      varchar not null,
@@ -165,6 +169,19 @@ create table if not exists snap.gpu_metric_points (
     snapshot_at     timestamptz not null,
     utilization     double,
     memory_used_gb  double,
-    power_draw_w    double,
-    primary key (cluster_id, bucket_at, gpu_id)
+    power_draw_w    double
+);
+
+-- Schema `raw`: each detail response as received, already redacted by the client, gzip-compressed;
+-- kept store.raw_retention_days days (by fetched_at); `gpucost snapshot --from-raw` rebuilds
+-- `snap` from it.
+create schema if not exists raw;
+
+create table if not exists raw.responses (
+    run_id       varchar not null,
+    cluster_id   varchar not null,
+    fetched_at   timestamptz not null,       -- local clock, when the response arrived
+    snapshot_at  timestamptz,                -- the snapshot instant it carries (data time)
+    encoding     varchar not null,           -- gzip
+    body         blob not null               -- the redacted response body, compressed
 );
