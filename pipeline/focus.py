@@ -1,13 +1,14 @@
 """The FinOps FOCUS 1.2 cost export: one row per cluster, UTC day and cost component.
 
 Where the numbers come from (the snapshot tables, like the marts):
-- A bucket's cost is its own `cost`; a bucket without one costs the hourly rate of the snapshot
-  nearest in time x its hours (a stopped bucket: only the components that bill while stopped).
+- Each bucket is priced by the snapshot nearest in time to its midpoint (a tie goes to the later
+  snapshot); a billed (not stopped) bucket by the nearest snapshot that bills GPUs, if any. This is
+  the rule of the models (`sql/intermediate/buckets.sql`), written again here on purpose: the
+  export is a second computation that `reconcile` checks against `marts.fleet_daily`.
+- A bucket's cost is its own `cost`; a bucket without one costs the pricing snapshot's hourly rate
+  x its hours (a stopped bucket: the storage rate, as the contract says storage keeps billing).
 - The cost is split over the components (`gpu`, `cpu`, `memory`, `storage`, `network`, or one the
-  provider adds) by the breakdown of the snapshot nearest in time to the bucket, preferring a
-  snapshot taken in the same running/stopped state. A stopped bucket bills storage only
-  (CONTRACT.md: "a stopped cluster stops GPU, CPU and memory billing"), so there the split is over
-  the components other than gpu, cpu and memory.
+  provider adds) by the pricing snapshot's breakdown; a stopped bucket goes to storage alone.
 - Per cluster and day the component amounts are rounded to 6 decimals and the rounding remainder
   goes to the largest component, so that they add up exactly to the day's bucket costs, and the
   file's totals equal `marts.fleet_daily.cost` per day and currency (`reconcile` checks it).
@@ -83,20 +84,18 @@ with snapshots as (
     select
         s.cluster_id,
         s.snapshot_at,
-        coalesce(s.status, '') = 'stopped' as is_stopped,
         s.gpu_count,
         s.hourly_rate,
         s.currency,
-        coalesce(c.rate_total, 0) > 0 as has_breakdown,
-        coalesce(c.stopped_rate, 0) as stopped_rate,
+        coalesce(c.gpu_rate, 0) > 0 and coalesce(s.gpu_count, 0) > 0 as bills_gpus,
+        coalesce(c.storage_rate, 0) as storage_rate,
     from snap.cluster_snapshots as s
     left join (
         select
             cluster_id,
             snapshot_at,
-            sum(cost_per_hour) as rate_total,
-            sum(case when component not in ('gpu', 'cpu', 'memory') then cost_per_hour end)
-                as stopped_rate,
+            sum(case when component = 'gpu' then cost_per_hour else 0 end) as gpu_rate,
+            sum(case when component = 'storage' then cost_per_hour else 0 end) as storage_rate,
         from snap.cost_components
         group by all
     ) as c using (cluster_id, snapshot_at)
@@ -105,6 +104,8 @@ buckets as (
     select
         cluster_id,
         bucket_at,
+        -- the bucket's midpoint decides which snapshot is nearest in time
+        epoch_ms(bucket_at) + cast(interval_seconds as bigint) * 500 as mid_ms,
         interval_seconds,
         coalesce(status, '') = 'stopped' as is_stopped,
         cost,
@@ -118,14 +119,14 @@ nearest as (
         s.snapshot_at,
         s.gpu_count as snapshot_gpu_count,
         s.hourly_rate,
-        s.stopped_rate,
+        s.storage_rate,
         s.currency as snapshot_currency,
         row_number() over (
             partition by b.cluster_id, b.bucket_at
             order by
-                case when s.has_breakdown then 0 else 1 end,
-                case when s.is_stopped = b.is_stopped then 0 else 1 end,
-                abs(epoch(s.snapshot_at) - epoch(b.bucket_at)),
+                -- a billed bucket is priced by the nearest snapshot that bills GPUs
+                case when b.is_stopped or s.bills_gpus then 0 else 1 end,
+                abs(epoch_ms(s.snapshot_at) - b.mid_ms),
                 s.snapshot_at desc
         ) as rank_near,
     from buckets as b
@@ -142,8 +143,9 @@ select
     coalesce(gpu_series_count, snapshot_gpu_count, 0) as gpu_count,
     cast(coalesce(
         cost,
-        -- no cost on the bucket: the nearest snapshot's rate for the hours it covers
-        (case when is_stopped then stopped_rate else hourly_rate end)
+        -- no cost on the bucket: the pricing snapshot's rate for the hours it covers (a
+        -- stopped bucket bills storage only)
+        (case when is_stopped then storage_rate else hourly_rate end)
             * cast(interval_seconds as decimal(18, 6)) / 3600
     ) as decimal(18, 6)) as bucket_cost,
 from nearest
@@ -159,7 +161,7 @@ with components as (
         coalesce(c.cost_per_hour, 1) as rate,
         case
             when c.component is null then 1
-            when p.is_stopped and c.component in ('gpu', 'cpu', 'memory') then 0
+            when p.is_stopped and c.component <> 'storage' then 0
             else c.cost_per_hour
         end as billing_rate,
     from _gpucost_focus_priced as p
@@ -177,7 +179,7 @@ shares as (
 split as (
     select
         *,
-        -- Stopped with no storage-like component left: fall back to the full breakdown, and
+        -- Stopped without a storage rate: fall back to the full breakdown, and
         -- with an all-zero breakdown to an even split, so that no bucket cost is ever dropped.
         case
             when billing_total > 0 then billing_rate / billing_total
@@ -275,8 +277,8 @@ select
         when 'network' then 'Network'
         when 'cluster' then 'Cluster (no cost breakdown)'
     end, component)
-        || ' of a ' || coalesce(gpu_type, 'GPU') || ' x' || coalesce(cast(gpu_count as varchar), '?')
-        || ' cluster' as ChargeDescription,
+        || ' of a ' || coalesce(gpu_type, 'GPU') || ' x'
+        || coalesce(cast(gpu_count as varchar), '?') || ' cluster' as ChargeDescription,
     'Usage-Based' as ChargeFrequency,
     strftime(day + interval 1 day, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodEnd,
     strftime(day, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodStart,
