@@ -63,6 +63,11 @@ _MONEY_QUANTUM = Decimal("0.000001")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 
 _log = get_logger("store")
+# Errors about a value (not about the database): only these make a batch fall back to loading
+# its details one by one; an I/O error aborts the batch.
+_DATA_ERRORS = (duckdb.ConversionException, duckdb.ConstraintException,
+                duckdb.InvalidInputException, duckdb.OutOfRangeException,
+                duckdb.TypeMismatchException, pa.ArrowException)
 
 
 class StoreError(GpucostError):
@@ -813,7 +818,7 @@ class Store:
         try:
             self._write(batch, batch.pending, requests_made, retries, count, transaction)
             return len(batch.pending)
-        except duckdb.Error as exc:
+        except _DATA_ERRORS as exc:
             if not batch.pending or not transaction:
                 raise
             _log.debug("batch refused (%s); loading its details one by one", exc)
@@ -823,7 +828,7 @@ class Store:
             try:
                 self._write(probe, [item], None, None, False, True, dry_run=True)
                 good.append(item)
-            except duckdb.Error as exc:
+            except _DATA_ERRORS as exc:
                 batch.fetched -= 1
                 batch.add_failure(item.cluster_id, "failed", f"cannot load: {exc}",
                                   stage="load")
