@@ -28,6 +28,8 @@ final as (
         epoch_ms(snapshots.snapshot_at) as snapshot_ms,
         snapshots.run_id,
         snapshots.status,
+        snapshots.status_message,
+        snapshots.last_status_change_at,
         snapshots.gpu_count,
         snapshots.currency,
         snapshots.hourly_rate,

@@ -11,7 +11,11 @@ final as (
         snapshot_at as projected_at,
         horizon,
         horizon_hours,
-        snapshot_at + to_hours(horizon_hours) as horizon_end_at,
+        -- buckets are hourly and totals count complete buckets: a horizon covers the buckets
+        -- starting in [floor_hour(projected_at), + horizon_hours)
+        date_trunc('hour', snapshot_at) as horizon_start_at,
+        date_trunc('hour', snapshot_at) + to_hours(horizon_hours) as horizon_end_at,
+        snapshot_at + to_hours(horizon_hours) as elapsed_at,
         cast(projected_cost as decimal(18, 6)) as projected_cost,
         currency,
         basis,

@@ -1,0 +1,141 @@
+-- Why a cluster's cost left its projection, from what the snapshots inside the horizon show:
+-- deleted > stopped > started > resize > rate_change, else usage (the first that applies; a
+-- bigger event explains more of the drift than a smaller one that came with it).
+with
+
+projections as (
+    select * from staging.projections
+),
+
+rates as (
+    select * from intermediate.snapshot_rates
+),
+
+buckets as (
+    select * from intermediate.buckets
+),
+
+runs as (
+    select * from staging.runs
+),
+
+failures as (
+    select * from staging.run_failures
+),
+
+last_seen as (
+    select cluster_id, max(snapshot_at) as last_snapshot_at
+    from rates
+    group by cluster_id
+),
+
+origin as (
+    select
+        projections.cluster_id,
+        projections.projected_at,
+        projections.horizon,
+        projections.horizon_start_at,
+        projections.horizon_end_at,
+        projections.elapsed_at,
+        rates.status,
+        rates.gpu_count,
+        rates.hourly_rate,
+    from projections
+    inner join rates
+        on rates.cluster_id = projections.cluster_id
+        and rates.snapshot_at = projections.projected_at
+),
+
+later_snapshots as (
+    select
+        origin.cluster_id,
+        origin.projected_at,
+        origin.horizon,
+        bool_or(later.status = 'stopped' and origin.status <> 'stopped') as has_stopped,
+        bool_or(later.status <> 'stopped' and origin.status = 'stopped') as has_started,
+        bool_or(later.gpu_count <> origin.gpu_count) as has_resize,
+        bool_or(
+            later.hourly_rate <> origin.hourly_rate
+            and later.status = origin.status
+            and later.gpu_count = origin.gpu_count
+        ) as has_rate_change,
+    from origin
+    inner join rates as later
+        on later.cluster_id = origin.cluster_id
+        and later.snapshot_at > origin.projected_at
+        and later.snapshot_at <= origin.elapsed_at
+    group by origin.cluster_id, origin.projected_at, origin.horizon
+),
+
+horizon_buckets as (
+    select
+        origin.cluster_id,
+        origin.projected_at,
+        origin.horizon,
+        bool_or(not buckets.is_billed and origin.status <> 'stopped') as has_stopped,
+        bool_or(buckets.is_billed and origin.status = 'stopped') as has_started,
+        bool_or(buckets.gpu_count <> origin.gpu_count and buckets.is_billed) as has_resize,
+    from origin
+    inner join buckets
+        on buckets.cluster_id = origin.cluster_id
+        and buckets.bucket_at >= origin.horizon_start_at
+        and buckets.bucket_at < origin.horizon_end_at
+    group by origin.cluster_id, origin.projected_at, origin.horizon
+),
+
+-- a run inside the horizon, after the cluster's last snapshot, that did not see the cluster and
+-- did not fail or skip it: the cluster was deleted
+deletions as (
+    select
+        origin.cluster_id,
+        origin.projected_at,
+        origin.horizon,
+        true as has_deleted,
+    from origin
+    inner join last_seen on last_seen.cluster_id = origin.cluster_id
+    inner join runs
+        on runs.run_data_at > last_seen.last_snapshot_at
+        and runs.run_data_at > origin.projected_at
+        and runs.run_data_at <= origin.elapsed_at
+    where runs.status in ('complete', 'partial')
+    and not exists (
+        select 1 from failures
+        where failures.run_id = runs.run_id
+        and failures.cluster_id = origin.cluster_id
+        and failures.outcome <> 'gone'
+    )
+    group by origin.cluster_id, origin.projected_at, origin.horizon
+),
+
+final as (
+    select
+        origin.cluster_id,
+        origin.projected_at,
+        origin.horizon,
+        case
+            when coalesce(deletions.has_deleted, false) then 'deleted'
+            when coalesce(later_snapshots.has_stopped, false)
+                or coalesce(horizon_buckets.has_stopped, false) then 'stopped'
+            when coalesce(later_snapshots.has_started, false)
+                or coalesce(horizon_buckets.has_started, false) then 'started'
+            when coalesce(later_snapshots.has_resize, false)
+                or coalesce(horizon_buckets.has_resize, false) then 'resize'
+            when coalesce(later_snapshots.has_rate_change, false) then 'rate_change'
+            else 'usage'
+        end as cause,
+    from origin
+    left join later_snapshots
+        on later_snapshots.cluster_id = origin.cluster_id
+        and later_snapshots.projected_at = origin.projected_at
+        and later_snapshots.horizon = origin.horizon
+    left join horizon_buckets
+        on horizon_buckets.cluster_id = origin.cluster_id
+        and horizon_buckets.projected_at = origin.projected_at
+        and horizon_buckets.horizon = origin.horizon
+    left join deletions
+        on deletions.cluster_id = origin.cluster_id
+        and deletions.projected_at = origin.projected_at
+        and deletions.horizon = origin.horizon
+)
+
+select * from final

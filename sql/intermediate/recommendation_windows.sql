@@ -1,0 +1,131 @@
+-- materialized: table
+-- For every snapshot of every cluster, what its 7-day window of buckets shows
+-- ([floor_hour(snapshot) - 168 h, floor_hour(snapshot))): billed and all-idle buckets, the P95
+-- of busy GPUs, and the runs of whole-cluster idleness. Recommendations are evaluated at every
+-- snapshot so that their history (first seen, last seen, resolved) follows from the data.
+with
+
+rates as (
+    select * from intermediate.snapshot_rates
+),
+
+buckets as (
+    select * from intermediate.buckets
+),
+
+windows as (
+    select
+        rates.*,
+        date_trunc('hour', rates.snapshot_at) - to_hours(168) as window_start_at,
+        date_trunc('hour', rates.snapshot_at) as window_end_at,
+    from rates
+),
+
+window_buckets as (
+    select
+        windows.cluster_id,
+        windows.snapshot_at,
+        windows.window_start_at,
+        buckets.bucket_at,
+        buckets.hours,
+        buckets.is_billed,
+        buckets.is_all_idle,
+        buckets.has_gpu_series,
+        buckets.busy_gpus,
+    from windows
+    inner join buckets
+        on buckets.cluster_id = windows.cluster_id
+        and buckets.bucket_at >= windows.window_start_at
+        and buckets.bucket_at < windows.window_end_at
+),
+
+bucket_stats as (
+    select
+        cluster_id,
+        snapshot_at,
+        count(*) as window_buckets,
+        count(*) filter (where is_billed) as billed_buckets,
+        count(*) filter (where not is_billed) as stopped_buckets,
+        count(*) filter (where is_all_idle) as all_idle_buckets,
+        count(*) filter (where is_billed and has_gpu_series) as series_buckets,
+        quantile_cont(busy_gpus, getvariable('downsize_percentile') / 100)
+            filter (where is_billed and has_gpu_series) as busy_gpus_percentile,
+    from window_buckets
+    group by cluster_id, snapshot_at
+),
+
+-- gaps and islands: consecutive all-idle billed hours share (hour number - row number)
+idle_hours as (
+    select
+        cluster_id,
+        snapshot_at,
+        window_start_at,
+        bucket_at,
+        hours,
+        cast(epoch(bucket_at) // 3600 as bigint) - row_number() over (
+            partition by cluster_id, snapshot_at order by bucket_at
+        ) as island,
+    from window_buckets
+    where is_all_idle
+),
+
+idle_runs as (
+    select
+        cluster_id,
+        snapshot_at,
+        min(bucket_at) as run_start_at,
+        -- the window's day (0..6, 24 h slices from the window's start) the run starts on
+        cast((epoch(min(bucket_at)) - epoch(any_value(window_start_at))) // 86400 as integer)
+            as window_day,
+        sum(hours) as run_hours,
+    from idle_hours
+    group by cluster_id, snapshot_at, island
+),
+
+schedule_stats as (
+    select
+        cluster_id,
+        snapshot_at,
+        count(distinct window_day) as idle_run_days,
+        sum(run_hours) as idle_run_hours,
+    from idle_runs
+    where run_hours >= getvariable('schedule_min_idle_hours')
+    group by cluster_id, snapshot_at
+),
+
+final as (
+    select
+        windows.cluster_id,
+        windows.snapshot_at,
+        windows.window_start_at,
+        windows.window_end_at,
+        windows.status,
+        windows.status_message,
+        windows.last_status_change_at,
+        windows.gpu_count,
+        windows.currency,
+        windows.hourly_rate,
+        windows.gpu_per_hour,
+        windows.storage_per_hour,
+        windows.components_per_hour,
+        windows.bills_gpus,
+        coalesce(bucket_stats.window_buckets, 0) as window_buckets,
+        coalesce(bucket_stats.billed_buckets, 0) as billed_buckets,
+        coalesce(bucket_stats.stopped_buckets, 0) as stopped_buckets,
+        coalesce(bucket_stats.all_idle_buckets, 0) as all_idle_buckets,
+        coalesce(bucket_stats.series_buckets, 0) as series_buckets,
+        bucket_stats.busy_gpus_percentile,
+        -- rounded first: a percentile of whole numbers should not become 3 through float noise
+        cast(ceil(round(bucket_stats.busy_gpus_percentile, 9)) as integer) as busy_gpus_needed,
+        coalesce(schedule_stats.idle_run_days, 0) as idle_run_days,
+        coalesce(schedule_stats.idle_run_hours, 0) as idle_run_hours,
+    from windows
+    left join bucket_stats
+        on bucket_stats.cluster_id = windows.cluster_id
+        and bucket_stats.snapshot_at = windows.snapshot_at
+    left join schedule_stats
+        on schedule_stats.cluster_id = windows.cluster_id
+        and schedule_stats.snapshot_at = windows.snapshot_at
+)
+
+select * from final

@@ -1,0 +1,46 @@
+-- Each scored projection against what the horizon actually cost (DESIGN "Definitions"):
+-- horizons fully elapsed and at least drift_min_coverage_pct covered.
+with
+
+actuals as (
+    select * from intermediate.projection_actuals
+),
+
+causes as (
+    select * from intermediate.projection_causes
+),
+
+scored as (
+    select
+        actuals.*,
+        causes.cause,
+        actuals.actual_cost - actuals.projected_cost as difference,
+    from actuals
+    left join causes
+        on causes.cluster_id = actuals.cluster_id
+        and causes.projected_at = actuals.projected_at
+        and causes.horizon = actuals.horizon
+    where actuals.coverage_pct >= getvariable('drift_min_coverage_pct')
+),
+
+final as (
+    select
+        cluster_id,
+        projected_at,
+        horizon,
+        cast(projected_cost as decimal(18, 6)) as projected_cost,
+        cast(actual_cost as decimal(18, 6)) as actual_cost,
+        case
+            when projected_cost <> 0 then 100.0 * difference / projected_cost
+        end as drift_pct,
+        abs(difference) >= getvariable('drift_flag_min_abs')
+        and (
+            projected_cost = 0
+            or abs(100.0 * difference / projected_cost) >= getvariable('drift_flag_pct')
+        ) as is_flagged,
+        coalesce(cause, 'usage') as cause,
+        currency,
+    from scored
+)
+
+select * from final

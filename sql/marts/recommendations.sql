@@ -1,0 +1,91 @@
+-- Recommendations with their lifecycle across nights. `open`: holds at the cluster's latest
+-- snapshot. `resolved`: held before and is gone because the cluster was stopped, downsized or
+-- deleted; realized_monthly_savings = (rate when last seen - rate now, 0 if deleted) x month.
+-- `closed`: gone for another reason (the cluster got busy, the error cleared).
+with
+
+evaluations as (
+    select * from intermediate.recommendation_evaluations
+),
+
+rates as (
+    select * from intermediate.snapshot_rates
+),
+
+presence as (
+    select * from intermediate.cluster_presence
+),
+
+spans as (
+    select
+        cluster_id,
+        kind,
+        min(snapshot_at) as first_seen_at,
+        max(snapshot_at) as last_seen_at,
+    from evaluations
+    group by cluster_id, kind
+),
+
+latest_evidence as (
+    select
+        spans.*,
+        evaluations.monthly_savings,
+        evaluations.currency,
+        evaluations.reason,
+        evaluations.status as status_then,
+        evaluations.gpu_count as gpu_count_then,
+        evaluations.hourly_rate as rate_then,
+    from spans
+    inner join evaluations
+        on evaluations.cluster_id = spans.cluster_id
+        and evaluations.kind = spans.kind
+        and evaluations.snapshot_at = spans.last_seen_at
+),
+
+with_now as (
+    select
+        latest_evidence.*,
+        presence.is_deleted,
+        presence.last_snapshot_at,
+        now_rates.status as status_now,
+        now_rates.gpu_count as gpu_count_now,
+        case when presence.is_deleted then 0 else now_rates.hourly_rate end as rate_now,
+    from latest_evidence
+    inner join presence on presence.cluster_id = latest_evidence.cluster_id
+    inner join rates as now_rates
+        on now_rates.cluster_id = presence.cluster_id
+        and now_rates.snapshot_at = presence.last_snapshot_at
+),
+
+classified as (
+    select
+        *,
+        case
+            when last_seen_at = last_snapshot_at and not is_deleted then 'open'
+            when is_deleted
+                or (status_now = 'stopped' and status_then <> 'stopped')
+                or gpu_count_now < gpu_count_then then 'resolved'
+            else 'closed'
+        end as status,
+    from with_now
+),
+
+final as (
+    select
+        substr(md5(cluster_id || '/' || kind), 1, 16) as rec_id,
+        cluster_id,
+        kind,
+        status,
+        monthly_savings,
+        currency,
+        reason,
+        first_seen_at,
+        last_seen_at,
+        case
+            when status = 'resolved'
+                then cast((rate_then - rate_now) * getvariable('hours_per_month') as decimal(18, 6))
+        end as realized_monthly_savings,
+    from classified
+)
+
+select * from final

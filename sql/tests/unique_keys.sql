@@ -1,0 +1,34 @@
+-- Every mart's key is unique: returns each duplicated key.
+with
+
+duplicates as (
+    select 'idle_waste_daily' as mart, cluster_id || '/' || day || '/' || currency as key,
+        count(*) as copies
+    from marts.idle_waste_daily group by cluster_id, day, currency having count(*) > 1
+    union all
+    select 'idle_waste_gpu_daily', cluster_id || '/' || gpu_id || '/' || day || '/' || currency,
+        count(*)
+    from marts.idle_waste_gpu_daily group by cluster_id, gpu_id, day, currency
+    having count(*) > 1
+    union all
+    select 'fleet_daily', day || '/' || currency, count(*)
+    from marts.fleet_daily group by day, currency having count(*) > 1
+    union all
+    select 'projection_drift', cluster_id || '/' || projected_at || '/' || horizon, count(*)
+    from marts.projection_drift group by cluster_id, projected_at, horizon having count(*) > 1
+    union all
+    select 'recommendations', rec_id, count(*)
+    from marts.recommendations group by rec_id having count(*) > 1
+    union all
+    select 'recommendations (cluster, kind)', cluster_id || '/' || kind, count(*)
+    from marts.recommendations group by cluster_id, kind having count(*) > 1
+    union all
+    select 'clusters', cluster_id, count(*)
+    from marts.clusters group by cluster_id having count(*) > 1
+    union all
+    select 'cluster_drift_accuracy', cluster_id || '/' || horizon || '/' || currency, count(*)
+    from marts.cluster_drift_accuracy group by cluster_id, horizon, currency
+    having count(*) > 1
+)
+
+select * from duplicates
