@@ -1,0 +1,172 @@
+"""Secrets never survive redaction; harmless text does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.redact import REDACTED, redact_document, redact_text
+
+CANARY = "CANARY-7f3a9c"
+
+# (text carrying a secret, the secret that must be gone, what must stay)
+TEXT_CASES = [
+    ("https://alice:s3cr3tpw@git.example.com/repo.git", "s3cr3tpw", "git.example.com/repo.git"),
+    ("https://ghtoken123456@github.com/org/x", "ghtoken123456", "github.com/org/x"),
+    ("postgres://app:pg-pass-77@db.internal:5432/prod", "pg-pass-77", "db.internal:5432/prod"),
+    ("mysql://root:rootpw1@10.0.0.5/db", "rootpw1", "10.0.0.5/db"),
+    ("host=db user=app password=hunter2 dbname=x", "hunter2", "dbname=x"),
+    ("Server=tcp:x;User ID=a;Password=Pa55word!;Encrypt=yes", "Pa55word!", "Encrypt=yes"),
+    ("login ok token=abcdef123456 for user bob", "abcdef123456", "for user bob"),
+    (
+        "curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig'",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "curl -H",
+    ),
+    ("config api_key=AbC123xyz loaded", "AbC123xyz", "loaded"),
+    ("apiKey: zz-99-top", "zz-99-top", "apiKey"),
+    ("pulling with hf_AbCdEfGhIjKlMnOpQrStUv", "hf_AbCdEfGhIjKlMnOpQrStUv", "pulling with"),
+    ("OPENAI key sk-proj-1234567890abcdefXYZ set", "sk-proj-1234567890abcdefXYZ", "set"),
+    ("aws AKIAIOSFODNN7EXAMPLE creds", "AKIAIOSFODNN7EXAMPLE", "creds"),
+    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCY", "wJalrXUtnFEMI", "aws"),
+    ("gh token ghp_abcdefghijklmnopqrstuvwxyz0123", "ghp_abcdefghijklmnopqrstuvwxyz0123", "gh"),
+    (
+        "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n"
+        "-----END OPENSSH PRIVATE KEY-----\ndone",
+        "b3BlbnNzaC1rZXk",
+        "done",
+    ),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEcut-short", "MIIEcut-short", ""),
+    ("sshpass -p Hunter22 ssh root@host", "Hunter22", "ssh root@host"),
+    (f"started worker with {CANARY}-planted-secret now", CANARY, "now"),
+    (f"note: {CANARY}", CANARY, "note:"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret", "kept"), TEXT_CASES)
+def test_redact_text_removes_each_secret_kind(text: str, secret: str, kept: str) -> None:
+    out = redact_text(text)
+    assert secret not in out
+    assert REDACTED in out
+    assert kept in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-20T03:00:00Z",
+        "ssh root@ssh-abc123.example-gpu.cloud",
+        "https://cluster-abc123.example-gpu.cloud:32001",
+        "registry.example.com/pytorch:2.5-cuda12.4",
+        "GPU 1 idle for 2h 10m",
+        "researcher@example.com",
+        "disk-usage at 80%",
+        "asia-east1",
+    ],
+)
+def test_redact_text_leaves_harmless_text_alone(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def _hostile_detail(camel: bool) -> dict:
+    def k(snake: str) -> str:
+        if not camel:
+            return snake
+        head, *rest = snake.split("_")
+        return head + "".join(p.title() for p in rest)
+
+    return {
+        "success": True,
+        "data": {
+            "id": "cluster_x",
+            "name": "train",
+            "environment": {
+                "variables": {
+                    "HF_TOKEN": f"hf_{CANARY}abc",
+                    "WORLD_SIZE": "2",
+                    "DATABASE_URL": "postgres://u:dbpw@h/db",
+                    "NESTED": {"inner": "value-x"},
+                },
+                k("cuda_version"): "12.4",
+            },
+            "network": {
+                k("proxy_url"): "https://admin:proxypw@proxy.example",
+                k("ssh_connection"): {
+                    "host": "ssh.example",
+                    "username": "root",
+                    "password": f"pw-{CANARY}",
+                    k("private_key"): "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAkey\n"
+                    "-----END OPENSSH PRIVATE KEY-----",
+                    k("connection_string"): "ssh root@ssh.example",
+                },
+            },
+            "logs": [
+                {"timestamp": "2026-11-20T01:00:00Z", "message": "login with token=tok-abc-999"},
+                {
+                    "timestamp": "2026-11-20T02:00:00Z",
+                    "message": "Authorization: Bearer zzz-bearer-1",
+                },
+                {"timestamp": "2026-11-20T02:30:00Z", "message": "epoch 3 done, loss 0.12"},
+            ],
+            "metrics": {"current": {"gpu_utilization": 45.5}},
+        },
+    }
+
+
+@pytest.mark.parametrize("camel", [False, True], ids=["snake", "camel"])
+def test_redact_document_removes_every_secret_and_keeps_the_rest(camel: bool) -> None:
+    doc = redact_document(_hostile_detail(camel))
+    text = json.dumps(doc)
+    for secret in (
+        CANARY,
+        "dbpw",
+        "value-x",
+        "proxypw",
+        "AAAAkey",
+        "tok-abc-999",
+        "zzz-bearer-1",
+        "hf_",
+    ):
+        assert secret not in text
+    data = doc["data"]
+    variables = data["environment"]["variables"]
+    # Every value goes, even a harmless one; the names stay (they are the evidence).
+    assert variables == {
+        "HF_TOKEN": REDACTED,
+        "WORLD_SIZE": REDACTED,
+        "DATABASE_URL": REDACTED,
+        "NESTED": {"inner": REDACTED},
+    }
+    ssh = data["network"]["sshConnection" if camel else "ssh_connection"]
+    assert ssh["password"] == REDACTED
+    assert ssh["privateKey" if camel else "private_key"] == REDACTED
+    assert ssh["host"] == "ssh.example"
+    assert ssh["connectionString" if camel else "connection_string"] == "ssh root@ssh.example"
+    assert data["logs"][2]["message"] == "epoch 3 done, loss 0.12"
+    assert data["logs"][0]["message"] == f"login with token={REDACTED}"
+    assert data["environment"]["cudaVersion" if camel else "cuda_version"] == "12.4"
+    assert data["metrics"]["current"]["gpu_utilization"] == 45.5
+
+
+def test_redact_document_returns_the_same_object_redacted_in_place() -> None:
+    doc = _hostile_detail(False)
+    assert redact_document(doc) is doc
+    assert doc["data"]["environment"]["variables"]["WORLD_SIZE"] == REDACTED
+
+
+def test_redact_text_clears_variables_in_a_body_that_does_not_parse() -> None:
+    body = (
+        '{"success": true, "data": {"id": "c1", "environment": {"variables": '
+        '{"JUPYTER_PASSWORD": "example-password", "PLAIN": "plainvalue", "CUT": "half-wr'
+    )
+    out = redact_text(body)
+    assert "example-password" not in out and "plainvalue" not in out and "half-wr" not in out
+    assert '"JUPYTER_PASSWORD": "[REDACTED]"' in out
+    assert '"id": "c1"' in out
+
+
+def test_redact_text_clears_json_secret_keys_in_a_broken_body() -> None:
+    out = redact_text('{"ssh_connection": {"password": "pw-1", "privateKey": "abc", "host": "h"')
+    assert "pw-1" not in out and '"abc"' not in out
+    assert '"host": "h"' in out
