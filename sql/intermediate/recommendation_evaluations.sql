@@ -62,8 +62,9 @@ downsize as (
     from flagged
     where series_buckets > 0
     and bills_gpus
-    and status <> 'stopped'
-    and busy_gpus_needed < gpu_count
+    and status = 'running'
+    -- a downsize that removes no GPU is not one
+    and greatest(1, busy_gpus_needed) < gpu_count
 ),
 
 schedule as (
@@ -76,11 +77,11 @@ schedule as (
             as decimal(18, 6)
         ) as monthly_savings,
         'whole cluster idle for ' || cast(getvariable('schedule_min_idle_hours') as integer)
-        || ' h or more at a stretch on ' || idle_run_days || ' of 7 days, '
+        || ' h or more at a stretch on ' || idle_run_days || ' UTC days of the 7-day window, '
         || cast(round(idle_run_hours / 7, 1) as varchar) || ' h a day on average' as reason,
     from flagged
     where not is_stop_idle
-    and status <> 'stopped'
+    and status = 'running'
     and idle_run_days >= getvariable('schedule_min_days')
 ),
 
@@ -101,7 +102,8 @@ delete_storage as (
     where status = 'stopped'
     and billed_buckets = 0
     and storage_rate > 0
-    and (last_status_change_at <= window_start_at or stopped_buckets >= 168)
+    -- every bucket of the window stopped; without metrics, stopped since before the window
+    and (window_buckets > 0 or last_status_change_at <= window_start_at)
 ),
 
 investigate_error as (

@@ -25,7 +25,6 @@ window_buckets as (
     select
         windows.cluster_id,
         windows.snapshot_at,
-        windows.window_start_at,
         buckets.bucket_at,
         buckets.hours,
         buckets.is_billed,
@@ -59,7 +58,6 @@ idle_hours as (
     select
         cluster_id,
         snapshot_at,
-        window_start_at,
         bucket_at,
         hours,
         cast(epoch(bucket_at) // 3600 as bigint) - row_number() over (
@@ -73,24 +71,26 @@ idle_runs as (
     select
         cluster_id,
         snapshot_at,
-        min(bucket_at) as run_start_at,
-        -- the window's day (0..6, 24 h slices from the window's start) the run starts on
-        cast((epoch(min(bucket_at)) - epoch(any_value(window_start_at))) // 86400 as integer)
-            as window_day,
+        island,
         sum(hours) as run_hours,
     from idle_hours
     group by cluster_id, snapshot_at, island
+    having sum(hours) >= getvariable('schedule_min_idle_hours')
 ),
 
+-- a qualifying run counts on every UTC day its hours fall on
 schedule_stats as (
     select
-        cluster_id,
-        snapshot_at,
-        count(distinct window_day) as idle_run_days,
-        sum(run_hours) as idle_run_hours,
-    from idle_runs
-    where run_hours >= getvariable('schedule_min_idle_hours')
-    group by cluster_id, snapshot_at
+        idle_hours.cluster_id,
+        idle_hours.snapshot_at,
+        count(distinct cast(idle_hours.bucket_at as date)) as idle_run_days,
+        sum(idle_hours.hours) as idle_run_hours,
+    from idle_hours
+    inner join idle_runs
+        on idle_runs.cluster_id = idle_hours.cluster_id
+        and idle_runs.snapshot_at = idle_hours.snapshot_at
+        and idle_runs.island = idle_hours.island
+    group by idle_hours.cluster_id, idle_hours.snapshot_at
 ),
 
 final as (
