@@ -1,0 +1,341 @@
+"""The snapshot stage: list the clusters, fetch their details, load them as they arrive.
+
+    result = run_snapshot(config)            # or from_raw=True to rebuild from the raw store
+    print(result.summary_line()); sys.exit(result.exit_code)     # 0 complete, 3 partial
+
+The run is recorded in `meta.runs` from its start (`running`) to its end (`complete` when every
+listed cluster was stored or is gone, `partial` when some failed or were skipped, `failed` when
+the list could not be read or the provider refused the key). Details are loaded in batches of
+`DEFAULT_BATCH_CLUSTERS` clusters, each batch committed with the ledger's counters, so a crash
+loses at most one batch and never leaves a run that looks finished; the next run marks it
+`failed` ("interrupted") and, since keys make loads idempotent, simply does the whole job again.
+
+Fetching runs in a background thread that feeds a bounded queue, so HTTP keeps going while a
+batch is written to DuckDB, and memory stays bounded (the client applies backpressure).
+
+On a terminal a rich progress bar shows clusters done, failed and retried; otherwise the stage is
+quiet and the CLI prints `summary_line()`. With `--log-format json` the summary is also logged
+as one JSON record with the counts. The API key is never logged: this module never sees it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pipeline.config import Config
+from pipeline.errors import EXIT_OK, EXIT_PARTIAL, ApiError, AuthError, GpucostError
+from pipeline.log import get_logger
+from pipeline.store import DEFAULT_BATCH_CLUSTERS, LoadBatch, Store
+
+_log = get_logger("snapshot")
+_DONE = object()
+# How long a stopping fetcher thread may take to notice (queue puts time out this often).
+_POLL_SECONDS = 0.1
+
+
+@dataclass
+class SnapshotResult:
+    """What one snapshot run did; `exit_code` is what the CLI returns."""
+
+    run_id: str
+    status: str  # complete | partial | failed
+    listed: int = 0
+    fetched: int = 0
+    failed: int = 0
+    gone: int = 0
+    skipped: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    from_raw: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 complete, 3 partial (some clusters failed or were skipped; the rest are kept)."""
+        return EXIT_OK if self.status == "complete" else EXIT_PARTIAL
+
+    def summary_line(self) -> str:
+        """One line for cron mail and terminals."""
+        if self.from_raw:
+            return (
+                f"snapshot {self.run_id} {self.status} (from raw): {self.fetched} responses "
+                f"reloaded, {self.failed} failed in {self.seconds:.1f} s"
+            )
+        retries = f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}"
+        return (
+            f"snapshot {self.run_id} {self.status}: {self.listed} listed, {self.fetched} stored, "
+            f"{self.gone} gone, {self.failed} failed, {self.skipped} skipped; "
+            f"{self.requests} requests ({retries}) in {self.seconds:.1f} s"
+        )
+
+    def as_log_fields(self) -> dict[str, Any]:
+        """The counts as flat fields for a JSON log record."""
+        return {
+            "run_id": self.run_id, "status": self.status, "listed": self.listed,
+            "fetched": self.fetched, "failed": self.failed, "gone": self.gone,
+            "skipped": self.skipped, "requests": self.requests, "retries": self.retries,
+            "seconds": round(self.seconds, 3), "from_raw": self.from_raw,
+        }
+
+
+class _Progress:
+    """A rich progress bar on stderr, fed by the client's events (from its threads)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.failed = 0
+        self.retried = 0
+        self._bar: Any = None
+        self._task: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("snapshot"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("failed {task.fields[failed]}  retried {task.fields[retried]}"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+            )
+            self._task = self._bar.add_task("snapshot", total=None, failed=0, retried=0)
+            self._bar.start()
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
+    def event(self, kind: str, cluster_id: str) -> None:
+        if kind == "retry":
+            self.retried += 1
+        elif kind in ("failed", "skipped"):
+            self.failed += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=0 if kind == "retry" else 1,
+                             failed=self.failed, retried=self.retried)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def run_snapshot(config: Config, *, from_raw: bool = False, progress: bool = False,
+                 transport: httpx.BaseTransport | None = None,
+                 batch_clusters: int = DEFAULT_BATCH_CLUSTERS) -> SnapshotResult:
+    """Snapshot every cluster into the database of `config.store.db`.
+
+    `from_raw=True` rebuilds the normalized tables from the raw store instead of calling the
+    API. `transport` replaces httpx's network (tests). Raises `LockedError` (another run holds
+    the lock, nothing touched), `AuthError` (the run is recorded failed), `ApiError` (the list
+    could not be read; recorded failed) and `ConfigError`.
+    """
+    if from_raw:
+        return _rebuild_from_raw(config, batch_clusters)
+    from pipeline.client import ApiClient
+
+    started = time.monotonic()
+    bar = _Progress(progress)
+    # The client is built first: a missing key or URL fails before the database is touched.
+    try:
+        client = ApiClient.from_config(config, transport=transport, on_event=bar.event)
+    except BaseException:
+        bar.stop()
+        raise
+    try:
+        with client, Store.open(config.store.db) as store:
+            store.mark_interrupted_runs()
+            run_id = store.start_run(client.base_url)
+            result = SnapshotResult(run_id, "running")
+            try:
+                _snapshot(config, client, store, result, bar, batch_clusters)
+            except BaseException as exc:
+                result.status = "failed"
+                _finish(store, result, client, message=_failure_message(exc))
+                raise
+            result.status = "complete" if not (result.failed or result.skipped) else "partial"
+            result.seconds = time.monotonic() - started
+            _finish(store, result, client, raw_retention_days=config.store.raw_retention_days)
+    finally:
+        bar.stop()
+    _log_summary(config, result)
+    return result
+
+
+def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, GpucostError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _finish(store: Store, result: SnapshotResult, client: Any, *, message: str | None = None,
+            raw_retention_days: int | None = None) -> None:
+    result.requests = client.stats.requests
+    result.retries = client.stats.retries
+    try:
+        store.finish_run(result.run_id, result.status, message=message,
+                         requests_made=result.requests, retries=result.retries,
+                         raw_retention_days=raw_retention_days)
+    except Exception:  # pragma: no cover - the database itself failed: the next run recovers
+        if result.status != "failed":
+            raise
+        _log.exception("could not record run %s as failed", result.run_id)
+
+
+def _snapshot(config: Config, client: Any, store: Store, result: SnapshotResult,
+              bar: _Progress, batch_clusters: int) -> None:
+    run_id = result.run_id
+    try:
+        summaries = client.list_clusters()
+    except AuthError:
+        raise
+    except ApiError as exc:
+        store.record_failure(run_id, cluster_id=None, stage="list", outcome="failed",
+                             reason=str(exc), http_status=exc.status, raw_body=exc.body)
+        raise
+    result.listed = len(summaries)
+    store.set_listed(run_id, result.listed)
+    bar.set_total(result.listed)
+    keep_raw = config.store.raw_retention_days > 0
+    batch = LoadBatch(run_id, keep_raw=keep_raw)
+    try:
+        for fetched in _fetch_in_background(client, summaries, batch_clusters * 2):
+            batch.add_result(fetched)
+            if fetched.outcome != "ok":
+                _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome,
+                           fetched.reason)
+            if len(batch) >= batch_clusters:
+                _flush(store, batch, result, client)
+                batch = LoadBatch(run_id, keep_raw=keep_raw)
+    except AuthError:
+        # What was fetched before the provider refused the key is still worth keeping.
+        if len(batch):
+            _flush(store, batch, result, client)
+        raise
+    if len(batch):
+        _flush(store, batch, result, client)
+
+
+def _flush(store: Store, batch: LoadBatch, result: SnapshotResult, client: Any) -> None:
+    store.write_batch(batch, requests_made=client.stats.requests, retries=client.stats.retries)
+    result.fetched += batch.fetched
+    result.failed += batch.failed
+    result.gone += batch.gone
+    result.skipped += batch.skipped
+    for failure in batch.failures:
+        if failure["stage"] == "load":
+            _log.debug("cluster %s not loaded: %s", failure["cluster_id"], failure["reason"])
+
+
+def _fetch_in_background(client: Any, summaries: list[dict[str, Any]],
+                         depth: int) -> Iterator[Any]:
+    """The client's results, fetched by a thread that keeps going while the caller writes."""
+    results: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        generator = client.fetch_details(summaries)
+        try:
+            for item in generator:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+        finally:
+            generator.close()
+            put(_DONE)
+
+    thread = threading.Thread(target=produce, name="gpucost-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = results.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _log_summary(config: Config, result: SnapshotResult) -> None:
+    # Text mode stays quiet: the CLI prints the summary line itself.
+    if config.log.format == "json":
+        _log.info("snapshot finished", extra=result.as_log_fields())
+
+
+def _rebuild_from_raw(config: Config, batch_clusters: int) -> SnapshotResult:
+    """Re-normalize every raw response and rebuild the snap rows they produced, atomically."""
+    from pipeline.normalize import normalize_detail, parse_json
+
+    started = time.monotonic()
+    with Store.open(config.store.db) as store:
+        store.mark_interrupted_runs()
+        run_id = store.start_run(None)
+        result = SnapshotResult(run_id, "running", from_raw=True)
+        covered = store.raw_run_ids()
+        if not covered:
+            store.finish_run(run_id, "failed", message="no raw responses to rebuild from")
+            raise GpucostError(
+                "the raw store is empty: nothing to rebuild from (store.raw_retention_days = "
+                f"{config.store.raw_retention_days})"
+            )
+        store.con.begin()
+        try:
+            # Rows of the covered runs are derived again from their responses; rows of older
+            # runs, whose raw responses were pruned, stay as they are.
+            store.delete_rows_of_runs(covered)
+            batch = LoadBatch(run_id, keep_raw=False)
+            for raw_run, cluster_id, _fetched_at, body in store.iter_raw():
+                result.listed += 1
+                try:
+                    detail = normalize_detail(parse_json(body))
+                except ApiError as exc:
+                    batch.add_failure(cluster_id, "failed",
+                                      f"raw response of run {raw_run} does not normalize: {exc}",
+                                      stage="load", raw_body=body)
+                else:
+                    batch.add_detail(detail, run_id=raw_run)
+                if len(batch) >= batch_clusters:
+                    store.write_batch(batch, transaction=False)
+                    result.fetched += batch.fetched
+                    result.failed += batch.failed
+                    batch = LoadBatch(run_id, keep_raw=False)
+            store.write_batch(batch, transaction=False)
+            result.fetched += batch.fetched
+            result.failed += batch.failed
+            store.set_listed(run_id, result.listed)
+            store.con.commit()
+        except BaseException as exc:
+            store.con.rollback()
+            store.finish_run(run_id, "failed", message=_failure_message(exc))
+            raise
+        result.status = "complete" if not result.failed else "partial"
+        result.seconds = time.monotonic() - started
+        store.finish_run(run_id, result.status,
+                         message=f"rebuilt from the raw responses of {len(covered)} runs")
+    _log_summary(config, result)
+    return result
