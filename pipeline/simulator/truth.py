@@ -1,0 +1,454 @@
+"""Ground truth: what the pipeline should find, computed from the fleet's generative series.
+
+`ground_truth(fleet, snapshot_times, thresholds)` follows DESIGN.md "Definitions" in plain
+Python over the buckets a pipeline snapshotting at `snapshot_times` would see: for each cluster,
+the union of the 7-day windows of the snapshots at which it existed. It never reads JSON and
+shares no code with the client, the store or the SQL models, so that a disagreement shows a bug
+in one of them. Where DESIGN.md leaves a choice open, the choice made here is written down:
+
+- A bucket's values are those of the newest snapshot whose window holds it (newest wins, as the
+  store keeps them): final for every bucket except the preliminary ones only the last snapshot saw
+  (late-data clusters). `values="final"` uses final values everywhere instead.
+- The snapshot nearest a bucket is nearest to the bucket's midpoint; a tie goes to the later
+  snapshot. A bucket is priced by the nearest snapshot that bills GPUs (gpu component > 0), else
+  by the nearest snapshot at all. Its GPU cost (all GPUs) = bucket cost x gpu component / sum of
+  components when the point carries `cost`, else gpu component x hours x bucket GPUs / snapshot
+  GPUs. A GPU's price = GPU cost / bucket GPUs.
+- Bucket GPUs: the per-GPU entries when the series exists, else the `gpu_count` of the nearest
+  snapshot. Billed: status not `stopped`. actual_cost = the provider's cost of every seen bucket
+  (stopped ones bill storage), even when the point carries no `cost`.
+- Projections: for each snapshot time t and horizon h (24, 168, 720 h) with t + h <= the last
+  snapshot time; projected = the hourly rate at t x h; actual = the sum of the costs of the seen
+  buckets starting in [t, t + h); scored only when those buckets cover >= 95 % of h hours.
+- Recommendations, over the last snapshot's 7-day window and its state at that instant:
+  `stop_idle` and `schedule` and `downsize` only for running clusters; "all GPUs idle" uses the
+  per-GPU series when there is one, else the cluster utilization. `downsize` P95 is linear
+  interpolation (numpy's default, SQL `quantile_cont`), and is recommended only when
+  max(1, need) < gpu_count (a downsize that removes nothing is not one). `schedule`: maximal runs
+  of consecutive idle billed hourly buckets, a run qualifies at >= 8 h; the days are the distinct
+  UTC days its buckets fall on; savings = hours in qualifying runs / 7 x 30 x (rate - storage).
+  `delete_storage`: stopped now, every bucket of the window stopped, storage rate > 0.
+  `investigate_error`: status `error` now with a positive rate; its monthly_savings is what the
+  error state costs, (rate - storage) x 720. `stop_idle` does not exclude `downsize`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Thresholds
+from pipeline.simulator.fleet import Fleet, hour_index, hour_start, iso
+
+HORIZONS: dict[str, int] = {"daily": 24, "weekly": 168, "monthly": 720}
+WINDOW_HOURS = 168
+_Q6 = Decimal("0.000001")
+_HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True)
+class DailyTruth:
+    """Idle waste and cost of one cluster on one UTC day."""
+
+    cluster_id: str
+    day: date
+    currency: str
+    gpu_hours: Decimal
+    idle_gpu_hours: Decimal
+    idle_cost: Decimal
+    unused_capacity_cost: Decimal
+    actual_cost: Decimal
+    memory_held_idle_gpu_hours: Decimal
+
+
+@dataclass(frozen=True)
+class ProjectionTruth:
+    """One scored projection: what the snapshot projected and what accrued."""
+
+    cluster_id: str
+    projected_at: datetime
+    horizon: str
+    horizon_hours: int
+    projected_cost: Decimal
+    actual_cost: Decimal
+    currency: str
+    covered_hours: int
+
+
+@dataclass(frozen=True)
+class RecommendationTruth:
+    """One recommendation at the last snapshot, with its evidence."""
+
+    cluster_id: str
+    kind: str
+    monthly_savings: Decimal
+    currency: str
+    evidence: str
+
+
+@dataclass
+class GroundTruth:
+    """The expected marts (money as Decimal)."""
+
+    snapshot_times: list[datetime]
+    daily: list[DailyTruth]
+    projections: list[ProjectionTruth]
+    recommendations: list[RecommendationTruth]
+
+    def fleet_daily(self) -> list[dict[str, Any]]:
+        """Per UTC day and currency: cost, gpu_hours, idle_gpu_hours, idle_cost."""
+        acc: dict[tuple[date, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
+        for r in self.daily:
+            a = acc[(r.day, r.currency)]
+            a[0] += r.actual_cost
+            a[1] += r.gpu_hours
+            a[2] += r.idle_gpu_hours
+            a[3] += r.idle_cost
+        return [
+            {
+                "day": d,
+                "currency": c,
+                "cost": v[0],
+                "gpu_hours": v[1],
+                "idle_gpu_hours": v[2],
+                "idle_cost": v[3],
+            }
+            for (d, c), v in sorted(acc.items())
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: Decimal as strings, datetimes as ISO `Z`, days as YYYY-MM-DD."""
+        return {
+            "snapshot_times": [iso(t) for t in self.snapshot_times],
+            "daily": [_jsonable(asdict(r)) for r in self.daily],
+            "fleet_daily": [_jsonable(r) for r in self.fleet_daily()],
+            "projections": [_jsonable(asdict(r)) for r in self.projections],
+            "recommendations": [_jsonable(asdict(r)) for r in self.recommendations],
+        }
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, Decimal):
+            out[k] = str(v)
+        elif isinstance(v, datetime):
+            out[k] = iso(v)
+        elif isinstance(v, date):
+            out[k] = v.isoformat()
+        else:
+            out[k] = v
+    return out
+
+
+@dataclass
+class _Snap:
+    at: datetime
+    ms: int
+    status: str
+    gpu_count: int
+    gpu: Decimal
+    storage: Decimal
+    components: Decimal  # sum of every *_cost_per_hour = the hourly rate
+
+    @property
+    def bills_gpus(self) -> bool:
+        return self.gpu > 0 and self.gpu_count > 0
+
+
+@dataclass
+class _Bucket:
+    hour: int
+    status: str
+    gpus: int  # GPUs reported in the series (the cluster's count in that hour)
+    util: list[float]
+    mem: list[float]
+    avg_util: float
+    cost: Decimal
+
+
+def ground_truth(
+    fleet: Fleet,
+    snapshot_times: Iterable[datetime],
+    thresholds: Thresholds | None = None,
+    *,
+    values: str = "newest",
+) -> GroundTruth:
+    """Expected daily idle waste, scored projections and last-night recommendations.
+
+    `snapshot_times`: the instants a pipeline snapshots the fleet (any order). `values`:
+    "newest" (what the store keeps, default) or "final" (late revisions applied everywhere).
+    """
+    if values not in ("newest", "final"):
+        raise ValueError("values must be 'newest' or 'final'")
+    th = thresholds or Thresholds()
+    times = sorted(set(snapshot_times))
+    if not times:
+        raise ValueError("ground truth needs at least one snapshot time")
+    daily: list[DailyTruth] = []
+    projections: list[ProjectionTruth] = []
+    recs: list[RecommendationTruth] = []
+    for cid in fleet.cluster_ids():
+        snaps = [_snap(fleet, cid, t) for t in times if fleet.exists(cid, t)]
+        if not snaps:
+            continue
+        plan = fleet.plan(cid)
+        buckets = _seen_buckets(fleet, cid, snaps, values)
+        daily.extend(
+            _daily(cid, plan.currency, plan.per_gpu_series, plan.point_cost, buckets, snaps, th)
+        )
+        projections.extend(_projections(cid, plan.currency, buckets, snaps, times[-1], th))
+        if snaps[-1].at == times[-1]:
+            recs.extend(
+                _recommendations(cid, plan.currency, plan.per_gpu_series, buckets, snaps[-1], th)
+            )
+    return GroundTruth(times, daily, projections, recs)
+
+
+def _snap(fleet: Fleet, cid: str, t: datetime) -> _Snap:
+    state = fleet.state(cid, t)
+    bd = state["breakdown"]
+    return _Snap(
+        at=t,
+        ms=int(t.timestamp() * 1000),
+        status=state["status"],
+        gpu_count=state["gpu_count"],
+        gpu=bd["gpu_cost_per_hour"],
+        storage=bd["storage_cost_per_hour"],
+        components=sum(bd.values(), Decimal(0)),
+    )
+
+
+def _seen_buckets(fleet: Fleet, cid: str, snaps: list[_Snap], values: str) -> list[_Bucket]:
+    """Every bucket in some snapshot's window, valued as its newest snapshot returned it."""
+    seen: dict[int, _Bucket] = {}
+    for snap in reversed(snaps):
+        now_h = hour_index(snap.at)
+        series = fleet.series(
+            cid, now_h - WINDOW_HOURS, now_h, now=snap.at if values == "newest" else None
+        )
+        hours = series.hours.tolist()
+        util = series.util.tolist()
+        mem = series.mem.tolist()
+        avg = series.avg_util.tolist()
+        counts = series.gpu_count.tolist()
+        for i, h in enumerate(hours):
+            if h in seen:
+                continue
+            n = counts[i]
+            seen[h] = _Bucket(
+                h, series.status[i], n, util[i][:n], mem[i][:n], avg[i], series.cost[i]
+            )
+    return [seen[h] for h in sorted(seen)]
+
+
+def _nearest(snaps: list[_Snap], mid_ms: int) -> _Snap | None:
+    """The snapshot nearest `mid_ms`; a tie goes to the later one."""
+    best: _Snap | None = None
+    best_d = 0
+    for s in snaps:
+        d = abs(s.ms - mid_ms)
+        if best is None or d <= best_d:
+            best, best_d = s, d
+    return best
+
+
+def _daily(
+    cid: str,
+    currency: str,
+    per_gpu: bool,
+    point_cost: bool,
+    buckets: list[_Bucket],
+    snaps: list[_Snap],
+    th: Thresholds,
+) -> list[DailyTruth]:
+    billing = [s for s in snaps if s.bills_gpus]
+    thr = th.idle_threshold_pct
+    acc: dict[date, list[Decimal]] = {}
+    for b in buckets:
+        day = hour_start(b.hour).date()
+        a = acc.setdefault(day, [Decimal(0)] * 6)
+        a[5] += b.cost
+        if b.status == "stopped":
+            continue
+        mid = b.hour * 3_600_000 + 1_800_000
+        near_any = _nearest(snaps, mid)
+        assert near_any is not None
+        pricer = _nearest(billing, mid) or near_any
+        n = b.gpus if per_gpu else near_any.gpu_count
+        if n == 0:
+            continue
+        if point_cost:
+            gpu_cost = (
+                b.cost * pricer.gpu / pricer.components if pricer.components > 0 else Decimal(0)
+            )
+        else:
+            gpu_cost = pricer.gpu * n / pricer.gpu_count if pricer.gpu_count > 0 else Decimal(0)
+        price = gpu_cost / n
+        if per_gpu:
+            idle = [u < thr for u in b.util]
+            n_idle = sum(idle)
+            held = sum(
+                1
+                for u_idle, m in zip(idle, b.mem, strict=True)
+                if u_idle and m >= th.memory_held_gb
+            )
+            unused = sum((1 - Decimal(repr(u)) / _HUNDRED for u in b.util), Decimal(0))
+        else:
+            n_idle = n if b.avg_util < thr else 0
+            held = 0
+            unused = n * (1 - Decimal(repr(b.avg_util)) / _HUNDRED)
+        a[0] += n
+        a[1] += n_idle
+        a[2] += price * n_idle
+        a[3] += price * unused
+        a[4] += held
+    return [
+        DailyTruth(
+            cid, day, currency, a[0], a[1], a[2].quantize(_Q6), a[3].quantize(_Q6), a[5], a[4]
+        )
+        for day, a in sorted(acc.items())
+    ]
+
+
+def _projections(
+    cid: str,
+    currency: str,
+    buckets: list[_Bucket],
+    snaps: list[_Snap],
+    last: datetime,
+    th: Thresholds,
+) -> list[ProjectionTruth]:
+    cost_by_hour = {b.hour: b.cost for b in buckets}
+    out: list[ProjectionTruth] = []
+    for s in snaps:
+        start_s = s.at.timestamp()
+        first = math.ceil(start_s / 3600)
+        for horizon, hours in HORIZONS.items():
+            end_s = start_s + hours * 3600
+            if end_s > last.timestamp():
+                continue
+            # buckets starting in [t, t + h)
+            last_h = math.ceil(end_s / 3600)
+            inside = [cost_by_hour[h] for h in range(first, last_h) if h in cost_by_hour]
+            if len(inside) * 100 < th.drift_min_coverage_pct * hours:
+                continue
+            out.append(
+                ProjectionTruth(
+                    cid,
+                    s.at,
+                    horizon,
+                    hours,
+                    (s.components * hours).quantize(_Q6),
+                    sum(inside, Decimal(0)),
+                    currency,
+                    len(inside),
+                )
+            )
+    return out
+
+
+def _all_idle(b: _Bucket, per_gpu: bool, thr: float) -> bool:
+    if per_gpu:
+        return all(u < thr for u in b.util)
+    return b.avg_util < thr
+
+
+def _recommendations(
+    cid: str,
+    currency: str,
+    per_gpu: bool,
+    buckets: list[_Bucket],
+    snap: _Snap,
+    th: Thresholds,
+) -> list[RecommendationTruth]:
+    now_h = hour_index(snap.at)
+    window = [b for b in buckets if now_h - WINDOW_HOURS <= b.hour < now_h]
+    billed = [b for b in window if b.status != "stopped"]
+    thr = th.idle_threshold_pct
+    month = th.hours_per_month
+    rate_less_storage = snap.components - snap.storage
+    out: list[RecommendationTruth] = []
+
+    def rec(kind: str, savings: Decimal, evidence: str) -> None:
+        out.append(RecommendationTruth(cid, kind, savings.quantize(_Q6), currency, evidence))
+
+    stop_idle = False
+    if snap.status == "running" and len(billed) >= th.stop_idle_min_buckets:
+        idle = sum(1 for b in billed if _all_idle(b, per_gpu, thr))
+        if idle * 100 >= th.stop_idle_share_pct * len(billed):
+            stop_idle = True
+            rec(
+                "stop_idle",
+                rate_less_storage * month,
+                f"all GPUs idle in {idle} of {len(billed)} billed hours",
+            )
+    if snap.status == "running" and per_gpu and billed:
+        busy = np.array([sum(1 for u in b.util if u >= thr) for b in billed], dtype=float)
+        p = float(np.percentile(busy, th.downsize_percentile))
+        need = math.ceil(round(p, 9))
+        keep = max(1, need)
+        if keep < snap.gpu_count:
+            price = snap.gpu / snap.gpu_count
+            rec(
+                "downsize",
+                (snap.gpu_count - keep) * price * month,
+                f"P{th.downsize_percentile:g} of busy GPUs {p:g} of {snap.gpu_count}",
+            )
+    if snap.status == "running" and not stop_idle:
+        run_hours, days = _idle_runs(window, per_gpu, thr, th.schedule_min_idle_hours)
+        if len(days) >= th.schedule_min_days:
+            daily_idle = Decimal(run_hours) / Decimal(WINDOW_HOURS // 24)
+            rec(
+                "schedule",
+                daily_idle * 30 * rate_less_storage,
+                f"idle runs >= {th.schedule_min_idle_hours} h on {len(days)} days, "
+                f"{run_hours} h in 7 days",
+            )
+    if snap.status == "stopped" and window and not billed and snap.storage > 0:
+        rec(
+            "delete_storage",
+            snap.storage * month,
+            f"stopped for all {len(window)} hours of the window",
+        )
+    if snap.status == "error" and snap.components > 0:
+        rec(
+            "investigate_error",
+            rate_less_storage * month,
+            f"status error while billing {snap.components} per hour",
+        )
+    return out
+
+
+def _idle_runs(
+    window: list[_Bucket], per_gpu: bool, thr: float, min_hours: int
+) -> tuple[int, set[date]]:
+    """Hours in maximal idle runs of >= `min_hours` consecutive billed buckets, and their days."""
+    total = 0
+    days: set[date] = set()
+    run: list[int] = []
+
+    def close() -> None:
+        nonlocal total
+        if len(run) >= min_hours:
+            total += len(run)
+            days.update(hour_start(h).date() for h in run)
+        run.clear()
+
+    for b in window:
+        idle = b.status != "stopped" and _all_idle(b, per_gpu, thr)
+        if idle and (not run or b.hour == run[-1] + 1):
+            run.append(b.hour)
+        else:
+            close()
+            if idle:
+                run.append(b.hour)
+    close()
+    return total, days
