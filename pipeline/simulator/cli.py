@@ -133,12 +133,13 @@ def serve(host, port, clusters, seed, start, rate_limit, rate_window, faults, fa
     )
 
     def ready(base_url: str) -> None:
-        click.echo(base_url)
-        sys.stdout.flush()
+        # stderr first: a script that reads the URL may stop the server right away
         if generated:
             click.echo(f"gpucost simulate: no key given; generated one in {generated}", err=True)
         click.echo(f"gpucost simulate: {clusters} clusters, seed {seed}, now "
                    f"{fleet.now.isoformat()}; Ctrl-C to stop", err=True)
+        click.echo(base_url)
+        sys.stdout.flush()
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
