@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -74,6 +74,10 @@ _Q4 = Decimal("0.0001")
 _ZERO = Decimal("0.0000")
 
 UtilizationFn = Callable[[datetime, int], tuple[float, float]]
+# An explicit table instead of a function: [hour since ceil_hour(created_at)][gpu] ->
+# (utilization %, memory GB); hours past its end read (0, 0).
+UtilizationTable = Sequence[Sequence[tuple[float, float]]] | np.ndarray
+_STATUS_EVENTS = ("stop", "start", "error", "recover")
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ class ClusterPlan:
     """Everything that defines one cluster. Rates are per hour in `currency`.
 
     `utilization`, when given, overrides the archetype: a function (hour start, gpu index) ->
-    (utilization %, memory used GB), before status overlays (stopped -> 0, error -> 0 util).
+    (utilization %, memory used GB), or a table [hour since ceil_hour(created_at)][gpu] ->
+    (utilization, memory); before status overlays (stopped -> 0, error -> 0 utilization).
     """
 
     id: str
@@ -113,7 +118,7 @@ class ClusterPlan:
     deleted_at: datetime | None = None
     events: tuple[ClusterEvent, ...] = ()
     archetype: str = "training"
-    utilization: UtilizationFn | None = None
+    utilization: UtilizationFn | UtilizationTable | None = None
     per_gpu_series: bool = True
     point_cost: bool = True
     late_data: bool = False
@@ -210,6 +215,7 @@ class _Cluster:
         self.seed = seed
         self.index = index
         self.first_hour = _ceil_hour_index(plan.created_at)
+        self.utilization = _utilization_fn(plan.utilization, self.first_hour)
         deleted = plan.deleted_at
         for ev in plan.events:
             if ev.kind == "delete" and (deleted is None or ev.at < deleted):
@@ -248,6 +254,11 @@ class _Cluster:
                 seg = _apply(seg, ev, seg.start)
         return seg
 
+    def last_status_change(self, t: datetime) -> datetime:
+        """When the status in effect at `t` began (creation or the latest status event)."""
+        changes = [e.at for e in self.events if e.kind in _STATUS_EVENTS and e.at <= t]
+        return max([self.plan.created_at, *changes])
+
     def breakdown(self, s: _Segment) -> dict[str, Decimal]:
         p = self.plan
         on = s.status != "stopped"
@@ -284,13 +295,13 @@ class _Cluster:
         g = self.max_gpus
         rng = np.random.default_rng([self.seed, 2, self.index, c])
         p = self.plan
-        if p.utilization is not None:
+        if self.utilization is not None:
             util: np.ndarray = np.empty((CHUNK_HOURS, g))
             mem: np.ndarray = np.empty((CHUNK_HOURS, g))
             for i, h in enumerate(hours.tolist()):
                 t = hour_start(h)
                 for j in range(g):
-                    util[i, j], mem[i, j] = p.utilization(t, j)
+                    util[i, j], mem[i, j] = self.utilization(t, j)
         else:
             util, mem = arch.generate(
                 p.archetype,
@@ -353,6 +364,24 @@ class _Cluster:
         return Series(
             hours, status, counts, util, mem, power, avg_util, avg_mem, cpu, ram, cost, prelim
         )
+
+
+def _utilization_fn(
+    given: UtilizationFn | UtilizationTable | None, first_hour: int
+) -> UtilizationFn | None:
+    if given is None or callable(given):
+        return given
+    table = np.asarray(given, dtype=float)
+    if table.ndim != 3 or table.shape[2] != 2:
+        raise ValueError("a utilization table is [hour][gpu] -> (utilization, memory_gb)")
+
+    def from_table(t: datetime, gpu: int) -> tuple[float, float]:
+        i = hour_index(t) - first_hour
+        if 0 <= i < table.shape[0] and gpu < table.shape[1]:
+            return float(table[i, gpu, 0]), float(table[i, gpu, 1])
+        return 0.0, 0.0
+
+    return from_table
 
 
 def _apply(seg: _Segment, ev: ClusterEvent, start: int) -> _Segment:
@@ -489,7 +518,7 @@ class Fleet:
         seg = c.state_at(now)
         bd = c.breakdown(seg)
         rate = sum(bd.values(), Decimal(0))
-        last_change = max([p.created_at] + [e.at for e in c.events if e.at <= now])
+        last_change = c.last_status_change(now)
         health = "unhealthy" if seg.status == "error" else "healthy"
         doc: dict[str, Any] = {
             "id": p.id,
@@ -722,9 +751,7 @@ def _alerts(c: _Cluster, cur: Series, now: datetime) -> list[dict[str, Any]]:
                 "threshold": 0,
                 "current_value": 0.0,
                 "duration": "ongoing",
-                "triggered_at": iso(
-                    max([c.plan.created_at] + [e.at for e in c.events if e.at <= now])
-                ),
+                "triggered_at": iso(c.last_status_change(now)),
                 "message": "GPU driver not responding; cluster still billing",
             }
         )

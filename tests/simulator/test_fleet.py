@@ -276,3 +276,34 @@ def test_stopped_cluster_bills_storage_only_now() -> None:
     assert doc["status"] == "stopped"
     # 5 h x 6.40 + 7 h x 0.05
     assert breakdown["total_cost_to_date"] == "32.3500"
+
+
+def test_utilization_table_drives_the_series_hour_by_hour() -> None:
+    # created 10:20 -> first bucket 11:00 reads row 0; rows past the table read (0, 0)
+    table = [[(12.0, 3.0), (0.0, 7.5)], [(90.0, 70.0), (40.0, 20.0)]]
+    plan = _hand_plan(
+        created_at=datetime(2026, 11, 1, 10, 20, tzinfo=UTC),
+        utilization=table,
+        events=(
+            ClusterEvent(datetime(2026, 11, 1, 12, tzinfo=UTC), "price", gpu_price=Decimal("2.50")),
+        ),
+    )
+    fleet = Fleet(FleetSpec(plans=[plan], start=datetime(2026, 11, 1, 14, 5, tzinfo=UTC)))
+    doc = fleet.detail("cls_hand")
+    assert doc is not None
+    pts = doc["metrics"]["historical"]["data_points"]
+    assert [p["timestamp"] for p in pts] == [
+        "2026-11-01T11:00:00Z",
+        "2026-11-01T12:00:00Z",
+        "2026-11-01T13:00:00Z",
+    ]
+    assert [(g["utilization"], g["memory_used_gb"]) for g in pts[0]["gpus"]] == [
+        (12.0, 3.0),
+        (0.0, 7.5),
+    ]
+    assert pts[1]["gpu_utilization"] == 65.0  # (90 + 40) / 2
+    assert [g["utilization"] for g in pts[2]["gpus"]] == [0.0, 0.0]
+    # a price change is not a status change
+    assert doc["status_details"]["last_status_change"] == "2026-11-01T10:20:00Z"
+    # 11:00 at 6.40, then 2 x 2.50 + 0.40 = 5.40 for 12:00 and 13:00
+    assert doc["cost"]["cost_breakdown"]["total_cost_to_date"] == "17.2000"
