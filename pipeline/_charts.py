@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import matplotlib
 
@@ -22,7 +23,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 SPEND_COLOR = "#2f6db5"
 IDLE_COLOR = "#d9822b"
@@ -54,7 +55,7 @@ _RC = {
 
 _XML_PROLOG = re.compile(r"^.*?(?=<svg)", re.S)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
-_SIZE = re.compile(r'\swidth="[\d.]+pt" height="[\d.]+pt"')
+_SVG_TAG = re.compile(r"<svg ")
 
 
 def short_label(text: str | None, limit: int = LABEL_MAX_CHARS) -> str:
@@ -71,11 +72,21 @@ def _to_svg(fig: Figure, salt: str, title: str) -> str:
     svg = _METADATA.sub("", svg, count=1)
     # The page's CSS sizes charts; an aria-label makes the chart's title readable to assistive tech.
     aria = title.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-    return _SIZE.sub(f' class="chart" role="img" aria-label="{aria}"', svg, count=1)
+    return _SVG_TAG.sub(f'<svg class="chart" role="img" aria-label="{aria}" ', svg, count=1)
 
 
 def _money_axis(currency_label: str) -> FuncFormatter:
     return FuncFormatter(lambda v, _pos: f"{currency_label}{v:,.0f}")
+
+
+def _date_axis(ax: Any, days: Sequence[date]) -> None:
+    """Readable day ticks; a chart of one or two days gets a day of air on each side."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+    if days and len(days) <= 2:
+        ax.set_xlim(mdates.date2num(min(days) - timedelta(days=1)),
+                    mdates.date2num(max(days) + timedelta(days=1)))
 
 
 def spend_chart(days: Sequence[date], cost: Sequence[float], idle_cost: Sequence[float],
@@ -95,8 +106,7 @@ def spend_chart(days: Sequence[date], cost: Sequence[float], idle_cost: Sequence
         ax.set_xlabel("Day (UTC)")
         ax.yaxis.set_major_formatter(_money_axis(symbol))
         ax.set_ylim(bottom=0)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
-        ax.xaxis.set_major_locator(MaxNLocator(10))
+        _date_axis(ax, days)
         ax.legend(loc="upper left", frameon=False, ncols=2, bbox_to_anchor=(0, -0.22))
         return _to_svg(fig, salt, title)
 
@@ -138,8 +148,7 @@ def projection_chart(days: Sequence[date], projected: Sequence[float], actual: S
         ax.set_xlabel("Day the projection was made (UTC)")
         ax.yaxis.set_major_formatter(_money_axis(symbol))
         ax.set_ylim(bottom=0)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
-        ax.xaxis.set_major_locator(MaxNLocator(10))
+        _date_axis(ax, days)
         ax.legend(loc="upper left", frameon=False, ncols=2, bbox_to_anchor=(0, -0.25))
         return _to_svg(fig, salt, title)
 

@@ -242,8 +242,8 @@ def _insert_cluster(con: duckdb.DuckDBPyConnection, c: _Cluster) -> None:
             " ?, ?, 'PyTorch 2.5', 'registry.example.com/pytorch:2.5', '12.4', ?, 'healthy',"
             " 'healthy', 'healthy', ?, ?, 0, 0, '7d', 3600, true, ?, true, ?)",
             [run_id, c.cluster_id, snap_at, c.name, status, DAY1 - timedelta(days=10), snap_at,
-             c.gpu_type, c.gpu_count, c.region, c.region + "a", "proj_" + c.project[:3].lower(),
-             c.project, "degraded" if c.cluster_id == "cls_d" else "healthy", c.currency,
+             c.gpu_type, c.gpu_count, c.region, c.region + "a",
+             "proj_" + c.project.split()[0].lower(), c.project, "degraded" if c.cluster_id == "cls_d" else "healthy", c.currency,
              hourly, has_series, c.cluster_util if status != "stopped" else 0.0])
         for component, cost in rate.items():
             con.execute("insert into snap.cost_components values (?, ?, ?, ?, ?, ?)",

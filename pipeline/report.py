@@ -1,0 +1,785 @@
+"""The report stage: one self-contained HTML report, the marts as CSV, and a FOCUS 1.2 export.
+
+`render_report(config, out_dir)` opens the database read-only and writes into `out_dir`:
+
+    index.html             fleet summary, trends, idle waste, recommendations, projection drift,
+                           health and alerts, one section per cluster (top clusters by spend)
+    idle_waste_daily.csv   \\
+    recommendations.csv     | the marts, their exact columns (DESIGN.md "The outward contract")
+    projection_drift.csv    |
+    fleet_daily.csv        /
+    focus.csv              FinOps FOCUS 1.2 (see pipeline/focus.py)
+
+The HTML opens offline and can be mailed: inline CSS, inline SVG charts, a few lines of inline JS
+to sort tables; nothing is fetched. Every value is auto-escaped by Jinja. CSV cells that a
+spreadsheet would run as a formula are neutralized with a leading `'`. Money stays Decimal from
+DuckDB to the page; it is rounded only when displayed, and currencies are never summed together.
+Each file is written to a temporary name and renamed, so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import jinja2
+import numpy as np
+import polars as pl
+from markupsafe import Markup
+
+from pipeline import __version__, _charts
+from pipeline.config import Config
+from pipeline.errors import EXIT_USAGE, GpucostError
+from pipeline.focus import build_focus, reconcile
+from pipeline.log import get_logger
+from pipeline.resources import templates_dir
+
+log = get_logger("report")
+
+DEFAULT_PERIOD_DAYS = 30
+CLUSTER_SECTIONS = 50  # clusters with a full section; the rest get a row in a compact table
+TOP_IDLE_CHART = 15
+TOP_IDLE_TABLE = 25
+MAX_TABLE_ROWS = 200
+HEATMAP_HOURS = 168
+CHART_CURRENCIES = 3  # charts for the currencies with the most spend; tables show every one
+
+REQUIRED_MARTS = ("fleet_daily", "idle_waste_daily", "projection_drift", "recommendations",
+                  "clusters")
+MART_EXPORTS = ("idle_waste_daily", "recommendations", "projection_drift", "fleet_daily")
+_MART_ORDER = {
+    "idle_waste_daily": "day, cluster_id, currency",
+    "recommendations": "cluster_id, kind, rec_id",
+    "projection_drift": "projected_at, cluster_id, horizon",
+    "fleet_daily": "day, currency",
+}
+_SYMBOLS = {"USD": "$", "EUR": "€"}
+_FORMULA_START = r"^[=+\-@\t\r]"
+_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+class ReportError(GpucostError):
+    """The report cannot be rendered from this database (the message says why and what to do)."""
+
+    exit_code = EXIT_USAGE
+
+
+class MartsMissingError(ReportError):
+    """The database has no marts yet: `gpucost build` has not run on it."""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What `render_report` wrote."""
+
+    index_html: Path
+    files: tuple[Path, ...]
+    clusters: int
+    focus_rows: int
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+    def summary_line(self) -> str:
+        """One line for the log: where the report is and how much it holds."""
+        return (f"report: {self.index_html} ({self.clusters} clusters, {len(self.files)} files, "
+                f"{self.focus_rows} FOCUS rows, {self.seconds:.1f} s)")
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def currency_symbol(currency: str | None) -> str:
+    """`$` for USD, `€` for EUR, else the ISO code and a space (`GBP `)."""
+    if not currency:
+        return ""
+    return _SYMBOLS.get(currency, f"{currency} ")
+
+
+def format_money(value: Any, currency: str | None, places: int = 2) -> str:
+    """People's money: symbol, thousands separators, `places` decimals (`-$1,234.50`)."""
+    if value is None:
+        return "–"
+    amount = Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{currency_symbol(currency)}{abs(amount):,.{places}f}"
+
+
+def format_number(value: Any, places: int = 0) -> str:
+    """A number with thousands separators (`12,345`); `–` when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):,.{places}f}" if places else f"{round(float(value)):,}"
+
+
+def format_pct(value: Any, places: int = 1) -> str:
+    """A percentage already in 0-100 (`12.3 %`); `–` when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):,.{places}f} %"
+
+
+def format_time(value: datetime | None) -> str:
+    """An instant in UTC, minutes precision (`2026-11-20 03:00 UTC`)."""
+    if value is None:
+        return "–"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_day(value: date | None) -> str:
+    """A day as people read it (`Fri 20 Nov 2026`)."""
+    return "–" if value is None else value.strftime("%a %d %b %Y")
+
+
+def raw_value(value: Any) -> str:
+    """A value for a table cell's `data-v` (what the table sorts by): plain text, '' if missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _share(part: Any, whole: Any) -> float | None:
+    if part is None or not whole:
+        return None
+    return float(Decimal(str(part)) / Decimal(str(whole)) * 100)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        money=format_money, num=format_number, pct=format_pct, when=format_time,
+        day=format_day, symbol=currency_symbol, raw=raw_value,
+    )
+    return env
+
+
+# --------------------------------------------------------------------------- database
+
+
+def _connect(db: str) -> duckdb.DuckDBPyConnection:
+    path = Path(db)
+    if not path.exists():
+        raise MartsMissingError(
+            f"database {path} does not exist: run gpucost snapshot, then gpucost build first"
+        )
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise ReportError(f"cannot open {path} read-only: {exc}") from None
+    con.execute("set TimeZone = 'UTC'")
+    return con
+
+
+def _tables(con: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
+    rows = con.execute(
+        "select table_name from information_schema.tables where table_schema = ?", [schema]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+          ) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params)
+    names = [d[0] for d in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix `'` to every text cell a spreadsheet would run (`=`, `+`, `-`, `@`, tab, CR).
+
+    Only text columns are touched: a negative number stays a number (OWASP CSV injection).
+    """
+    text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    return frame.with_columns(
+        pl.when(pl.col(c).str.contains(_FORMULA_START)).then(pl.lit("'") + pl.col(c))
+        .otherwise(pl.col(c)).alias(c)
+        for c in text
+    )
+
+
+def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
+    """ISO 8601 UTC instants with `Z`, floats without binary noise, formulas neutralized."""
+    out = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            if dtype.time_zone is None:
+                col = col.dt.replace_time_zone("UTC")
+            col = col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif dtype in (pl.Float32, pl.Float64):
+            col = col.round(6)
+        out.append(col.alias(name))
+    return neutralize_formulas(frame.select(out))
+
+
+def write_csv(frame: pl.DataFrame, path: Path) -> Path:
+    """Write `frame` as UTF-8 CSV (ISO dates, plain decimals, formulas neutralized), atomically."""
+    ready = _csv_ready(frame)
+    return _write_atomic(path, lambda tmp: ready.write_csv(tmp, float_scientific=False))
+
+
+def _write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o600)  # cost data: readable by its owner only, like the database
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render_report(config: Config, out_dir: Path, *, period_days: int = DEFAULT_PERIOD_DAYS,
+                  provider_name: str | None = None) -> ReportResult:
+    """Render index.html, the mart CSVs and focus.csv from `config.store.db` into `out_dir`.
+
+    Raises `MartsMissingError` when the database has no marts (`gpucost build` first) and
+    `ReportError` when it cannot be opened.
+    """
+    started = time.monotonic()
+    con = _connect(config.store.db)
+    try:
+        missing = [m for m in REQUIRED_MARTS if m not in _tables(con, "marts")]
+        if missing:
+            raise MartsMissingError(
+                f"the database {config.store.db} has no marts yet (missing: "
+                f"{', '.join('marts.' + m for m in missing)}): run gpucost build first"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files: list[Path] = []
+        for mart in MART_EXPORTS:
+            frame = con.sql(f"select * from marts.{mart} order by {_MART_ORDER[mart]}").pl()
+            files.append(write_csv(frame, out_dir / f"{mart}.csv"))
+        focus = build_focus(con, **({"provider_name": provider_name} if provider_name else {}))
+        files.append(write_csv(focus, out_dir / "focus.csv"))
+        context = _context(con, config, period_days)
+        html = _environment().get_template("index.html").render(**context)
+        index = _write_atomic(out_dir / "index.html",
+                              lambda tmp: tmp.write_text(html, encoding="utf-8"))
+        files.insert(0, index)
+    finally:
+        con.close()
+    notes = tuple(n["text"] for n in context["notes"])
+    result = ReportResult(index_html=index, files=tuple(files),
+                          clusters=context["cluster_count"], focus_rows=focus.height,
+                          seconds=time.monotonic() - started, notes=notes)
+    log.info(result.summary_line())
+    return result
+
+
+def _context(con: duckdb.DuckDBPyConnection, config: Config, period_days: int
+             ) -> dict[str, Any]:
+    thresholds = config.thresholds
+    marts = _tables(con, "marts")
+    end_rows = con.execute("select max(day), min(day) from marts.fleet_daily").fetchall()
+    end_day, first_day = end_rows[0]
+    if end_day is None:
+        end_day = first_day = datetime.now(UTC).date()
+    start_day = max(first_day, end_day - timedelta(days=period_days - 1))
+    period = {"start": start_day, "end": end_day, "days": (end_day - start_day).days + 1}
+    params = {"start": start_day, "end": end_day}
+    charts = _ChartSalt()
+
+    summary = _summary(con, params)
+    currencies = [s["currency"] for s in summary]
+    chart_currencies = currencies[:CHART_CURRENCIES]
+    trends = _trends(con, params, chart_currencies, charts)
+    idle = _idle(con, params, chart_currencies, charts, period)
+    recs = _recommendations(con)
+    drift = _drift(con, params, marts, thresholds.mape_days, chart_currencies, charts)
+    health = _health(con)
+    clusters = _clusters(con, params, thresholds.idle_threshold_pct, charts)
+    notes = _notes(con, marts)
+    latest_snapshot = con.execute("select max(last_snapshot_at) from marts.clusters").fetchall()
+    return {
+        "version": __version__,
+        "generated_at": datetime.now(UTC),
+        "data_as_of": latest_snapshot[0][0],
+        "period": period,
+        "summary": summary,
+        "trends": trends,
+        "idle": idle,
+        "recs": recs,
+        "drift": drift,
+        "health": health,
+        "clusters": clusters,
+        "cluster_count": clusters["count"],
+        "anchors": {c["cluster_id"]: c["anchor"] for c in clusters["sections"]},
+        "notes": notes,
+        "thresholds": thresholds,
+        "csv_files": [f"{m}.csv" for m in MART_EXPORTS] + ["focus.csv"],
+    }
+
+
+class _ChartSalt:
+    """Distinct SVG id salts, so that the ids of many inline SVGs never collide."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def __call__(self) -> str:
+        self._n += 1
+        return f"gpucost-chart-{self._n}"
+
+
+def _summary(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = _rows(con, """
+        with fleet as (
+            select currency, sum(cost) as spend, sum(idle_cost) as idle_cost,
+                   sum(gpu_hours) as gpu_hours, sum(idle_gpu_hours) as idle_gpu_hours
+            from marts.fleet_daily where day between $start and $end group by currency
+        ),
+        unused as (
+            select currency, sum(unused_capacity_cost) as unused_cost
+            from marts.idle_waste_daily where day between $start and $end group by currency
+        ),
+        projected as (
+            select currency, sum(projected_cost) as projected, sum(actual_cost) as actual,
+                   count(*) as scored
+            from marts.projection_drift
+            where horizon = 'daily' and cast(projected_at as date) between $start and $end
+            group by currency
+        ),
+        savings as (
+            select currency, sum(monthly_savings) as open_savings, count(*) as open_recs
+            from marts.recommendations where status = 'open' group by currency
+        ),
+        currencies as (
+            select currency from fleet union select currency from savings
+        )
+        select c.currency, f.spend, f.idle_cost, f.gpu_hours, f.idle_gpu_hours,
+               u.unused_cost, p.projected, p.actual, p.scored,
+               coalesce(s.open_savings, 0) as open_savings,
+               coalesce(s.open_recs, 0) as open_recs
+        from currencies as c
+        left join fleet as f using (currency)
+        left join unused as u using (currency)
+        left join projected as p using (currency)
+        left join savings as s using (currency)
+        order by f.spend desc nulls last, c.currency
+        """, params)
+    for row in rows:
+        row["idle_share"] = _share(row["idle_cost"], row["spend"])
+        row["idle_hours_share"] = _share(row["idle_gpu_hours"], row["gpu_hours"])
+        row["unused_share"] = _share(row["unused_cost"], row["spend"])
+        row["drift_pct"] = (
+            _share(Decimal(str(row["actual"])) - Decimal(str(row["projected"])), row["projected"])
+            if row["projected"] else None
+        )
+    return rows
+
+
+def _trends(con: duckdb.DuckDBPyConnection, params: dict[str, Any], currencies: list[str],
+            salt: _ChartSalt) -> list[dict[str, Any]]:
+    rows = _rows(con, "select day, currency, cost, idle_cost from marts.fleet_daily"
+                      " where day between $start and $end order by day", params)
+    out = []
+    for currency in currencies:
+        mine = [r for r in rows if r["currency"] == currency]
+        if not mine:
+            continue
+        svg = _charts.spend_chart(
+            [r["day"] for r in mine], [float(r["cost"]) for r in mine],
+            [float(r["idle_cost"] or 0) for r in mine], currency=currency,
+            symbol=currency_symbol(currency), salt=salt())
+        out.append({"currency": currency, "svg": Markup(svg)})  # noqa: S704 - matplotlib escapes
+    return out
+
+
+def _idle(con: duckdb.DuckDBPyConnection, params: dict[str, Any], currencies: list[str],
+          salt: _ChartSalt, period: dict[str, Any]) -> dict[str, Any]:
+    rows = _rows(con, """
+        with idle as (
+            select cluster_id, currency, sum(idle_cost) as idle_cost,
+                   sum(unused_capacity_cost) as unused_cost, sum(gpu_hours) as gpu_hours,
+                   sum(idle_gpu_hours) as idle_gpu_hours,
+                   sum(memory_held_idle_gpu_hours) as memory_held_hours
+            from marts.idle_waste_daily where day between $start and $end group by all
+        ),
+        spend as (
+            select cluster_id, currency, sum(cost) as spend
+            from _gpucost_focus where day between $start and $end group by all
+        )
+        select i.*, s.spend, c.name, c.status, c.gpu_type, c.gpu_count
+        from idle as i
+        left join spend as s using (cluster_id, currency)
+        left join marts.clusters as c using (cluster_id)
+        where i.idle_cost > 0
+        order by i.idle_cost desc, i.cluster_id
+        """, params)
+    for row in rows:
+        row["idle_hours_share"] = _share(row["idle_gpu_hours"], row["gpu_hours"])
+        row["idle_share"] = _share(row["idle_cost"], row["spend"])
+    charts = []
+    label = f"{format_day(period['start'])} to {format_day(period['end'])}"
+    for currency in currencies:
+        top = [r for r in rows if r["currency"] == currency][:TOP_IDLE_CHART]
+        if top:
+            svg = _charts.idle_by_cluster_chart(
+                [r["name"] or r["cluster_id"] for r in top], [float(r["idle_cost"]) for r in top],
+                currency=currency, symbol=currency_symbol(currency),
+                period=f"{period['days']} days", salt=salt())
+            charts.append({"currency": currency, "svg": Markup(svg)})  # noqa: S704
+    return {"rows": rows[:TOP_IDLE_TABLE], "total": len(rows), "charts": charts,
+            "label": label}
+
+
+def _recommendations(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    open_rows = _rows(con, """
+        select r.*, c.name, c.gpu_type, c.gpu_count, c.status as cluster_status
+        from marts.recommendations as r left join marts.clusters as c using (cluster_id)
+        where r.status = 'open'
+        order by r.monthly_savings desc nulls last, r.rec_id
+        """)
+    resolved = _rows(con, """
+        select r.*, c.name
+        from marts.recommendations as r left join marts.clusters as c using (cluster_id)
+        where r.status = 'resolved'
+        order by r.last_seen_at desc, r.realized_monthly_savings desc nulls last, r.rec_id
+        """)
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    realized: dict[str, Decimal] = defaultdict(Decimal)
+    kinds: dict[str, int] = defaultdict(int)
+    for r in open_rows:
+        totals[r["currency"]] += r["monthly_savings"] or Decimal(0)
+        kinds[r["kind"]] += 1
+    for r in resolved:
+        realized[r["currency"]] += r["realized_monthly_savings"] or Decimal(0)
+    return {
+        "open": open_rows[:MAX_TABLE_ROWS], "open_count": len(open_rows),
+        "resolved": resolved[:50], "resolved_count": len(resolved),
+        "totals": sorted(totals.items()), "realized": sorted(realized.items()),
+        "kinds": sorted(kinds.items(), key=lambda kv: -kv[1]),
+    }
+
+
+def _drift(con: duckdb.DuckDBPyConnection, params: dict[str, Any], marts: set[str],
+           mape_days: int, currencies: list[str], salt: _ChartSalt) -> dict[str, Any]:
+    flagged = _rows(con, """
+        select d.*, d.actual_cost - d.projected_cost as difference, c.name
+        from marts.projection_drift as d left join marts.clusters as c using (cluster_id)
+        where d.is_flagged and cast(d.projected_at as date) between $start and $end
+        order by abs(d.actual_cost - d.projected_cost) desc, d.cluster_id, d.projected_at
+        """, params)
+    causes = _rows(con, """
+        select cause, count(*) as n from marts.projection_drift
+        where is_flagged and cast(projected_at as date) between $start and $end
+        group by cause order by n desc, cause
+        """, params)
+    scored = con.execute(
+        "select count(*) from marts.projection_drift"
+        " where cast(projected_at as date) between $start and $end", params).fetchall()[0][0]
+    accuracy = _accuracy(con, marts, mape_days)
+    series = _rows(con, """
+        select cast(projected_at as date) as day, currency, sum(projected_cost) as projected,
+               sum(actual_cost) as actual
+        from marts.projection_drift
+        where horizon = 'daily' and cast(projected_at as date) between $start and $end
+        group by all order by day
+        """, params)
+    charts = []
+    for currency in currencies:
+        mine = [r for r in series if r["currency"] == currency]
+        if mine:
+            svg = _charts.projection_chart(
+                [r["day"] for r in mine], [float(r["projected"]) for r in mine],
+                [float(r["actual"]) for r in mine], currency=currency,
+                symbol=currency_symbol(currency), salt=salt())
+            charts.append({"currency": currency, "svg": Markup(svg)})  # noqa: S704
+    return {"flagged": flagged[:MAX_TABLE_ROWS], "flagged_count": len(flagged),
+            "causes": causes, "scored": scored, "accuracy": accuracy, "charts": charts}
+
+
+def _accuracy(con: duckdb.DuckDBPyConnection, marts: set[str], mape_days: int
+              ) -> dict[str, Any]:
+    """MAPE and bias per cluster: the models' mart when present, else from projection_drift."""
+    if "cluster_drift_accuracy" in marts:
+        columns = [r[0] for r in con.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = 'marts' and table_name = 'cluster_drift_accuracy'"
+            " order by ordinal_position").fetchall()]
+        mape = next((c for c in columns if "mape" in c.lower()), None)
+        bias = next((c for c in columns if "bias" in c.lower()), None)
+        if mape and "cluster_id" in columns:
+            bias_sql = f'a."{bias}"' if bias else "null"
+            rows = _rows(con, f"""
+                select a.cluster_id, c.name, a."{mape}" as mape, {bias_sql} as bias
+                from marts.cluster_drift_accuracy as a
+                left join marts.clusters as c using (cluster_id)
+                where a."{mape}" is not null
+                order by a."{mape}" desc, a.cluster_id
+                """)
+            return {"rows": rows[:TOP_IDLE_TABLE], "source": "marts.cluster_drift_accuracy"}
+    rows = _rows(con, """
+        with daily as (
+            select cluster_id, projected_at, drift_pct,
+                   row_number() over (partition by cluster_id order by projected_at desc) as n
+            from marts.projection_drift
+            where horizon = 'daily' and drift_pct is not null
+        )
+        select d.cluster_id, c.name, avg(abs(d.drift_pct)) as mape, avg(d.drift_pct) as bias
+        from daily as d left join marts.clusters as c using (cluster_id)
+        where d.n <= $days
+        group by all
+        order by mape desc, d.cluster_id
+        """, {"days": mape_days})
+    return {"rows": rows[:TOP_IDLE_TABLE], "source": f"last {mape_days} daily projections"}
+
+
+def _health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    counts = _rows(con, """
+        select coalesce(health, 'unknown') as health, count(*) as n
+        from marts.clusters group by all order by n desc, health
+        """)
+    unhealthy = _rows(con, """
+        select * from marts.clusters
+        where coalesce(health, 'unknown') <> 'healthy' or status = 'error'
+        order by case status when 'error' then 0 else 1 end, health, cluster_id
+        """)
+    alerts = _rows(con, """
+        with latest as (
+            select cluster_id, max(snapshot_at) as snapshot_at
+            from snap.cluster_snapshots group by cluster_id
+        ),
+        newest as (select max(snapshot_at) as newest_at from latest)
+        select a.*, c.name
+        from snap.alerts as a
+        join latest as l using (cluster_id, snapshot_at)
+        left join marts.clusters as c using (cluster_id)
+        where a.resolved_at is null
+          and l.snapshot_at >= (select newest_at from newest) - interval 36 hour
+        """)
+    alerts.sort(key=lambda a: (_SEVERITY_RANK.get(a["severity"] or "", 9),
+                               -(a["triggered_at"].timestamp() if a["triggered_at"] else 0),
+                               a["cluster_id"]))
+    return {"counts": counts, "unhealthy": unhealthy[:MAX_TABLE_ROWS],
+            "unhealthy_count": len(unhealthy), "alerts": alerts[:MAX_TABLE_ROWS],
+            "alert_count": len(alerts)}
+
+
+def _clusters(con: duckdb.DuckDBPyConnection, params: dict[str, Any], idle_threshold: float,
+              salt: _ChartSalt) -> dict[str, Any]:
+    rows = _rows(con, """
+        with spend as (
+            select cluster_id, currency, sum(cost) as spend
+            from _gpucost_focus where day between $start and $end group by all
+        ),
+        idle as (
+            select cluster_id, currency, sum(idle_cost) as idle_cost,
+                   sum(unused_capacity_cost) as unused_cost, sum(gpu_hours) as gpu_hours,
+                   sum(idle_gpu_hours) as idle_gpu_hours,
+                   sum(avg_gpu_utilization * gpu_hours) / nullif(sum(gpu_hours), 0) as avg_util
+            from marts.idle_waste_daily where day between $start and $end group by all
+        )
+        select c.*, s.spend, i.idle_cost, i.unused_cost, i.gpu_hours, i.idle_gpu_hours,
+               i.avg_util
+        from marts.clusters as c
+        left join spend as s on s.cluster_id = c.cluster_id and s.currency = c.currency
+        left join idle as i on i.cluster_id = c.cluster_id and i.currency = c.currency
+        order by s.spend desc nulls last, c.cluster_id
+        """, params)
+    top = rows[:CLUSTER_SECTIONS]
+    details = _cluster_details(con, [r["cluster_id"] for r in top], params)
+    sections = []
+    for row in top:
+        detail = details.get(row["cluster_id"], {})
+        heat = detail.get("heatmap")
+        svg = None
+        if heat is not None:
+            svg = Markup(_charts.utilization_heatmap(  # noqa: S704 - matplotlib escapes text
+                heat["labels"], heat["start"], HEATMAP_HOURS, heat["matrix"],
+                idle_threshold_pct=idle_threshold, salt=salt(),
+                cluster_wide=heat["cluster_wide"]))
+        sections.append({**row, **detail, "heatmap_svg": svg,
+                         "anchor": _anchor(row["cluster_id"])})
+    return {"sections": sections, "rest": rows[CLUSTER_SECTIONS:], "count": len(rows),
+            "limit": CLUSTER_SECTIONS}
+
+
+_ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _anchor(cluster_id: str) -> str:
+    return "cluster-" + _ANCHOR_UNSAFE.sub("_", cluster_id)
+
+
+def _cluster_details(con: duckdb.DuckDBPyConnection, ids: list[str], params: dict[str, Any]
+                     ) -> dict[str, dict[str, Any]]:
+    """Configuration, cost breakdown, recommendations and a utilization matrix per cluster."""
+    if not ids:
+        return {}
+    latest = _rows(con, """
+        select distinct on (cluster_id) *
+        from snap.cluster_snapshots where cluster_id in (select unnest($ids))
+        order by cluster_id, snapshot_at desc
+        """, {"ids": ids})
+    components = _rows(con, """
+        with latest as (
+            select cluster_id, max(snapshot_at) as snapshot_at from snap.cluster_snapshots
+            where cluster_id in (select unnest($ids)) group by cluster_id
+        )
+        select c.cluster_id, c.component, c.cost_per_hour, c.currency
+        from snap.cost_components as c join latest using (cluster_id, snapshot_at)
+        order by c.cluster_id, c.cost_per_hour desc, c.component
+        """, {"ids": ids})
+    period_costs = _rows(con, """
+        select cluster_id, component, currency, sum(cost) as cost
+        from _gpucost_focus
+        where cluster_id in (select unnest($ids)) and day between $start and $end
+        group by all order by cluster_id, cost desc
+        """, {"ids": ids, **params})
+    recs = _rows(con, """
+        select * from marts.recommendations where cluster_id in (select unnest($ids))
+        order by status, monthly_savings desc nulls last
+        """, {"ids": ids})
+    out: dict[str, dict[str, Any]] = {}
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in components:
+        by_id[c["cluster_id"]].append(c)
+    costs: dict[str, dict[str, Any]] = defaultdict(dict)
+    for c in period_costs:
+        costs[c["cluster_id"]][c["component"]] = c["cost"]
+    recs_by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        recs_by[r["cluster_id"]].append(r)
+    starts = {}
+    for snap in latest:
+        cid = snap["cluster_id"]
+        mine = by_id.get(cid, [])
+        total = sum((c["cost_per_hour"] for c in mine), Decimal(0))
+        names = {c["component"] for c in mine} | set(costs.get(cid, {}))
+        breakdown = [
+            {"component": name,
+             "per_hour": next((c["cost_per_hour"] for c in mine if c["component"] == name), None),
+             "share": _share(next((c["cost_per_hour"] for c in mine if c["component"] == name),
+                                  None), total),
+             "period_cost": costs.get(cid, {}).get(name)}
+            for name in sorted(names, key=lambda n: -float(
+                costs.get(cid, {}).get(n) or next(
+                    (c["cost_per_hour"] for c in mine if c["component"] == n), 0)))
+        ]
+        out[cid] = {"snapshot": snap, "breakdown": breakdown, "rate_total": total,
+                    "recs": recs_by.get(cid, [])}
+        end = snap["snapshot_at"].replace(minute=0, second=0, microsecond=0)
+        starts[cid] = end - timedelta(hours=HEATMAP_HOURS)
+    _attach_heatmaps(con, out, starts)
+    return out
+
+
+def _attach_heatmaps(con: duckdb.DuckDBPyConnection, out: dict[str, dict[str, Any]],
+                     starts: dict[str, datetime]) -> None:
+    if not starts:
+        return
+    window = [(cid, start) for cid, start in starts.items()]
+    con.execute("create or replace temp table _gpucost_windows (cluster_id varchar,"
+                " start_at timestamptz)")
+    con.executemany("insert into _gpucost_windows values (?, ?)", window)
+    per_gpu = _rows(con, """
+        select g.cluster_id, g.gpu_id, g.bucket_at, g.utilization
+        from snap.gpu_metric_points as g join _gpucost_windows as w using (cluster_id)
+        where g.bucket_at >= w.start_at and g.bucket_at < w.start_at + interval 168 hour
+        """)
+    wide = _rows(con, """
+        select m.cluster_id, m.bucket_at, m.gpu_utilization as utilization
+        from snap.metric_points as m join _gpucost_windows as w using (cluster_id)
+        where m.bucket_at >= w.start_at and m.bucket_at < w.start_at + interval 168 hour
+        """)
+    gpus: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in per_gpu:
+        gpus[r["cluster_id"]].append(r)
+    cluster_wide: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in wide:
+        cluster_wide[r["cluster_id"]].append(r)
+    for cid, start in starts.items():
+        points = gpus.get(cid)
+        if points:
+            labels = sorted({p["gpu_id"] for p in points}, key=_gpu_sort_key)
+            out[cid]["heatmap"] = _matrix(points, labels, start, lambda p: p["gpu_id"], False)
+        elif cluster_wide.get(cid):
+            out[cid]["heatmap"] = _matrix(cluster_wide[cid], ["all GPUs"], start,
+                                          lambda p: "all GPUs", True)
+
+
+def _gpu_sort_key(gpu_id: str) -> tuple[int, int, str]:
+    return (0, int(gpu_id), "") if gpu_id.isdigit() else (1, 0, gpu_id)
+
+
+def _matrix(points: Iterable[dict[str, Any]], labels: list[str], start: datetime,
+            key: Callable[[dict[str, Any]], str], cluster_wide: bool) -> dict[str, Any]:
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.full((len(labels), HEATMAP_HOURS), np.nan)
+    for p in points:
+        hour = int((p["bucket_at"] - start).total_seconds() // 3600)
+        if 0 <= hour < HEATMAP_HOURS and p["utilization"] is not None:
+            matrix[index[key(p)], hour] = p["utilization"]
+    return {"labels": labels, "start": start, "matrix": matrix, "cluster_wide": cluster_wide}
+
+
+def _notes(con: duckdb.DuckDBPyConnection, marts: set[str]) -> list[dict[str, Any]]:
+    """What a reader must know about missing data: the latest run, failed clusters, checks."""
+    notes: list[dict[str, Any]] = []
+    runs = _rows(con, "select * from meta.runs order by started_at desc limit 1")
+    if not runs:
+        notes.append({"level": "warn", "text": "No snapshot run is recorded in this database.",
+                      "failures": []})
+        return notes
+    run = runs[0]
+    failures = _rows(con, """
+        select cluster_id, stage, outcome, http_status, reason from meta.run_failures
+        where run_id = ? order by outcome, cluster_id nulls first limit 200
+        """, [run["run_id"]])
+    counts = _rows(con, "select outcome, count(*) as n from meta.run_failures where run_id = ?"
+                        " group by outcome order by outcome", [run["run_id"]])
+    status = run["status"]
+    when = format_time(run["started_at"])
+    if status == "running":
+        notes.append({"level": "warn", "failures": failures, "text":
+                      f"The latest snapshot run ({run['run_id']}, started {when}) has not "
+                      "finished: it is still running or it crashed. Figures come from the "
+                      "runs before it."})
+    elif status in ("partial", "failed"):
+        what = ", ".join(f"{c['n']} {c['outcome']}" for c in counts) or "see the log"
+        notes.append({"level": "warn", "failures": failures, "text":
+                      f"The latest snapshot run ({run['run_id']}, started {when}) is {status}: "
+                      f"{what}. The clusters below were not read in that run; their figures "
+                      "stop at their previous snapshot."})
+    elif failures:
+        notes.append({"level": "info", "failures": failures, "text":
+                      f"The latest snapshot run ({run['run_id']}) recorded "
+                      f"{len(failures)} clusters it did not read."})
+    mismatches = reconcile(con)
+    if mismatches:
+        notes.append({"level": "warn", "failures": [], "text":
+                      f"The FOCUS export does not add up to marts.fleet_daily on "
+                      f"{len(mismatches)} day(s) (first: {mismatches[0][0]} "
+                      f"{mismatches[0][1]}); rebuild the marts (gpucost build)."})
+        log.warning("focus.csv differs from marts.fleet_daily on %d day(s): %s",
+                    len(mismatches), mismatches[:3])
+    return notes
