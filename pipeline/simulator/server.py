@@ -64,6 +64,8 @@ _ERROR_NAMES = {
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
             500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+# Compact, no circular check (documents are trees): the fastest stdlib encoding.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _BAD_GATEWAY_HTML = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -315,7 +317,7 @@ class Simulator:
         return _Response(status, json.dumps(body).encode())
 
     def _json(self, document: Any) -> _Response:
-        return _Response(200, json.dumps(document, separators=(",", ":")).encode())
+        return _Response(200, _ENCODER.encode(document).encode())
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b""
                ) -> _Response:

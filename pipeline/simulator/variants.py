@@ -100,6 +100,17 @@ class VariantSpec:
         """The selected variant names."""
         return [name for name in VARIANT_NAMES if getattr(self, name)]
 
+    @property
+    def converts(self) -> bool:
+        """True when keys or values change (camel, string/money numbers, epoch ms)."""
+        return self.camel or self.string_numbers or self.money_numbers or self.epoch_ms
+
+    @property
+    def lossy(self) -> bool:
+        """True when optional parts are removed."""
+        return (self.no_stopped_metrics or self.no_gpus or self.no_breakdown
+                or self.empty_points)
+
     def resolve(self, key: str) -> VariantSpec:
         """The flags for one cluster id or list page key (`mixed` drawn deterministically)."""
         if not self.mixed:
@@ -218,8 +229,9 @@ def _add_detail_extras(doc: dict[str, Any], canonical: dict[str, Any], camel: bo
 def apply_detail(canonical: dict[str, Any], spec: VariantSpec) -> Any:
     """The variant form of one canonical ClusterDetail, ready for `json.dumps`."""
     flags = spec.resolve(str(canonical.get("id", "")))
-    doc = _drop_optional(canonical, flags)
-    doc = _convert(doc, flags)
+    doc = _drop_optional(canonical, flags) if flags.lossy else canonical
+    if flags.converts:  # a full walk costs more than encoding: only when something changes
+        doc = _convert(doc, flags)
     if flags.extra_fields:
         doc = _add_detail_extras(doc, canonical, flags.camel)
     return doc if flags.bare else {"success": True, "data": doc}
@@ -228,7 +240,7 @@ def apply_detail(canonical: dict[str, Any], spec: VariantSpec) -> Any:
 def apply_summary(canonical: dict[str, Any], spec: VariantSpec) -> dict[str, Any]:
     """The variant form of one canonical ClusterSummary (item-level flags only)."""
     flags = spec.resolve(str(canonical.get("id", "")))
-    item = _convert(canonical, flags)
+    item = _convert(canonical, flags) if flags.converts else canonical
     if flags.extra_fields:
         item = _add_summary_extras(item, canonical)
     return item
