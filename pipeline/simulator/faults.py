@@ -33,7 +33,8 @@ Kinds (`FAULT_KINDS`):
                   its sequence number), and every API request in the next `storm_seconds` of
                   wall-clock time gets 429 RATE_LIMIT_EXCEEDED with Retry-After
 
-Counted in `/_sim/stats` under `faults` by kind (one count per faulty response).
+Counted in `/_sim/stats` under `faults` by kind (one count per faulty response) and, for
+details requests, under `faulted_clusters` by cluster id and kind.
 """
 
 from __future__ import annotations

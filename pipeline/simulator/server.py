@@ -7,9 +7,10 @@
 
 Endpoints (CONTRACT.md): `GET /v1/clusters` and `GET /v1/clusters/{id}`; for tests and the CLI
 also `GET|POST /_sim/clock` (virtual time: `{"now": ISO}` or `{"advance_hours": n}`),
-`GET /_sim/stats` (request counts by path template and status, faults injected by kind, detail
-requests per cluster) and `POST /_sim/reset` (zero the counters and attempt numbers). The admin
-endpoints need the same bearer key and are not rate limited.
+`GET /_sim/stats` (request counts by path template and status, faults injected by kind and by
+cluster, requests per cluster (`detail_attempts`) and per list query, simulator bugs
+(`unhandled_errors`, answered 500)) and `POST /_sim/reset` (zero the counters and attempt
+numbers). The admin endpoints need the same bearer key and are not rate limited.
 
 Order of checks for an API request: authentication (401/403), rate limit (429, wall-clock fixed
 window), a running 429 storm, validation (400), injected faults, then the fleet (404 when the
@@ -32,6 +33,7 @@ import socket
 import socketserver
 import threading
 import time
+import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -248,6 +250,9 @@ class Simulator:
         self._requests: dict[str, Counter[str]] = defaultdict(Counter)
         self._faults: Counter[str] = Counter()
         self._attempts: Counter[str] = Counter()
+        self._list_attempts: Counter[str] = Counter()
+        self._faulted: dict[str, Counter[str]] = defaultdict(Counter)
+        self._unhandled = 0
         self._storms = 0
 
     # -- virtual time and counters -------------------------------------------------------
@@ -271,6 +276,9 @@ class Simulator:
                 "faults": dict(self._faults),
                 "storms": self._storms,
                 "detail_attempts": dict(self._attempts),
+                "list_attempts": dict(self._list_attempts),
+                "faulted_clusters": {cid: dict(kinds) for cid, kinds in self._faulted.items()},
+                "unhandled_errors": self._unhandled,
                 "now": _iso(self.fleet.now),
             }
 
@@ -280,6 +288,9 @@ class Simulator:
             self._requests.clear()
             self._faults.clear()
             self._attempts.clear()
+            self._list_attempts.clear()
+            self._faulted.clear()
+            self._unhandled = 0
             self._storms = 0
             self._storm_until = 0.0
 
@@ -287,14 +298,17 @@ class Simulator:
         with self._stats_lock:
             self._requests[path][str(status)] += 1
 
-    def _count_fault(self, kind: str) -> None:
+    def _count_fault(self, kind: str, cluster_id: str | None = None) -> None:
         with self._stats_lock:
             self._faults[kind] += 1
+            if cluster_id is not None:
+                self._faulted[cluster_id][kind] += 1
 
-    def _next_attempt(self, key: str) -> int:
+    def _next_attempt(self, key: str, *, details: bool) -> int:
+        counter = self._attempts if details else self._list_attempts
         with self._stats_lock:
-            self._attempts[key] += 1
-            return self._attempts[key]
+            counter[key] += 1
+            return counter[key]
 
     def _next_sequence(self) -> int:
         with self._stats_lock:
@@ -327,7 +341,15 @@ class Simulator:
         path = parts.path.rstrip("/") or "/"
         query = parse_qs(parts.query, keep_blank_values=True)
         template = self._template(path)
-        response = self._dispatch(method, path, template, query, headers, body, seq)
+        try:
+            response = self._dispatch(method, path, template, query, headers, body, seq)
+        except Exception:
+            # A bug in the fleet or here: answer 500 (not a simulated fault) and say so.
+            traceback.print_exc()
+            with self._stats_lock:
+                self._unhandled += 1
+            response = self._error(500, seq, "simulator bug (see its stderr)",
+                                   {"unhandled": True})
         response.headers.setdefault("X-Request-Id", f"req_{seq:016x}")
         if self._limiter is not None:
             for name, value in self._limiter.peek().items():
@@ -414,13 +436,13 @@ class Simulator:
     def _fault(self, key: str, *, details: bool, seq: int, cluster_id: str | None = None
                ) -> tuple[str | None, _Response | None]:
         """The injected fault for this request: (kind, response to send instead or None)."""
+        attempt = self._next_attempt(key, details=details)
         if not self.faults.active:
             return None, None
-        attempt = self._next_attempt(key) if details else self._next_attempt(f"list:{key}")
         kind = self.faults.request_fault(key, attempt, details=details)
         if kind is None:
             return None, None
-        self._count_fault(kind)
+        self._count_fault(kind, cluster_id)
         if kind == "deleted":
             return kind, self._error(404, seq, details={"resource": "cluster", "id": cluster_id})
         if kind == "error_500":

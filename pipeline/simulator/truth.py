@@ -19,7 +19,9 @@ in one of them. Where DESIGN.md leaves a choice open, the choice made here is wr
   (stopped ones bill storage), even when the point carries no `cost`.
 - Projections: for each snapshot time t and horizon h (24, 168, 720 h) with t + h <= the last
   snapshot time; projected = the hourly rate at t x h; actual = the sum of the costs of the seen
-  buckets starting in [t, t + h); scored only when those buckets cover >= 95 % of h hours.
+  buckets among the h hourly buckets from floor_hour(t) (the same hours as the difference of
+  `total_cost_to_date`, which counts complete buckets; identical to [t, t + h) when snapshots are
+  on the hour); scored only when those buckets cover >= 95 % of the h hours.
 - Recommendations, over the last snapshot's 7-day window and its state at that instant:
   `stop_idle` and `schedule` and `downsize` only for running clusters; "all GPUs idle" uses the
   per-GPU series when there is one, else the cluster utilization. `downsize` P95 is linear
@@ -38,7 +40,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -329,15 +331,13 @@ def _projections(
     cost_by_hour = {b.hour: b.cost for b in buckets}
     out: list[ProjectionTruth] = []
     for s in snaps:
-        start_s = s.at.timestamp()
-        first = math.ceil(start_s / 3600)
+        # the horizon's buckets are the h hours from the hour holding t: what the snapshot's
+        # total_cost_to_date (complete buckets up to floor_hour(t)) is counted from
+        first = hour_index(s.at)
         for horizon, hours in HORIZONS.items():
-            end_s = start_s + hours * 3600
-            if end_s > last.timestamp():
+            if s.at + timedelta(hours=hours) > last:
                 continue
-            # buckets starting in [t, t + h)
-            last_h = math.ceil(end_s / 3600)
-            inside = [cost_by_hour[h] for h in range(first, last_h) if h in cost_by_hour]
+            inside = [cost_by_hour[h] for h in range(first, first + hours) if h in cost_by_hour]
             if len(inside) * 100 < th.drift_min_coverage_pct * hours:
                 continue
             out.append(

@@ -99,6 +99,7 @@ def test_fault_hits_exactly_the_seeded_clusters_once_and_a_retry_recovers(serve,
         assert set(second.values()) == {"ok"}
     stats = _stats(http, url)
     assert stats["detail_attempts"] == {cid: 1 + (cid in expected) for cid in ids}
+    assert set(stats["faulted_clusters"]) == set(expected)
     assert stats["faults"][kind] == len(expected) * (2 if kind == "deleted" else 1)
 
 

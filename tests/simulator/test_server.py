@@ -277,7 +277,8 @@ def test_stats_count_requests_by_path_and_status(serve, fleet40):
     assert stats["requests"]["/v1/clusters"] == {"200": 1, "400": 1, "401": 1}
     assert stats["requests"]["/v1/clusters/{id}"] == {"200": 3, "404": 1}
     assert stats["requests_total"] == 7
-    assert stats["faults"] == {}
+    assert stats["faults"] == {} and stats["unhandled_errors"] == 0
+    assert stats["detail_attempts"] == {cid: 3, "nope": 1}
     assert http.post(url.removesuffix("/v1") + "/_sim/reset").status_code == 200
     after = http.get(url.removesuffix("/v1") + "/_sim/stats").json()
     assert after["requests_total"] == 1  # only the reset itself
@@ -308,3 +309,17 @@ def test_one_connection_serves_many_requests_and_closes_at_shutdown(fleet40):
                 assert response.status_code == 200 and response.http_version == "HTTP/1.1"
         with pytest.raises(httpx.TransportError):
             http.get(f"{url}/clusters")
+
+
+def test_a_fleet_bug_is_answered_500_and_counted_apart_from_faults(serve, fleet40, capfd):
+    class Broken:
+        now = fleet40.now
+
+        def list_summaries(self):
+            raise RuntimeError("boom")
+
+    sim, url, http = serve(Broken())
+    response = http.get(f"{url}/clusters")
+    assert response.status_code == 500 and response.json()["details"] == {"unhandled": True}
+    assert sim.stats()["unhandled_errors"] == 1 and sim.stats()["faults"] == {}
+    assert "boom" in capfd.readouterr().err
