@@ -318,3 +318,17 @@ def test_demo_fleet_truth_has_every_recommendation_kind_and_is_json() -> None:
 def test_truth_needs_a_snapshot_time() -> None:
     with pytest.raises(ValueError, match="at least one"):
         ground_truth(Fleet(FleetSpec(plans=[PLAN_A], start=T0)), [])
+
+
+def test_projection_from_an_off_hour_snapshot_counts_from_its_hour() -> None:
+    fleet = Fleet(FleetSpec(plans=[PLAN_A], start=T0))
+    late = [T0 + timedelta(minutes=25), T1 + timedelta(minutes=25)]
+    (row,) = ground_truth(fleet, late).projections
+    # projected at 00:25 at 6.40/h; the horizon's buckets are 11-02 00:00-23:00 (the hours
+    # total_cost_to_date advances by), all seen by the 11-03 00:25 snapshot: 125.60 as above
+    assert (row.projected_at, row.horizon) == (late[0], "daily")
+    assert (row.projected_cost, row.actual_cost, row.covered_hours) == (
+        D("153.60"),
+        D("125.60"),
+        24,
+    )
