@@ -1,0 +1,248 @@
+"""The snapshot stage end to end, in process, against the simulator over real HTTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from pipeline.errors import AuthError
+from pipeline.simulator import FaultSpec, Fleet, FleetSpec, Simulator, VariantSpec
+from pipeline.snapshot import run_snapshot
+from pipeline.store import Store
+from tests.snapshot_helpers import (
+    API_KEY,
+    SNAP_TABLES,
+    START,
+    dump,
+    duplicate_keys,
+    fleet_buckets,
+    make_config,
+    stored_buckets,
+)
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch):
+    monkeypatch.setenv("GPUCOST_API_KEY", API_KEY)
+
+
+@pytest.fixture(scope="module")
+def fleet40():
+    return Fleet(FleetSpec(seed=7, clusters=40, start=START))
+
+
+def _serve(fleet, **options):
+    return Simulator(fleet, api_key=API_KEY, **options).run_in_thread(port=0)
+
+
+def _api_requests(sim: Simulator) -> int:
+    return sum(sum(c.values()) for p, c in sim.stats()["requests"].items() if p.startswith("/v1"))
+
+
+def test_every_cluster_is_stored_with_the_fleets_bucket_values(tmp_path, fleet40):
+    fleet40.set_clock(START)
+    sim = Simulator(fleet40, api_key=API_KEY)
+    with sim.run_in_thread(port=0) as url:
+        result = run_snapshot(make_config(tmp_path / "g.duckdb", url))
+        api_requests = _api_requests(sim)
+    listed = {s["id"] for s in fleet40.list_summaries()}
+    assert (result.status, result.exit_code) == ("complete", 0)
+    assert (result.listed, result.fetched, result.failed, result.gone) == (len(listed),
+                                                                         len(listed), 0, 0)
+    assert result.requests == api_requests
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        con = store.con
+        stored = {r[0] for r in con.execute(
+            "select cluster_id from snap.cluster_snapshots").fetchall()}
+        assert stored == listed
+        for cid in sorted(listed):
+            assert stored_buckets(con, cid) == fleet_buckets(fleet40.detail(cid)), cid
+        run = store.run(result.run_id)
+        assert (run["status"], run["clusters_listed"], run["clusters_fetched"],
+                run["requests_made"]) == ("complete", len(listed), len(listed), api_requests)
+        rates = dict(con.execute(
+            "select cluster_id, hourly_rate from snap.cluster_snapshots").fetchall())
+        some = sorted(listed)[0]
+        assert str(rates[some].normalize()) == str(
+            __import__("decimal").Decimal(fleet40.detail(some)["cost"]["current_hourly_rate"])
+            .normalize())
+
+
+def test_nightly_snapshots_keep_each_bucket_once_with_the_newest_value(tmp_path, fleet40):
+    db = tmp_path / "g.duckdb"
+    fleet40.set_clock(START)
+    expected: dict[str, dict] = {}
+    sim = Simulator(fleet40, api_key=API_KEY)
+    with sim.run_in_thread(port=0) as url:
+        for _night in range(2):
+            assert run_snapshot(make_config(db, url)).status == "complete"
+            for s in fleet40.list_summaries():
+                expected.setdefault(s["id"], {}).update(fleet_buckets(fleet40.detail(s["id"])))
+            fleet40.advance(DAY)
+        with Store.open(db) as store:
+            before = {t: len(dump(store.con, t)) for t in SNAP_TABLES}
+        # the same night again (clock back to the last snapshot): no new rows
+        fleet40.advance(-DAY)
+        run_snapshot(make_config(db, url))
+    fleet40.set_clock(START)
+    with Store.open(db, read_only=True) as store:
+        assert duplicate_keys(store.con) == []
+        assert {t: len(dump(store.con, t)) for t in SNAP_TABLES} == before
+        for cid, buckets in sorted(expected.items()):
+            assert stored_buckets(store.con, cid) == buckets, cid
+
+
+@pytest.mark.parametrize("kind", ["error_500", "error_502", "error_503", "drop", "truncated",
+                                  "invalid_json", "slow", "timeout", "storm_429", "duplicate"])
+def test_transient_fault_is_retried_and_every_cluster_is_stored(tmp_path, kind):
+    fleet = Fleet(FleetSpec(seed=11, clusters=16, start=START))
+    # storms hold every request while they last: a few are enough
+    rate = {"storm_429": 0.1, "duplicate": 0.9}.get(kind, 0.3)
+    faults = FaultSpec(rates={kind: rate}, seed=3, timeout_seconds=1.0, slow_seconds=0.05,
+                       storm_seconds=0.2)
+    sim = Simulator(fleet, api_key=API_KEY, faults=faults)
+    with sim.run_in_thread(port=0) as url:
+        # small pages: list pages get faults too, and page boundaries exist to duplicate across
+        config = make_config(tmp_path / "g.duckdb", url, timeout_seconds=0.5,
+                             retry_max_seconds=20.0, page_size=5)
+        result = run_snapshot(config)
+        stats = sim.stats()
+    listed = {s["id"] for s in fleet.list_summaries()}
+    assert stats["faults"].get(kind, 0) > 0, "the fault never fired: the test proves nothing"
+    assert (result.status, result.listed, result.fetched) == ("complete", len(listed),
+                                                            len(listed))
+    if kind not in ("slow", "duplicate"):
+        assert result.retries >= 1
+    assert result.requests == sum(sum(c.values()) for p, c in stats["requests"].items()
+                                  if p.startswith("/v1"))
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        assert duplicate_keys(store.con) == []
+        for cid in sorted(listed):
+            assert stored_buckets(store.con, cid) == fleet_buckets(fleet.detail(cid)), cid
+
+
+@pytest.mark.parametrize("kind", ["invalid_json", "truncated", "error_500", "deleted"])
+def test_permanent_fault_is_recorded_with_its_reason_and_the_rest_stored(tmp_path, kind):
+    fleet = Fleet(FleetSpec(seed=11, clusters=16, start=START))
+    faults = FaultSpec(rates={kind: 0.25}, permanent=frozenset({kind}), seed=5)
+    listed = [s["id"] for s in fleet.list_summaries()]
+    hit = set(faults.affected(kind, listed))
+    assert hit and len(hit) < len(listed)
+    sim = Simulator(fleet, api_key=API_KEY, faults=faults)
+    with sim.run_in_thread(port=0) as url:
+        result = run_snapshot(make_config(tmp_path / "g.duckdb", url, retry_max_seconds=3.0))
+    outcome = "gone" if kind == "deleted" else "failed"
+    assert result.status == ("complete" if kind == "deleted" else "partial")
+    assert result.exit_code == (0 if kind == "deleted" else 3)
+    assert (result.fetched, getattr(result, outcome)) == (len(listed) - len(hit), len(hit))
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        failures = store.con.execute(
+            "select cluster_id, outcome, reason, http_status, raw_body from meta.run_failures"
+        ).fetchall()
+        stored = {r[0] for r in store.con.execute(
+            "select cluster_id from snap.cluster_snapshots").fetchall()}
+        run = store.run(result.run_id)
+    assert {f[0] for f in failures} == hit
+    assert stored == set(listed) - hit
+    assert all(f[1] == outcome and f[2] for f in failures)
+    if kind in ("invalid_json", "truncated"):
+        assert all(f[4] for f in failures), "the malformed body is kept for diagnosis"
+    assert run[f"clusters_{outcome}"] == len(hit)
+    assert run["clusters_fetched"] + run["clusters_failed"] + run["clusters_gone"] == len(listed)
+
+
+# Each lossless variant, two at a time (a run per pair keeps the suite inside its budget).
+LOSSLESS = [["bare", "camel"], ["string_numbers", "epoch_ms"], ["money_numbers", "extra_fields"],
+            ["mixed"]]
+
+
+@pytest.fixture(scope="module")
+def plain_dump(tmp_path_factory, fleet40):
+    fleet40.set_clock(START)
+    db = tmp_path_factory.mktemp("plain") / "g.duckdb"
+    with _serve(fleet40) as url, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPUCOST_API_KEY", API_KEY)
+        run_snapshot(make_config(db, url))
+    with Store.open(db, read_only=True) as store:
+        return {t: dump(store.con, t, with_run_id=False) for t in SNAP_TABLES}
+
+
+@pytest.mark.parametrize("variants", LOSSLESS, ids="+".join)
+def test_lossless_variants_store_the_same_tables(tmp_path, fleet40, plain_dump, variants):
+    fleet40.set_clock(START)
+    with _serve(fleet40, variants=VariantSpec.parse(variants, seed=1)) as url:
+        result = run_snapshot(make_config(tmp_path / "g.duckdb", url))
+    assert result.status == "complete"
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        for table in SNAP_TABLES:
+            assert dump(store.con, table, with_run_id=False) == plain_dump[table], table
+
+
+@pytest.mark.parametrize("variants", [["no_stopped_metrics", "no_gpus", "no_breakdown"],
+                                      ["empty_points"]], ids="+".join)
+def test_variants_with_missing_parts_load_what_is_there(tmp_path, fleet40, plain_dump,
+                                                        variants):
+    fleet40.set_clock(START)
+    with _serve(fleet40, variants=VariantSpec.parse(variants, seed=1)) as url:
+        result = run_snapshot(make_config(tmp_path / "g.duckdb", url))
+    assert (result.status, result.fetched) == ("complete", result.listed)
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        con = store.con
+        flags = con.execute(
+            "select count(*), sum(has_metrics::int), sum(has_gpu_series::int),"
+            " sum(has_cost_breakdown::int) from snap.cluster_snapshots").fetchall()[0]
+        counts = {t: len(dump(con, t)) for t in SNAP_TABLES}
+        # what is there equals the plain run's values for the same keys
+        kept = con.execute(
+            "select * exclude (run_id) from snap.projections order by all").fetchall()
+    plain = {t: len(v) for t, v in plain_dump.items()}
+    snapshots, with_metrics, with_gpus, with_breakdown = flags
+    assert snapshots == plain["cluster_snapshots"]
+    assert kept == plain_dump["projections"]
+    if "no_gpus" in variants:
+        assert (with_gpus, counts["gpu_metric_points"]) == (0, 0)
+        assert (with_breakdown, counts["cost_components"]) == (0, 0)
+        stopped = sum(1 for r in plain_dump["cluster_snapshots"] if r[4] == "stopped")
+        assert stopped > 0 and with_metrics == snapshots - stopped
+        assert 0 < counts["metric_points"] < plain["metric_points"]
+    else:
+        assert counts["metric_points"] == counts["gpu_metric_points"] == 0
+        assert with_metrics == snapshots
+
+
+def test_from_raw_rebuilds_identical_tables(tmp_path, fleet40):
+    db = tmp_path / "g.duckdb"
+    fleet40.set_clock(START)
+    with _serve(fleet40, variants=VariantSpec.parse(["mixed"], seed=2)) as url:
+        for _night in range(2):
+            run_snapshot(make_config(db, url))
+            fleet40.advance(DAY)
+    fleet40.set_clock(START)
+    with Store.open(db) as store:
+        before = {t: dump(store.con, t) for t in SNAP_TABLES}
+        # damage: what a normalization bug might have left behind
+        store.con.execute("delete from snap.gpu_metric_points where gpu_id = '0'")
+        store.con.execute("update snap.metric_points set cost = cost * 2")
+    result = run_snapshot(make_config(db, "http://127.0.0.1:9/v1"), from_raw=True)
+    assert (result.status, result.exit_code) == ("complete", 0)
+    assert result.fetched == len(before["cluster_snapshots"])
+    with Store.open(db, read_only=True) as store:
+        after = {t: dump(store.con, t) for t in SNAP_TABLES}
+    for table in SNAP_TABLES:
+        assert after[table] == before[table], table
+
+
+def test_wrong_key_raises_auth_error_and_records_the_run_failed(tmp_path, fleet40, monkeypatch):
+    fleet40.set_clock(START)
+    monkeypatch.setenv("GPUCOST_API_KEY", "not-the-key")
+    with _serve(fleet40) as url, pytest.raises(AuthError) as exc:
+        run_snapshot(make_config(tmp_path / "g.duckdb", url))
+    assert exc.value.exit_code == 4
+    assert "not-the-key" not in str(exc.value)
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        runs = store.con.execute("select status, message from meta.runs").fetchall()
+    assert len(runs) == 1 and runs[0][0] == "failed" and "AuthError" in runs[0][1]
+    assert "not-the-key" not in runs[0][1]
