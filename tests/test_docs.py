@@ -49,3 +49,10 @@ def test_bad_config_exits_with_usage_code_and_names_the_key(tmp_path):
 def test_unknown_option_is_a_usage_error():
     result = CliRunner().invoke(cli, ["snapshot", "--no-such-option"])
     assert result.exit_code == 2
+
+
+def test_no_command_takes_the_api_key_as_an_option_value():
+    # A key on the command line would show in `ps`: only GPUCOST_API_KEY or --api-key-file.
+    for path in COMMANDS:
+        text = help_text(path)
+        assert "--api-key " not in text and "--api-key=" not in text, path
