@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -46,6 +47,7 @@ from pipeline.config import Config, check_api_url, read_api_key
 from pipeline.errors import ApiError, AuthError, ConfigError
 from pipeline.log import get_logger
 from pipeline.normalize import (
+    InexactMoneyError,
     NormalizeError,
     dump_json,
     normalize_detail,
@@ -470,9 +472,13 @@ class ApiClient:
         response = _Response(status, body)
         if status == 200:
             try:
-                response.doc = parse_json(body)
-            except NormalizeError as exc:
-                raise _Transient(str(exc), status=status, body=body, malformed=True) from None
+                # Plain (fast) parse: numbers as floats. Money normally arrives as strings and
+                # becomes Decimal from them; an amount sent as a JSON number makes the caller
+                # parse again with parse_json (InexactMoneyError), so it never goes via a float.
+                response.doc = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                reason = f"invalid JSON: {exc}"
+                raise _Transient(reason, status=status, body=body, malformed=True) from None
         return response
 
     @staticmethod
@@ -565,7 +571,8 @@ class ApiClient:
                     status=response.status,
                 )
             try:
-                listing = normalize_list_page(redact_document(response.doc))
+                # Lists are small: parse again, exactly, so hourly_rate never sees a float.
+                listing = normalize_list_page(redact_document(parse_json(response.body)))
             except NormalizeError as exc:
                 raise ApiError(f"listing clusters failed on page {page}: {exc}") from None
             for error in listing.errors:
@@ -676,10 +683,17 @@ class ApiClient:
                 attempts,
             )
         doc = redact_document(response.doc)
-        raw = dump_json(doc)
         try:
-            detail = normalize_detail(doc)
+            try:
+                detail = normalize_detail(doc, exact_money=True)
+                raw = json.dumps(doc, separators=(",", ":")).encode()
+            except InexactMoneyError:
+                # Money sent as JSON numbers: the exact path (Decimal from the text).
+                doc = redact_document(parse_json(response.body))
+                raw = dump_json(doc)
+                detail = normalize_detail(doc)
         except NormalizeError as exc:
+            raw = dump_json(doc)
             return FetchResult(
                 cluster_id, "failed", None, raw, 200, f"malformed detail: {exc}", attempts
             )

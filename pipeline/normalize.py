@@ -21,6 +21,7 @@ because the provider may add cost components.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import re
@@ -64,6 +65,13 @@ class NormalizeError(ApiError):
     def __str__(self) -> str:
         return self._message()
 
+
+class InexactMoneyError(NormalizeError):
+    """`normalize_detail(..., exact_money=True)` met an amount parsed as a binary float: parse
+    the body again with `parse_json` (Decimal) and normalize that."""
+
+
+_EXACT_MONEY: contextvars.ContextVar[bool] = contextvars.ContextVar("exact_money", default=False)
 
 # --------------------------------------------------------------------------- JSON helpers
 
@@ -201,6 +209,10 @@ def _money(value: Any) -> Any:
     elif t is int:
         out = Decimal(value)
     elif t is float:
+        if _EXACT_MONEY.get():
+            raise InexactMoneyError(
+                "an amount arrived as a binary float",
+            )
         # Only when a caller hands in a document parsed without parse_json: the shortest repr
         # is the decimal text the provider most likely sent.
         out = Decimal(repr(value))
@@ -279,16 +291,24 @@ class _Obj:
             return None
         if type(value) is not dict:
             raise NormalizeError(f"expected an object, got {_type_name(value)}")
-        out = {}
+        out: dict[str, Any] = {}
         fields = self.fields
+        snake = _SNAKE_CACHE.get
         for key, item in value.items():
-            name = _SNAKE_CACHE.get(key) or to_snake(key)
+            name = snake(key) or to_snake(key)
             conv = fields.get(name)
             if conv is None:
                 if self.extra_suffix and self.extra_conv and name.endswith(self.extra_suffix):
                     conv = self.extra_conv
                 else:
                     continue
+            # The common cases inline: most values of a detail are floats already.
+            if conv is _float and type(item) is float and math.isfinite(item):
+                out[name] = item
+                continue
+            if conv is _str and type(item) is str:
+                out[name] = item
+                continue
             try:
                 out[name] = conv(item)
             except NormalizeError as exc:
@@ -507,15 +527,22 @@ def unwrap(doc: Any) -> Any:
     return doc
 
 
-def normalize_detail(doc: Any) -> dict[str, Any]:
+def normalize_detail(doc: Any, *, exact_money: bool = False) -> dict[str, Any]:
     """One cluster detail (wrapped or bare, any variant) -> the canonical detail.
 
-    `doc` should come from `parse_json` (money exact) and already be redacted.
+    `doc` should come from `parse_json` (money exact) and already be redacted. A document
+    parsed with plain `json.loads` holds JSON numbers as floats: with `exact_money=True` an
+    amount among them raises `InexactMoneyError` (parse again with `parse_json`) instead of
+    being converted from the float; utilization and the like are floats either way.
     """
     detail = unwrap(doc)
     if not isinstance(detail, dict):
         raise NormalizeError(f"expected a cluster object, got {_type_name(detail)}")
-    out: dict[str, Any] = _DETAIL(detail)
+    token = _EXACT_MONEY.set(exact_money)
+    try:
+        out: dict[str, Any] = _DETAIL(detail)
+    finally:
+        _EXACT_MONEY.reset(token)
     return out
 
 

@@ -145,31 +145,53 @@ def _redact_all(value: Any) -> Any:
     return REDACTED
 
 
+_PLAIN, _SECRET, _ENVIRONMENT = 0, 1, 2
+_KEY_KIND: dict[str, int] = {}
+
+
+def _key_kind(key: str) -> int:
+    kind = _KEY_KIND.get(key)
+    if kind is None:
+        norm = _norm_key(key)
+        kind = _SECRET if norm in _SECRET_KEYS else _ENVIRONMENT if norm == "environment" else 0
+        if len(_KEY_KIND) < 10_000:
+            _KEY_KIND[key] = kind
+    return kind
+
+
 def _walk(node: Any) -> Any:
-    if isinstance(node, dict):
+    # The hot loop of redaction (a 7-day detail holds thousands of numbers): type checks by
+    # identity, one cached lookup per key, the regex only on strings that could hold a secret.
+    suspect = _SUSPECT.search
+    if type(node) is dict:
         for key, value in node.items():
-            nkey = _norm_key(key)
-            if nkey in _SECRET_KEYS:
+            t = type(value)
+            kind = _KEY_KIND.get(key)
+            if kind is None:
+                kind = _key_kind(key) if type(key) is str else _PLAIN
+            if kind == _SECRET:
                 node[key] = _redact_all(value)
-            elif isinstance(value, str):
-                node[key] = _redact_string(value)
-            elif nkey == "environment" and isinstance(value, dict):
+            elif kind == _ENVIRONMENT and t is dict:
                 for env_key, env_value in value.items():
                     if _norm_key(env_key) == "variables":
                         value[env_key] = _redact_all(env_value)
                     else:
                         value[env_key] = _walk(env_value)
-            elif isinstance(value, dict | list):
+            elif t is str:
+                if len(value) > 2 and suspect(value):
+                    node[key] = _redact_string(value)
+            elif t is dict or t is list:
                 _walk(value)
         return node
-    if isinstance(node, list):
+    if type(node) is list:
         for i, value in enumerate(node):
-            if isinstance(value, str):
-                node[i] = _redact_string(value)
-            elif isinstance(value, dict | list):
+            t = type(value)
+            if t is dict or t is list:
                 _walk(value)
+            elif t is str and len(value) > 2 and suspect(value):
+                node[i] = _redact_string(value)
         return node
-    if isinstance(node, str):
+    if type(node) is str:
         return _redact_string(node)
     return node
 
