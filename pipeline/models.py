@@ -78,6 +78,7 @@ class BuildResult:
     seconds: float = 0.0
     full_refresh: bool = False
     incremental_marts: list[str] = field(default_factory=list)
+    model_seconds: dict[str, float] = field(default_factory=dict)
 
     def summary_line(self) -> str:
         """One line for the log: counts, rows per mart and elapsed time."""
@@ -105,6 +106,18 @@ def _header_value(sql: str, key: str) -> str | None:
 
 def _references(sql: str, path: Path) -> set[str]:
     """Every `schema.table` the select reads (CTE names have no schema and are skipped)."""
+    cached = _REFERENCES_CACHE.get(sql)
+    if cached is None:
+        cached = _parse_references(sql, path)
+        _REFERENCES_CACHE[sql] = cached
+    return set(cached)
+
+
+# parsing is the slow part of planning a build; a model's text decides its references
+_REFERENCES_CACHE: dict[str, frozenset[str]] = {}
+
+
+def _parse_references(sql: str, path: Path) -> frozenset[str]:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:
@@ -113,7 +126,7 @@ def _references(sql: str, path: Path) -> set[str]:
     for table in tree.find_all(exp.Table):
         if table.db:
             refs.add(f"{table.db.lower()}.{table.name.lower()}")
-    return refs
+    return frozenset(refs)
 
 
 def discover_models(root: Path | None = None) -> list[Model]:
@@ -198,18 +211,6 @@ def _relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> 
     return bool(row and row[0])
 
 
-def _drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
-    row = con.execute(
-        "select table_type from information_schema.tables where table_schema = ? "
-        "and table_name = ?",
-        [schema, name],
-    ).fetchone()
-    if row is None:
-        return
-    kind = "view" if row[0] == "VIEW" else "table"
-    con.execute(f'drop {kind} "{schema}"."{name}"')
-
-
 def _ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "create table if not exists marts.build_runs ("
@@ -246,22 +247,27 @@ def _checksum(model: Model, thresholds: Thresholds) -> str:
 
 
 def _build_model(
-    con: duckdb.DuckDBPyConnection, model: Model, *, full_refresh: bool, checksum: str,
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    *,
+    full_refresh: bool,
+    checksum: str,
     built: dict[str, str],
+    existing: dict[str, str],
 ) -> bool:
     """Create or refresh one model; True when an incremental mart was updated in place."""
     select = _strip_trailing_semicolon(model.sql)
     target = f'"{model.layer}"."{model.name}"'
     if model.materialized == "view":
-        if _relation_exists(con, model.layer, model.name):
-            _drop_relation(con, model.layer, model.name)
-        con.execute(f"create view {target} as {select}")
+        _create_or_replace(
+            con, "view", model, f"create or replace view {target} as {select}", existing
+        )
         return False
     incremental = (
         model.incremental_key is not None
         and not full_refresh
         and built.get(model.relation) == checksum
-        and _relation_exists(con, model.layer, model.name)
+        and existing.get(model.relation) == "table"
     )
     if incremental:
         key = model.incremental_key
@@ -271,9 +277,36 @@ def _build_model(
             f'where model."{key}" in (select day from _gpucost_days)'
         )
         return True
-    _drop_relation(con, model.layer, model.name)
-    con.execute(f"create table {target} as {select}")
+    _create_or_replace(
+        con, "table", model, f"create or replace table {target} as {select}", existing
+    )
     return False
+
+
+def _existing_relations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """`schema.name` -> "table" | "view" for every relation of the model layers."""
+    rows = con.execute(
+        "select schema_name || '.' || table_name, 'table' from duckdb_tables() "
+        "union all select schema_name || '.' || view_name, 'view' from duckdb_views() "
+        "where not internal"
+    ).fetchall()
+    return {name: kind for name, kind in rows}
+
+
+def _create_or_replace(
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    model: Model,
+    statement: str,
+    existing: dict[str, str],
+) -> None:
+    """Run a `create or replace`, first dropping a relation of the other kind by that name
+    (a failed statement would abort the build's transaction, so ask before, not after)."""
+    other = existing.get(model.relation)
+    if other is not None and other != kind:
+        con.execute(f'drop {other} "{model.layer}"."{model.name}"')
+    con.execute(statement)
+    existing[model.relation] = kind
 
 
 def _run_tests(con: duckdb.DuckDBPyConnection, tests: Iterable[Path]) -> tuple[int, list[str]]:
@@ -324,6 +357,7 @@ def build_on_connection(
         _ensure_state_tables(con)
         built = dict(con.execute("select relation, checksum from marts.build_models").fetchall())
         new_runs = _unbuilt_runs(con)
+        existing = _existing_relations(con)
         con.execute("create or replace temp table _gpucost_new_runs (run_id varchar)")
         if new_runs:
             con.executemany("insert into _gpucost_new_runs values (?)", [[r] for r in new_runs])
@@ -333,21 +367,26 @@ def build_on_connection(
                 con.execute(f"create or replace temp table _gpucost_days as {_touched_days_sql()}")
                 days_ready = True
             checksum = _checksum(model, thresholds)
+            model_started = time.perf_counter()
             try:
                 if _build_model(
-                    con, model, full_refresh=full_refresh, checksum=checksum, built=built
+                    con, model, full_refresh=full_refresh, checksum=checksum, built=built,
+                    existing=existing,
                 ):
                     result.incremental_marts.append(model.relation)
             except duckdb.Error as exc:
                 raise BuildError(f"model {model.relation} ({model.path}) failed: {exc}") from exc
             result.models_built.append(model.relation)
+            result.model_seconds[model.relation] = time.perf_counter() - model_started
             con.execute(
                 "insert or replace into marts.build_models values (?, ?, now())",
                 [model.relation, checksum],
             )
-        con.executemany(
-            "insert or replace into marts.build_runs values (?, now())", [[r] for r in new_runs]
-        )
+        if new_runs:
+            con.executemany(
+                "insert or replace into marts.build_runs values (?, now())",
+                [[r] for r in new_runs],
+            )
         passed, failures = _run_tests(con, tests)
         if failures:
             raise DataTestError(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from pipeline.config import Thresholds
 from pipeline.models import BuildResult, build_on_connection
@@ -52,6 +53,7 @@ class FixtureDB:
         self.con = duckdb.connect()
         self.con.execute("set TimeZone = 'UTC'")
         self.con.execute(MIGRATION.read_text(encoding="utf-8"))
+        self._points: dict[tuple[str, datetime], tuple[Any, ...]] = {}
 
     # -- inserting ---------------------------------------------------------------------------
     def run(self, run_id: str, status: str = "complete") -> None:
@@ -145,29 +147,59 @@ class FixtureDB:
         """One bucket (replacing any earlier value). `gpus` = [(utilization, memory_gb), ...]
         makes a per-GPU series; `util` defaults to the GPUs' mean."""
         snapshot_at = snapshot_at or at
-        run_id = run_id_for(snapshot_at)
         if util is None:
             util = sum(g[0] for g in gpus) / len(gpus) if gpus else 0.0
+        # kept in Python and written at build(): a later call for the same bucket replaces it,
+        # as the store keeps the newest value
+        self._points[(cluster_id, at)] = (
+            run_id_for(snapshot_at), cluster_id, at, interval_seconds, snapshot_at, status,
+            util, cost, currency, len(gpus) if gpus else None, list(gpus or ()),
+        )
+
+    def _flush(self) -> None:
+        """Rewrite snap.metric_points and snap.gpu_metric_points from the buffered buckets."""
+        self.con.execute("delete from snap.metric_points")
+        self.con.execute("delete from snap.gpu_metric_points")
+        if not self._points:
+            return
+        rows = list(self._points.values())
+        points = pa.table({
+            "run_id": [r[0] for r in rows],
+            "cluster_id": [r[1] for r in rows],
+            "bucket_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+            "interval_seconds": [r[3] for r in rows],
+            "snapshot_at": pa.array([r[4] for r in rows], pa.timestamp("us", tz="UTC")),
+            "status": pa.array([r[5] for r in rows], pa.string()),
+            "gpu_utilization": pa.array([r[6] for r in rows], pa.float64()),
+            "cost": pa.array([r[7] for r in rows], pa.decimal128(18, 6)),
+            "currency": [r[8] for r in rows],
+            "gpu_series_count": pa.array([r[9] for r in rows], pa.int32()),
+        })
+        gpu_rows = [
+            (r[0], r[1], r[2], str(i), r[4], u, m) for r in rows for i, (u, m) in enumerate(r[10])
+        ]
+        gpu_points = pa.table({
+            "run_id": pa.array([g[0] for g in gpu_rows], pa.string()),
+            "cluster_id": pa.array([g[1] for g in gpu_rows], pa.string()),
+            "bucket_at": pa.array([g[2] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
+            "gpu_id": pa.array([g[3] for g in gpu_rows], pa.string()),
+            "snapshot_at": pa.array([g[4] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
+            "utilization": pa.array([g[5] for g in gpu_rows], pa.float64()),
+            "memory_used_gb": pa.array([g[6] for g in gpu_rows], pa.float64()),
+        })
+        self.con.register("_fixture_points", points)
+        self.con.register("_fixture_gpu_points", gpu_points)
         self.con.execute(
-            "delete from snap.metric_points where cluster_id = ? and bucket_at = ?",
-            [cluster_id, at],
+            "insert into snap.metric_points select run_id, cluster_id, bucket_at, "
+            "interval_seconds, snapshot_at, status, gpu_utilization, 0, 0, 0, cost, currency, "
+            "gpu_series_count from _fixture_points"
         )
         self.con.execute(
-            "delete from snap.gpu_metric_points where cluster_id = ? and bucket_at = ?",
-            [cluster_id, at],
+            "insert into snap.gpu_metric_points select run_id, cluster_id, bucket_at, gpu_id, "
+            "snapshot_at, utilization, memory_used_gb, 100 from _fixture_gpu_points"
         )
-        self.con.execute(
-            "insert into snap.metric_points values (?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?, ?, ?)",
-            [
-                run_id, cluster_id, at, interval_seconds, snapshot_at, status, util,
-                cost, currency, len(gpus) if gpus else None,
-            ],
-        )
-        for i, (utilization, memory) in enumerate(gpus or ()):
-            self.con.execute(
-                "insert into snap.gpu_metric_points values (?, ?, ?, ?, ?, ?, ?, 100)",
-                [run_id, cluster_id, at, str(i), snapshot_at, utilization, memory],
-            )
+        self.con.unregister("_fixture_points")
+        self.con.unregister("_fixture_gpu_points")
 
     def buckets(
         self, cluster_id: str, starts: Iterable[datetime], **kwargs: Any
@@ -179,6 +211,7 @@ class FixtureDB:
     # -- building and reading ----------------------------------------------------------------
     def build(self, *, full_refresh: bool = False, **thresholds: Any) -> BuildResult:
         """Build every model with default thresholds, overridden by keyword."""
+        self._flush()
         return build_on_connection(
             self.con, Thresholds(**thresholds), full_refresh=full_refresh
         )

@@ -119,6 +119,9 @@ counted as (
         -- the GPU share of the bucket's cost, for all its GPUs together
         case
             when not is_billed or gpu_count = 0 then cast(0 as decimal(38, 12))
+            -- nothing billed per hour: no GPU share to price (as the truth does)
+            when reported_cost is not null and components_per_hour = 0
+                then cast(0 as decimal(38, 12))
             when reported_cost is not null and components_per_hour > 0 then cast(
                 cast(reported_cost as decimal(38, 12)) * gpu_per_hour / components_per_hour
                 as decimal(38, 12)
