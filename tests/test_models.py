@@ -532,7 +532,7 @@ def test_failing_data_test_raises_and_keeps_the_last_good_build():
     db.snapshot("c1", T0)
     db.bucket("c1", T0 - HOUR, gpus=[(0.0, 0.0)] * 2, cost=D("6.90"))
     db.build()
-    db.bucket("c1", T0 - 2 * HOUR, gpus=[(0.0, 0.0)] * 2, cost=D("-5"))
+    db.bucket("c1", T0 - 2 * HOUR, gpus=[(0.0, 0.0)] * 2, cost=D("-50"))  # day total < 0
     with pytest.raises(DataTestError, match="no_negative_costs"):
         db.build(full_refresh=True)
     # rolled back: the marts are those of the previous build
