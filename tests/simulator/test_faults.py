@@ -10,6 +10,9 @@ import pytest
 
 from pipeline.simulator.faults import FAULT_KINDS, FaultSpec, unit_hash
 
+# Faults do not depend on the document: small ones keep these tests fast.
+LIGHT = {"include_metrics": "false"}
+
 
 def _stats(http, url):
     return http.get(url.removesuffix("/v1") + "/_sim/stats").json()
@@ -18,7 +21,7 @@ def _stats(http, url):
 def _outcome(http, url, cid, timeout=5.0):
     """What one details request got: 'ok', an HTTP status, 'bad_json' or 'transport'."""
     try:
-        response = http.get(f"{url}/clusters/{cid}", timeout=timeout)
+        response = http.get(f"{url}/clusters/{cid}", timeout=timeout, params=LIGHT)
     except httpx.TransportError:
         return "transport"
     if response.status_code != 200:
@@ -108,7 +111,7 @@ def test_error_bodies_of_injected_faults_follow_the_contract(serve, fleet40):
     _, url, http = serve(fleet40, faults=spec)
     seen = set()
     for summary in fleet40.list_summaries():
-        response = http.get(f"{url}/clusters/{summary['id']}")
+        response = http.get(f"{url}/clusters/{summary['id']}", params=LIGHT)
         seen.add(response.status_code)
         if response.status_code == 500:
             assert response.json()["error"] == "INTERNAL_ERROR"
@@ -150,7 +153,7 @@ def test_timeout_fault_keeps_silent_past_the_clients_timeout(serve, fleet40):
     timed_out = []
     for cid in ids:
         try:
-            http.get(f"{url}/clusters/{cid}", timeout=0.2)
+            http.get(f"{url}/clusters/{cid}", timeout=0.2, params=LIGHT)
         except httpx.TimeoutException:
             timed_out.append(cid)
     assert sorted(timed_out) == sorted(expected)
