@@ -234,6 +234,8 @@ def _flush(store: Store, batch: LoadBatch, result: SnapshotResult, client: Any) 
     result.failed += batch.failed
     result.gone += batch.gone
     result.skipped += batch.skipped
+    _log.debug("committed a batch of %d clusters (%d stored so far)", len(batch),
+               result.fetched)
     for failure in batch.failures:
         if failure["stage"] == "load":
             _log.debug("cluster %s not loaded: %s", failure["cluster_id"], failure["reason"])
