@@ -17,6 +17,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -36,7 +37,7 @@ def _parse_start(value: str) -> datetime:
     return dt.astimezone(UTC)
 
 
-def _fleet_options(func):  # type: ignore[no-untyped-def]
+def _fleet_options(func: Any) -> Any:
     func = click.option("--start", default=DEFAULT_START, show_default=True,
                         help="Virtual clock at start (ISO 8601, UTC).")(func)
     func = click.option("--seed", type=int, default=7, show_default=True,
@@ -46,7 +47,7 @@ def _fleet_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def _make_fleet(clusters: int, seed: int, start: str):  # type: ignore[no-untyped-def]
+def _make_fleet(clusters: int, seed: int, start: str) -> Any:
     from pipeline.simulator.fleet import Fleet, FleetSpec
 
     return Fleet(FleetSpec(seed=seed, clusters=clusters, start=_parse_start(start)))

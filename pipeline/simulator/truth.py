@@ -36,6 +36,7 @@ in one of them. Where DESIGN.md leaves a choice open, the choice made here is wr
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -231,11 +232,15 @@ def _snap(fleet: Fleet, cid: str, t: datetime) -> _Snap:
 def _seen_buckets(fleet: Fleet, cid: str, snaps: list[_Snap], values: str) -> list[_Bucket]:
     """Every bucket in some snapshot's window, valued as its newest snapshot returned it."""
     seen: dict[int, _Bucket] = {}
+    low: int | None = None  # every hour from here up to the newest window is already seen
     for snap in reversed(snaps):
         now_h = hour_index(snap.at)
-        series = fleet.series(
-            cid, now_h - WINDOW_HOURS, now_h, now=snap.at if values == "newest" else None
-        )
+        lo = now_h - WINDOW_HOURS
+        hi = now_h if low is None else min(now_h, low)
+        if hi <= lo:
+            continue
+        low = lo if low is None else min(low, lo)
+        series = fleet.series(cid, lo, hi, now=snap.at if values == "newest" else None)
         hours = series.hours.tolist()
         util = series.util.tolist()
         mem = series.mem.tolist()
@@ -252,14 +257,16 @@ def _seen_buckets(fleet: Fleet, cid: str, snaps: list[_Snap], values: str) -> li
 
 
 def _nearest(snaps: list[_Snap], mid_ms: int) -> _Snap | None:
-    """The snapshot nearest `mid_ms`; a tie goes to the later one."""
-    best: _Snap | None = None
-    best_d = 0
-    for s in snaps:
-        d = abs(s.ms - mid_ms)
-        if best is None or d <= best_d:
-            best, best_d = s, d
-    return best
+    """The snapshot nearest `mid_ms` (`snaps` sorted by time); a tie goes to the later one."""
+    if not snaps:
+        return None
+    i = bisect.bisect_left([s.ms for s in snaps], mid_ms)
+    if i == 0:
+        return snaps[0]
+    if i == len(snaps):
+        return snaps[-1]
+    before, after = snaps[i - 1], snaps[i]
+    return after if after.ms - mid_ms <= mid_ms - before.ms else before
 
 
 def _daily(
