@@ -895,12 +895,18 @@ _PROJECTS = (
 )
 
 
+@lru_cache(maxsize=256)
+def _deck_order(seed: int, deck_round: int) -> tuple[int, ...]:
+    """The shuffled order of the deck for its `deck_round`-th copy."""
+    perm = np.random.default_rng([seed, 0, deck_round]).permutation(len(arch.DECK))
+    return tuple(int(i) for i in perm)
+
+
 def _generate_plan(spec: FleetSpec, index: int) -> ClusterPlan:
     """The plan of generated cluster `index`: a pure function of (spec.seed, index)."""
     seed = spec.seed
     deck_round, pos = divmod(index, len(arch.DECK))
-    perm = np.random.default_rng([seed, 0, deck_round]).permutation(len(arch.DECK))
-    slot = arch.DECK[int(perm[pos])]
+    slot = arch.DECK[_deck_order(seed, deck_round)[pos]]
     rng = np.random.default_rng([seed, 1, index])
     mods = slot.mods
     types, counts = arch.gpu_choices(slot.archetype, mods)
