@@ -40,8 +40,11 @@ def serve():
             options.setdefault("api_key", API_KEY)
             sim = Simulator(fleet, **options)
             url = stack.enter_context(sim.run_in_thread(port=0))
-            http = stack.enter_context(httpx.Client(
-                headers={"Authorization": f"Bearer {options['api_key']}"}, timeout=10.0))
+            http = stack.enter_context(
+                httpx.Client(
+                    headers={"Authorization": f"Bearer {options['api_key']}"}, timeout=10.0
+                )
+            )
             return sim, url, http
 
         yield start
