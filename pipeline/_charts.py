@@ -34,8 +34,7 @@ LABEL_MAX_CHARS = 28
 # Busy is dark blue, idle is pale: the eye goes to where GPUs work; missing data is grey.
 _HEATMAP = LinearSegmentedColormap.from_list(
     "gpucost_util", ["#fbf3e4", "#f2c57c", "#5b9bd5", "#1f3f73"]
-)
-_HEATMAP.set_bad("#d9d9d9")
+).with_extremes(bad="#d9d9d9")
 
 _RC = {
     "svg.fonttype": "none",
@@ -67,7 +66,8 @@ def short_label(text: str | None, limit: int = LABEL_MAX_CHARS) -> str:
 def _to_svg(fig: Figure, salt: str, title: str) -> str:
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": salt}):
-        fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
+        # Fixed margins rather than bbox_inches="tight": that draws every figure twice.
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = _XML_PROLOG.sub("", buf.getvalue(), count=1)
     svg = _METADATA.sub("", svg, count=1)
     # The page's CSS sizes charts; an aria-label makes the chart's title readable to assistive tech.
@@ -94,20 +94,21 @@ def spend_chart(days: Sequence[date], cost: Sequence[float], idle_cost: Sequence
     """Daily spend with the idle part of it, one currency: a line over filled idle cost."""
     title = f"Daily spend and idle GPU cost ({currency})"
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(8.0, 2.8))
+        fig = Figure(figsize=(8.0, 3.0))
+        fig.subplots_adjust(left=0.11, right=0.98, top=0.86, bottom=0.2)
         ax = fig.add_subplot()
         x = np.array(days, dtype="datetime64[D]")
         ax.fill_between(x, np.asarray(idle_cost, dtype=float), step=None, color=IDLE_COLOR,
                         alpha=0.55, label="Idle GPU cost", linewidth=0)
         ax.plot(x, np.asarray(cost, dtype=float), color=SPEND_COLOR, linewidth=1.8,
                 marker="o" if len(days) <= 31 else None, markersize=3, label="Spend")
-        ax.set_title(title, loc="left")
+        ax.set_title(title, loc="left", pad=18)
         ax.set_ylabel(f"{currency} per day")
         ax.set_xlabel("Day (UTC)")
         ax.yaxis.set_major_formatter(_money_axis(symbol))
         ax.set_ylim(bottom=0)
         _date_axis(ax, days)
-        ax.legend(loc="upper left", frameon=False, ncols=2, bbox_to_anchor=(0, -0.22))
+        ax.legend(loc="lower right", frameon=False, ncols=2, bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig, salt, title)
 
 
@@ -116,10 +117,14 @@ def idle_by_cluster_chart(names: Sequence[str], idle_cost: Sequence[float], *, c
     """Horizontal bars: the clusters with the most idle GPU cost in the period, largest on top."""
     title = f"Top clusters by idle GPU cost, {period} ({currency})"
     with matplotlib.rc_context(_RC):
-        height = 1.0 + 0.28 * max(len(names), 1)
+        height = 1.1 + 0.26 * max(len(names), 1)
         fig = Figure(figsize=(8.0, height))
-        ax = fig.add_subplot()
         labels = [short_label(n) for n in names][::-1]
+        # room on the left for the longest name (about 0.07 in per character at 9 pt)
+        left = min(0.45, (0.25 + 0.068 * max((len(lb) for lb in labels), default=4)) / 8.0)
+        fig.subplots_adjust(left=left, right=0.97, top=1 - 0.4 / height,
+                            bottom=0.55 / height)
+        ax = fig.add_subplot()
         values = np.asarray(idle_cost, dtype=float)[::-1]
         y = np.arange(len(labels))
         ax.barh(y, values, color=IDLE_COLOR, height=0.65)
@@ -136,20 +141,21 @@ def projection_chart(days: Sequence[date], projected: Sequence[float], actual: S
     """Next-24-hour projections against what was then billed, by the day they were made."""
     title = f"Projected vs actual cost of the next 24 h ({currency})"
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(8.0, 2.6))
+        fig = Figure(figsize=(8.0, 3.0))
+        fig.subplots_adjust(left=0.11, right=0.98, top=0.86, bottom=0.2)
         ax = fig.add_subplot()
         x = np.array(days, dtype="datetime64[D]")
         ax.plot(x, np.asarray(projected, dtype=float), color=PROJECTED_COLOR, linestyle="--",
                 marker="s", markersize=3, linewidth=1.4, label="Projected by the provider")
         ax.plot(x, np.asarray(actual, dtype=float), color=ACTUAL_COLOR, marker="o",
                 markersize=3, linewidth=1.8, label="Actual")
-        ax.set_title(title, loc="left")
+        ax.set_title(title, loc="left", pad=18)
         ax.set_ylabel(f"{currency} per 24 h")
         ax.set_xlabel("Day the projection was made (UTC)")
         ax.yaxis.set_major_formatter(_money_axis(symbol))
         ax.set_ylim(bottom=0)
         _date_axis(ax, days)
-        ax.legend(loc="upper left", frameon=False, ncols=2, bbox_to_anchor=(0, -0.25))
+        ax.legend(loc="lower right", frameon=False, ncols=2, bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig, salt, title)
 
 
@@ -161,7 +167,9 @@ def utilization_heatmap(gpu_labels: Sequence[str], start: datetime, hours: int,
     title = f"GPU utilization, {what}, last {hours // 24} days (idle < {idle_threshold_pct:g} %)"
     with matplotlib.rc_context({**_RC, "axes.grid": False}):
         rows = max(len(gpu_labels), 1)
-        fig = Figure(figsize=(8.0, 1.1 + 0.22 * rows))
+        height = 1.25 + 0.2 * rows
+        fig = Figure(figsize=(8.0, height))
+        fig.subplots_adjust(left=0.1, right=0.9, top=1 - 0.35 / height, bottom=0.62 / height)
         ax = fig.add_subplot()
         x0 = mdates.date2num(start)
         x1 = x0 + hours / 24

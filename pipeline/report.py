@@ -257,8 +257,13 @@ def _write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
 
 
 def render_report(config: Config, out_dir: Path, *, period_days: int = DEFAULT_PERIOD_DAYS,
+                  cluster_sections: int = CLUSTER_SECTIONS,
                   provider_name: str | None = None) -> ReportResult:
     """Render index.html, the mart CSVs and focus.csv from `config.store.db` into `out_dir`.
+
+    The HTML covers the last `period_days` days of data; the `cluster_sections` clusters with
+    the most spend get a full section, the others a row in a compact table. The CSVs hold
+    every row of the marts.
 
     Raises `MartsMissingError` when the database has no marts (`gpucost build` first) and
     `ReportError` when it cannot be opened.
@@ -279,7 +284,7 @@ def render_report(config: Config, out_dir: Path, *, period_days: int = DEFAULT_P
             files.append(write_csv(frame, out_dir / f"{mart}.csv"))
         focus = build_focus(con, **({"provider_name": provider_name} if provider_name else {}))
         files.append(write_csv(focus, out_dir / "focus.csv"))
-        context = _context(con, config, period_days)
+        context = _context(con, config, period_days, cluster_sections)
         html = _environment().get_template("index.html").render(**context)
         index = _write_atomic(out_dir / "index.html",
                               lambda tmp: tmp.write_text(html, encoding="utf-8"))
@@ -294,8 +299,8 @@ def render_report(config: Config, out_dir: Path, *, period_days: int = DEFAULT_P
     return result
 
 
-def _context(con: duckdb.DuckDBPyConnection, config: Config, period_days: int
-             ) -> dict[str, Any]:
+def _context(con: duckdb.DuckDBPyConnection, config: Config, period_days: int,
+             cluster_sections: int) -> dict[str, Any]:
     thresholds = config.thresholds
     marts = _tables(con, "marts")
     end_rows = con.execute("select max(day), min(day) from marts.fleet_daily").fetchall()
@@ -315,7 +320,7 @@ def _context(con: duckdb.DuckDBPyConnection, config: Config, period_days: int
     recs = _recommendations(con)
     drift = _drift(con, params, marts, thresholds.mape_days, chart_currencies, charts)
     health = _health(con)
-    clusters = _clusters(con, params, thresholds.idle_threshold_pct, charts)
+    clusters = _clusters(con, params, thresholds.idle_threshold_pct, charts, cluster_sections)
     notes = _notes(con, marts)
     latest_snapshot = con.execute("select max(last_snapshot_at) from marts.clusters").fetchall()
     return {
@@ -585,7 +590,7 @@ def _health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def _clusters(con: duckdb.DuckDBPyConnection, params: dict[str, Any], idle_threshold: float,
-              salt: _ChartSalt) -> dict[str, Any]:
+              salt: _ChartSalt, limit: int) -> dict[str, Any]:
     rows = _rows(con, """
         with spend as (
             select cluster_id, currency, sum(cost) as spend
@@ -605,7 +610,7 @@ def _clusters(con: duckdb.DuckDBPyConnection, params: dict[str, Any], idle_thres
         left join idle as i on i.cluster_id = c.cluster_id and i.currency = c.currency
         order by s.spend desc nulls last, c.cluster_id
         """, params)
-    top = rows[:CLUSTER_SECTIONS]
+    top = rows[:limit]
     details = _cluster_details(con, [r["cluster_id"] for r in top], params)
     sections = []
     for row in top:
@@ -619,8 +624,7 @@ def _clusters(con: duckdb.DuckDBPyConnection, params: dict[str, Any], idle_thres
                 cluster_wide=heat["cluster_wide"]))
         sections.append({**row, **detail, "heatmap_svg": svg,
                          "anchor": _anchor(row["cluster_id"])})
-    return {"sections": sections, "rest": rows[CLUSTER_SECTIONS:], "count": len(rows),
-            "limit": CLUSTER_SECTIONS}
+    return {"sections": sections, "rest": rows[limit:], "count": len(rows), "limit": limit}
 
 
 _ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

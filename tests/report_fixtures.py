@@ -217,6 +217,15 @@ def _insert_filler_marts(con: duckdb.DuckDBPyConnection, fillers: list[_Cluster]
                         " 30, true, 0)", [f.cluster_id, day, D("13.44")])
 
 
+def _bulk_insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    # One statement per table and day: row-by-row inserts make a 50-cluster fixture slow.
+    if not rows:
+        return
+    width = len(rows[0])
+    values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in rows)
+    con.execute(f"insert into {table} values {values}", [v for row in rows for v in row])
+
+
 def _memory_used(c: _Cluster, utilization: float) -> float:
     # Only cls_a's idle GPU holds memory (>= 1 GB): cls_c's idle GPU is empty.
     if utilization == 0:
@@ -243,27 +252,27 @@ def _insert_cluster(con: duckdb.DuckDBPyConnection, c: _Cluster) -> None:
             " 'healthy', 'healthy', ?, ?, 0, 0, '7d', 3600, true, ?, true, ?)",
             [run_id, c.cluster_id, snap_at, c.name, status, DAY1 - timedelta(days=10), snap_at,
              c.gpu_type, c.gpu_count, c.region, c.region + "a",
-             "proj_" + c.project.split()[0].lower(), c.project, "degraded" if c.cluster_id == "cls_d" else "healthy", c.currency,
-             hourly, has_series, c.cluster_util if status != "stopped" else 0.0])
+             "proj_" + c.project.split()[0].lower(), c.project,
+             "degraded" if c.cluster_id == "cls_d" else "healthy", c.currency, hourly, has_series, c.cluster_util if status != "stopped" else 0.0])
         for component, cost in rate.items():
             con.execute("insert into snap.cost_components values (?, ?, ?, ?, ?, ?)",
                         [run_id, c.cluster_id, snap_at, component, cost, c.currency])
         con.execute("insert into snap.projections values (?, ?, ?, 'daily', 24, ?, ?, 'rate')",
                     [run_id, c.cluster_id, snap_at, hourly * 24, c.currency])
         day_start = DAY1 if day == 1 else DAY2
+        points, gpu_points = [], []
         for hour in range(24):
             bucket = day_start + timedelta(hours=hour)
             util = 0.0 if status == "stopped" else c.cluster_util
-            con.execute(
-                "insert into snap.metric_points values (?, ?, ?, 3600, ?, ?, ?, 0, 0, 0, ?, ?, ?)",
-                [run_id, c.cluster_id, bucket, snap_at, status, util, hourly, c.currency,
-                 c.gpu_count if has_series and status != "stopped" else None])
+            points.append((run_id, c.cluster_id, bucket, 3600, snap_at, status, util, 0.0, 0.0,
+                           0.0, hourly, c.currency,
+                           c.gpu_count if has_series and status != "stopped" else None))
             if has_series and status != "stopped":
                 for gpu, u in enumerate(c.gpu_util or []):
-                    con.execute(
-                        "insert into snap.gpu_metric_points values (?, ?, ?, ?, ?, ?, ?, 100)",
-                        [run_id, c.cluster_id, bucket, str(gpu), snap_at, u,
-                         _memory_used(c, u)])
+                    gpu_points.append((run_id, c.cluster_id, bucket, str(gpu), snap_at, u,
+                                       _memory_used(c, u), 100.0))
+        _bulk_insert(con, "snap.metric_points", points)
+        _bulk_insert(con, "snap.gpu_metric_points", gpu_points)
     if c.cluster_id == "cls_a":
         con.execute(
             "insert into snap.alerts values ('run2', 'cls_a', ?, 'alert_1', 'warning',"
