@@ -69,6 +69,8 @@ class DailyTruth:
     unused_capacity_cost: Decimal
     actual_cost: Decimal
     memory_held_idle_gpu_hours: Decimal
+    avg_gpu_utilization: float | None = None  # GPU-hour weighted, billed buckets
+    per_gpu: bool = False  # billed buckets carry per-GPU series
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ def _daily(
     acc: dict[date, list[Decimal]] = {}
     for b in buckets:
         day = hour_start(b.hour).date()
-        a = acc.setdefault(day, [Decimal(0)] * 6)
+        a = acc.setdefault(day, [Decimal(0)] * 7)
         a[5] += b.cost
         if b.status == "stopped":
             continue
@@ -309,19 +311,31 @@ def _daily(
                 for u_idle, m in zip(idle, b.mem, strict=True)
                 if u_idle and m >= th.memory_held_gb
             )
-            unused = sum((1 - Decimal(repr(u)) / _HUNDRED for u in b.util), Decimal(0))
+            util_sum = sum((Decimal(repr(u)) for u in b.util), Decimal(0))
         else:
             n_idle = n if b.avg_util < thr else 0
             held = 0
-            unused = n * (1 - Decimal(repr(b.avg_util)) / _HUNDRED)
+            util_sum = n * Decimal(repr(b.avg_util))
+        unused = n - util_sum / _HUNDRED
         a[0] += n
         a[1] += n_idle
         a[2] += price * n_idle
         a[3] += price * unused
         a[4] += held
+        a[6] += util_sum
     return [
         DailyTruth(
-            cid, day, currency, a[0], a[1], a[2].quantize(_Q6), a[3].quantize(_Q6), a[5], a[4]
+            cid,
+            day,
+            currency,
+            a[0],
+            a[1],
+            a[2].quantize(_Q6),
+            a[3].quantize(_Q6),
+            a[5],
+            a[4],
+            float(a[6] / a[0]) if a[0] else None,
+            per_gpu and a[0] > 0,
         )
         for day, a in sorted(acc.items())
     ]

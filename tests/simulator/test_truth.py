@@ -183,6 +183,18 @@ def test_daily_truth_matches_hand_computed_price_change_resize_and_stop() -> Non
     assert len(daily) == 6
 
 
+def test_daily_truth_averages_utilization_over_billed_gpu_hours() -> None:
+    rows = {(r.cluster_id, r.day): r for r in _truth(PLAN_A, PLAN_B, PLAN_C).daily}
+    # A 11-01: 12 h x (50 + 0) + 12 h x (50 + 80) = 2160 over 48 GPU-hours
+    assert rows[("cls_a", date(2026, 11, 1))].avg_gpu_utilization == 45.0
+    assert rows[("cls_a", date(2026, 11, 1))].per_gpu
+    # B: the cluster-wide 2 % for every GPU, no per-GPU series
+    assert rows[("cls_b", date(2026, 11, 2))].avg_gpu_utilization == 2.0
+    assert not rows[("cls_b", date(2026, 11, 2))].per_gpu
+    # C 11-02: billed 8 h x 60 + 12 h x 1 = 492 over 20 GPU-hours (stopped hours excluded)
+    assert rows[("cls_c", date(2026, 11, 2))].avg_gpu_utilization == 24.6
+
+
 def test_projection_truth_scores_only_elapsed_horizons() -> None:
     truth = _truth(PLAN_A, PLAN_B, PLAN_C)
     rows = {(p.cluster_id, p.projected_at, p.horizon): p for p in truth.projections}
