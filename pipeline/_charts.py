@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 
 import matplotlib.dates as mdates  # noqa: E402
 import numpy as np  # noqa: E402
+from markupsafe import Markup  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
@@ -36,7 +37,7 @@ _HEATMAP = LinearSegmentedColormap.from_list(
     "gpucost_util", ["#fbf3e4", "#f2c57c", "#5b9bd5", "#1f3f73"]
 ).with_extremes(bad="#d9d9d9")
 
-_RC = {
+_RC: dict[Any, Any] = {
     "svg.fonttype": "none",
     "text.parse_math": False,
     "font.family": "sans-serif",
@@ -63,7 +64,7 @@ def short_label(text: str | None, limit: int = LABEL_MAX_CHARS) -> str:
     return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
 
 
-def _to_svg(fig: Figure, salt: str, title: str) -> str:
+def _to_svg(fig: Figure, salt: str, title: str) -> Markup:
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": salt}):
         # Fixed margins rather than bbox_inches="tight": that draws every figure twice.
@@ -72,7 +73,10 @@ def _to_svg(fig: Figure, salt: str, title: str) -> str:
     svg = _METADATA.sub("", svg, count=1)
     # The page's CSS sizes charts; an aria-label makes the chart's title readable to assistive tech.
     aria = title.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-    return _SVG_TAG.sub(f'<svg class="chart" role="img" aria-label="{aria}" ', svg, count=1)
+    svg = _SVG_TAG.sub(f'<svg class="chart" role="img" aria-label="{aria}" ', svg, count=1)
+    # Safe to inline: matplotlib writes every label as escaped XML text (a cluster named
+    # "<script>" becomes "&lt;script&gt;"), and the title above is escaped here.
+    return Markup(svg)  # noqa: S704
 
 
 def _money_axis(currency_label: str) -> FuncFormatter:
@@ -85,12 +89,21 @@ def _date_axis(ax: Any, days: Sequence[date]) -> None:
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
     if days and len(days) <= 2:
-        ax.set_xlim(mdates.date2num(min(days) - timedelta(days=1)),
-                    mdates.date2num(max(days) + timedelta(days=1)))
+        ax.set_xlim(
+            mdates.date2num(min(days) - timedelta(days=1)),
+            mdates.date2num(max(days) + timedelta(days=1)),
+        )
 
 
-def spend_chart(days: Sequence[date], cost: Sequence[float], idle_cost: Sequence[float],
-                *, currency: str, symbol: str, salt: str) -> str:
+def spend_chart(
+    days: Sequence[date],
+    cost: Sequence[float],
+    idle_cost: Sequence[float],
+    *,
+    currency: str,
+    symbol: str,
+    salt: str,
+) -> Markup:
     """Daily spend with the idle part of it, one currency: a line over filled idle cost."""
     title = f"Daily spend and idle GPU cost ({currency})"
     with matplotlib.rc_context(_RC):
@@ -98,10 +111,24 @@ def spend_chart(days: Sequence[date], cost: Sequence[float], idle_cost: Sequence
         fig.subplots_adjust(left=0.11, right=0.98, top=0.86, bottom=0.2)
         ax = fig.add_subplot()
         x = np.array(days, dtype="datetime64[D]")
-        ax.fill_between(x, np.asarray(idle_cost, dtype=float), step=None, color=IDLE_COLOR,
-                        alpha=0.55, label="Idle GPU cost", linewidth=0)
-        ax.plot(x, np.asarray(cost, dtype=float), color=SPEND_COLOR, linewidth=1.8,
-                marker="o" if len(days) <= 31 else None, markersize=3, label="Spend")
+        ax.fill_between(
+            x,
+            np.asarray(idle_cost, dtype=float),
+            step=None,
+            color=IDLE_COLOR,
+            alpha=0.55,
+            label="Idle GPU cost",
+            linewidth=0,
+        )
+        ax.plot(
+            x,
+            np.asarray(cost, dtype=float),
+            color=SPEND_COLOR,
+            linewidth=1.8,
+            marker="o" if len(days) <= 31 else None,
+            markersize=3,
+            label="Spend",
+        )
         ax.set_title(title, loc="left", pad=18)
         ax.set_ylabel(f"{currency} per day")
         ax.set_xlabel("Day (UTC)")
@@ -112,8 +139,15 @@ def spend_chart(days: Sequence[date], cost: Sequence[float], idle_cost: Sequence
         return _to_svg(fig, salt, title)
 
 
-def idle_by_cluster_chart(names: Sequence[str], idle_cost: Sequence[float], *, currency: str,
-                          symbol: str, period: str, salt: str) -> str:
+def idle_by_cluster_chart(
+    names: Sequence[str],
+    idle_cost: Sequence[float],
+    *,
+    currency: str,
+    symbol: str,
+    period: str,
+    salt: str,
+) -> Markup:
     """Horizontal bars: the clusters with the most idle GPU cost in the period, largest on top."""
     title = f"Top clusters by idle GPU cost, {period} ({currency})"
     with matplotlib.rc_context(_RC):
@@ -122,8 +156,7 @@ def idle_by_cluster_chart(names: Sequence[str], idle_cost: Sequence[float], *, c
         labels = [short_label(n) for n in names][::-1]
         # room on the left for the longest name (about 0.07 in per character at 9 pt)
         left = min(0.45, (0.25 + 0.068 * max((len(lb) for lb in labels), default=4)) / 8.0)
-        fig.subplots_adjust(left=left, right=0.97, top=1 - 0.4 / height,
-                            bottom=0.55 / height)
+        fig.subplots_adjust(left=left, right=0.97, top=1 - 0.4 / height, bottom=0.55 / height)
         ax = fig.add_subplot()
         values = np.asarray(idle_cost, dtype=float)[::-1]
         y = np.arange(len(labels))
@@ -136,8 +169,15 @@ def idle_by_cluster_chart(names: Sequence[str], idle_cost: Sequence[float], *, c
         return _to_svg(fig, salt, title)
 
 
-def projection_chart(days: Sequence[date], projected: Sequence[float], actual: Sequence[float],
-                     *, currency: str, symbol: str, salt: str) -> str:
+def projection_chart(
+    days: Sequence[date],
+    projected: Sequence[float],
+    actual: Sequence[float],
+    *,
+    currency: str,
+    symbol: str,
+    salt: str,
+) -> Markup:
     """Next-24-hour projections against what was then billed, by the day they were made."""
     title = f"Projected vs actual cost of the next 24 h ({currency})"
     with matplotlib.rc_context(_RC):
@@ -145,10 +185,25 @@ def projection_chart(days: Sequence[date], projected: Sequence[float], actual: S
         fig.subplots_adjust(left=0.11, right=0.98, top=0.86, bottom=0.2)
         ax = fig.add_subplot()
         x = np.array(days, dtype="datetime64[D]")
-        ax.plot(x, np.asarray(projected, dtype=float), color=PROJECTED_COLOR, linestyle="--",
-                marker="s", markersize=3, linewidth=1.4, label="Projected by the provider")
-        ax.plot(x, np.asarray(actual, dtype=float), color=ACTUAL_COLOR, marker="o",
-                markersize=3, linewidth=1.8, label="Actual")
+        ax.plot(
+            x,
+            np.asarray(projected, dtype=float),
+            color=PROJECTED_COLOR,
+            linestyle="--",
+            marker="s",
+            markersize=3,
+            linewidth=1.4,
+            label="Projected by the provider",
+        )
+        ax.plot(
+            x,
+            np.asarray(actual, dtype=float),
+            color=ACTUAL_COLOR,
+            marker="o",
+            markersize=3,
+            linewidth=1.8,
+            label="Actual",
+        )
         ax.set_title(title, loc="left", pad=18)
         ax.set_ylabel(f"{currency} per 24 h")
         ax.set_xlabel("Day the projection was made (UTC)")
@@ -159,9 +214,16 @@ def projection_chart(days: Sequence[date], projected: Sequence[float], actual: S
         return _to_svg(fig, salt, title)
 
 
-def utilization_heatmap(gpu_labels: Sequence[str], start: datetime, hours: int,
-                        matrix: np.ndarray, *, idle_threshold_pct: float, salt: str,
-                        cluster_wide: bool = False) -> str:
+def utilization_heatmap(
+    gpu_labels: Sequence[str],
+    start: datetime,
+    hours: int,
+    matrix: np.ndarray,
+    *,
+    idle_threshold_pct: float,
+    salt: str,
+    cluster_wide: bool = False,
+) -> Markup:
     """GPUs x hours of utilization (%), NaN where there is no data; the image is rasterized."""
     what = "cluster average" if cluster_wide else "per GPU"
     title = f"GPU utilization, {what}, last {hours // 24} days (idle < {idle_threshold_pct:g} %)"
@@ -174,9 +236,16 @@ def utilization_heatmap(gpu_labels: Sequence[str], start: datetime, hours: int,
         x0 = mdates.date2num(start)
         x1 = x0 + hours / 24
         data = np.ma.masked_invalid(np.asarray(matrix, dtype=float))
-        image = ax.imshow(data, aspect="auto", cmap=_HEATMAP, vmin=0, vmax=100,
-                          interpolation="nearest", extent=(x0, x1, rows - 0.5, -0.5),
-                          rasterized=True)
+        image = ax.imshow(
+            data,
+            aspect="auto",
+            cmap=_HEATMAP,
+            vmin=0,
+            vmax=100,
+            interpolation="nearest",
+            extent=(x0, x1, rows - 0.5, -0.5),
+            rasterized=True,
+        )
         ax.set_yticks(range(rows), [short_label(g, 14) for g in gpu_labels] or [""])
         ax.xaxis_date()
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b"))

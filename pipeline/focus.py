@@ -321,8 +321,9 @@ order by day, cluster_id, component
 """
 
 
-def build_focus(con: duckdb.DuckDBPyConnection, *,
-                provider_name: str = DEFAULT_PROVIDER_NAME) -> pl.DataFrame:
+def build_focus(
+    con: duckdb.DuckDBPyConnection, *, provider_name: str = DEFAULT_PROVIDER_NAME
+) -> pl.DataFrame:
     """FOCUS 1.2 rows from the snapshot tables, in `FOCUS_COLUMNS` order, sorted.
 
     Leaves the temp table `_gpucost_focus` (cluster_id, day, currency, component, cost,

@@ -37,7 +37,6 @@ import duckdb
 import jinja2
 import numpy as np
 import polars as pl
-from markupsafe import Markup
 
 from pipeline import __version__, _charts
 from pipeline.config import Config
@@ -56,8 +55,13 @@ MAX_TABLE_ROWS = 200
 HEATMAP_HOURS = 168
 CHART_CURRENCIES = 3  # charts for the currencies with the most spend; tables show every one
 
-REQUIRED_MARTS = ("fleet_daily", "idle_waste_daily", "projection_drift", "recommendations",
-                  "clusters")
+REQUIRED_MARTS = (
+    "fleet_daily",
+    "idle_waste_daily",
+    "projection_drift",
+    "recommendations",
+    "clusters",
+)
 MART_EXPORTS = ("idle_waste_daily", "recommendations", "projection_drift", "fleet_daily")
 _MART_ORDER = {
     "idle_waste_daily": "day, cluster_id, currency",
@@ -93,8 +97,10 @@ class ReportResult:
 
     def summary_line(self) -> str:
         """One line for the log: where the report is and how much it holds."""
-        return (f"report: {self.index_html} ({self.clusters} clusters, {len(self.files)} files, "
-                f"{self.focus_rows} FOCUS rows, {self.seconds:.1f} s)")
+        return (
+            f"report: {self.index_html} ({self.clusters} clusters, {len(self.files)} files, "
+            f"{self.focus_rows} FOCUS rows, {self.seconds:.1f} s)"
+        )
 
 
 # --------------------------------------------------------------------------- formatting
@@ -165,8 +171,13 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        money=format_money, num=format_number, pct=format_pct, when=format_time,
-        day=format_day, symbol=currency_symbol, raw=raw_value,
+        money=format_money,
+        num=format_number,
+        pct=format_pct,
+        when=format_time,
+        day=format_day,
+        symbol=currency_symbol,
+        raw=raw_value,
     )
     return env
 
@@ -195,8 +206,9 @@ def _tables(con: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
-          ) -> list[dict[str, Any]]:
+def _rows(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[dict[str, Any]]:
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description or []]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -212,8 +224,10 @@ def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
     """
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
     return frame.with_columns(
-        pl.when(pl.col(c).str.contains(_FORMULA_START)).then(pl.lit("'") + pl.col(c))
-        .otherwise(pl.col(c)).alias(c)
+        pl.when(pl.col(c).str.contains(_FORMULA_START))
+        .then(pl.lit("'") + pl.col(c))
+        .otherwise(pl.col(c))
+        .alias(c)
         for c in text
     )
 
@@ -256,9 +270,14 @@ def _write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
 # --------------------------------------------------------------------------- render
 
 
-def render_report(config: Config, out_dir: Path, *, period_days: int = DEFAULT_PERIOD_DAYS,
-                  cluster_sections: int = CLUSTER_SECTIONS,
-                  provider_name: str | None = None) -> ReportResult:
+def render_report(
+    config: Config,
+    out_dir: Path,
+    *,
+    period_days: int = DEFAULT_PERIOD_DAYS,
+    cluster_sections: int = CLUSTER_SECTIONS,
+    provider_name: str | None = None,
+) -> ReportResult:
     """Render index.html, the mart CSVs and focus.csv from `config.store.db` into `out_dir`.
 
     The HTML covers the last `period_days` days of data; the `cluster_sections` clusters with
@@ -286,21 +305,28 @@ def render_report(config: Config, out_dir: Path, *, period_days: int = DEFAULT_P
         files.append(write_csv(focus, out_dir / "focus.csv"))
         context = _context(con, config, period_days, cluster_sections)
         html = _environment().get_template("index.html").render(**context)
-        index = _write_atomic(out_dir / "index.html",
-                              lambda tmp: tmp.write_text(html, encoding="utf-8"))
+        index = _write_atomic(
+            out_dir / "index.html", lambda tmp: tmp.write_text(html, encoding="utf-8")
+        )
         files.insert(0, index)
     finally:
         con.close()
     notes = tuple(n["text"] for n in context["notes"])
-    result = ReportResult(index_html=index, files=tuple(files),
-                          clusters=context["cluster_count"], focus_rows=focus.height,
-                          seconds=time.monotonic() - started, notes=notes)
+    result = ReportResult(
+        index_html=index,
+        files=tuple(files),
+        clusters=context["cluster_count"],
+        focus_rows=focus.height,
+        seconds=time.monotonic() - started,
+        notes=notes,
+    )
     log.info(result.summary_line())
     return result
 
 
-def _context(con: duckdb.DuckDBPyConnection, config: Config, period_days: int,
-             cluster_sections: int) -> dict[str, Any]:
+def _context(
+    con: duckdb.DuckDBPyConnection, config: Config, period_days: int, cluster_sections: int
+) -> dict[str, Any]:
     thresholds = config.thresholds
     marts = _tables(con, "marts")
     end_rows = con.execute("select max(day), min(day) from marts.fleet_daily").fetchall()
@@ -355,7 +381,9 @@ class _ChartSalt:
 
 
 def _summary(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = _rows(con, """
+    rows = _rows(
+        con,
+        """
         with fleet as (
             select currency, sum(cost) as spend, sum(idle_cost) as idle_cost,
                    sum(gpu_hours) as gpu_hours, sum(idle_gpu_hours) as idle_gpu_hours
@@ -389,38 +417,57 @@ def _summary(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dic
         left join projected as p using (currency)
         left join savings as s using (currency)
         order by f.spend desc nulls last, c.currency
-        """, params)
+        """,
+        params,
+    )
     for row in rows:
         row["idle_share"] = _share(row["idle_cost"], row["spend"])
         row["idle_hours_share"] = _share(row["idle_gpu_hours"], row["gpu_hours"])
         row["unused_share"] = _share(row["unused_cost"], row["spend"])
         row["drift_pct"] = (
             _share(Decimal(str(row["actual"])) - Decimal(str(row["projected"])), row["projected"])
-            if row["projected"] else None
+            if row["projected"]
+            else None
         )
     return rows
 
 
-def _trends(con: duckdb.DuckDBPyConnection, params: dict[str, Any], currencies: list[str],
-            salt: _ChartSalt) -> list[dict[str, Any]]:
-    rows = _rows(con, "select day, currency, cost, idle_cost from marts.fleet_daily"
-                      " where day between $start and $end order by day", params)
+def _trends(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], currencies: list[str], salt: _ChartSalt
+) -> list[dict[str, Any]]:
+    rows = _rows(
+        con,
+        "select day, currency, cost, idle_cost from marts.fleet_daily"
+        " where day between $start and $end order by day",
+        params,
+    )
     out = []
     for currency in currencies:
         mine = [r for r in rows if r["currency"] == currency]
         if not mine:
             continue
         svg = _charts.spend_chart(
-            [r["day"] for r in mine], [float(r["cost"]) for r in mine],
-            [float(r["idle_cost"] or 0) for r in mine], currency=currency,
-            symbol=currency_symbol(currency), salt=salt())
-        out.append({"currency": currency, "svg": Markup(svg)})  # noqa: S704 - matplotlib escapes
+            [r["day"] for r in mine],
+            [float(r["cost"]) for r in mine],
+            [float(r["idle_cost"] or 0) for r in mine],
+            currency=currency,
+            symbol=currency_symbol(currency),
+            salt=salt(),
+        )
+        out.append({"currency": currency, "svg": svg})
     return out
 
 
-def _idle(con: duckdb.DuckDBPyConnection, params: dict[str, Any], currencies: list[str],
-          salt: _ChartSalt, period: dict[str, Any]) -> dict[str, Any]:
-    rows = _rows(con, """
+def _idle(
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    currencies: list[str],
+    salt: _ChartSalt,
+    period: dict[str, Any],
+) -> dict[str, Any]:
+    rows = _rows(
+        con,
+        """
         with idle as (
             select cluster_id, currency, sum(idle_cost) as idle_cost,
                    sum(unused_capacity_cost) as unused_cost, sum(gpu_hours) as gpu_hours,
@@ -438,7 +485,9 @@ def _idle(con: duckdb.DuckDBPyConnection, params: dict[str, Any], currencies: li
         left join marts.clusters as c using (cluster_id)
         where i.idle_cost > 0
         order by i.idle_cost desc, i.cluster_id
-        """, params)
+        """,
+        params,
+    )
     for row in rows:
         row["idle_hours_share"] = _share(row["idle_gpu_hours"], row["gpu_hours"])
         row["idle_share"] = _share(row["idle_cost"], row["spend"])
@@ -448,27 +497,36 @@ def _idle(con: duckdb.DuckDBPyConnection, params: dict[str, Any], currencies: li
         top = [r for r in rows if r["currency"] == currency][:TOP_IDLE_CHART]
         if top:
             svg = _charts.idle_by_cluster_chart(
-                [r["name"] or r["cluster_id"] for r in top], [float(r["idle_cost"]) for r in top],
-                currency=currency, symbol=currency_symbol(currency),
-                period=f"{period['days']} days", salt=salt())
-            charts.append({"currency": currency, "svg": Markup(svg)})  # noqa: S704
-    return {"rows": rows[:TOP_IDLE_TABLE], "total": len(rows), "charts": charts,
-            "label": label}
+                [r["name"] or r["cluster_id"] for r in top],
+                [float(r["idle_cost"]) for r in top],
+                currency=currency,
+                symbol=currency_symbol(currency),
+                period=f"{period['days']} days",
+                salt=salt(),
+            )
+            charts.append({"currency": currency, "svg": svg})
+    return {"rows": rows[:TOP_IDLE_TABLE], "total": len(rows), "charts": charts, "label": label}
 
 
 def _recommendations(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    open_rows = _rows(con, """
+    open_rows = _rows(
+        con,
+        """
         select r.*, c.name, c.gpu_type, c.gpu_count, c.status as cluster_status
         from marts.recommendations as r left join marts.clusters as c using (cluster_id)
         where r.status = 'open'
         order by r.monthly_savings desc nulls last, r.rec_id
-        """)
-    resolved = _rows(con, """
+        """,
+    )
+    resolved = _rows(
+        con,
+        """
         select r.*, c.name
         from marts.recommendations as r left join marts.clusters as c using (cluster_id)
         where r.status = 'resolved'
         order by r.last_seen_at desc, r.realized_monthly_savings desc nulls last, r.rec_id
-        """)
+        """,
+    )
     totals: dict[str, Decimal] = defaultdict(Decimal)
     realized: dict[str, Decimal] = defaultdict(Decimal)
     kinds: dict[str, int] = defaultdict(int)
@@ -478,71 +536,112 @@ def _recommendations(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     for r in resolved:
         realized[r["currency"]] += r["realized_monthly_savings"] or Decimal(0)
     return {
-        "open": open_rows[:MAX_TABLE_ROWS], "open_count": len(open_rows),
-        "resolved": resolved[:50], "resolved_count": len(resolved),
-        "totals": sorted(totals.items()), "realized": sorted(realized.items()),
+        "open": open_rows[:MAX_TABLE_ROWS],
+        "open_count": len(open_rows),
+        "resolved": resolved[:50],
+        "resolved_count": len(resolved),
+        "totals": sorted(totals.items()),
+        "realized": sorted(realized.items()),
         "kinds": sorted(kinds.items(), key=lambda kv: -kv[1]),
     }
 
 
-def _drift(con: duckdb.DuckDBPyConnection, params: dict[str, Any], marts: set[str],
-           mape_days: int, currencies: list[str], salt: _ChartSalt) -> dict[str, Any]:
-    flagged = _rows(con, """
+def _drift(
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    marts: set[str],
+    mape_days: int,
+    currencies: list[str],
+    salt: _ChartSalt,
+) -> dict[str, Any]:
+    flagged = _rows(
+        con,
+        """
         select d.*, d.actual_cost - d.projected_cost as difference, c.name
         from marts.projection_drift as d left join marts.clusters as c using (cluster_id)
         where d.is_flagged and cast(d.projected_at as date) between $start and $end
         order by abs(d.actual_cost - d.projected_cost) desc, d.cluster_id, d.projected_at
-        """, params)
-    causes = _rows(con, """
+        """,
+        params,
+    )
+    causes = _rows(
+        con,
+        """
         select cause, count(*) as n from marts.projection_drift
         where is_flagged and cast(projected_at as date) between $start and $end
         group by cause order by n desc, cause
-        """, params)
+        """,
+        params,
+    )
     scored = con.execute(
         "select count(*) from marts.projection_drift"
-        " where cast(projected_at as date) between $start and $end", params).fetchall()[0][0]
+        " where cast(projected_at as date) between $start and $end",
+        params,
+    ).fetchall()[0][0]
     accuracy = _accuracy(con, marts, mape_days)
-    series = _rows(con, """
+    series = _rows(
+        con,
+        """
         select cast(projected_at as date) as day, currency, sum(projected_cost) as projected,
                sum(actual_cost) as actual
         from marts.projection_drift
         where horizon = 'daily' and cast(projected_at as date) between $start and $end
         group by all order by day
-        """, params)
+        """,
+        params,
+    )
     charts = []
     for currency in currencies:
         mine = [r for r in series if r["currency"] == currency]
         if mine:
             svg = _charts.projection_chart(
-                [r["day"] for r in mine], [float(r["projected"]) for r in mine],
-                [float(r["actual"]) for r in mine], currency=currency,
-                symbol=currency_symbol(currency), salt=salt())
-            charts.append({"currency": currency, "svg": Markup(svg)})  # noqa: S704
-    return {"flagged": flagged[:MAX_TABLE_ROWS], "flagged_count": len(flagged),
-            "causes": causes, "scored": scored, "accuracy": accuracy, "charts": charts}
+                [r["day"] for r in mine],
+                [float(r["projected"]) for r in mine],
+                [float(r["actual"]) for r in mine],
+                currency=currency,
+                symbol=currency_symbol(currency),
+                salt=salt(),
+            )
+            charts.append({"currency": currency, "svg": svg})
+    return {
+        "flagged": flagged[:MAX_TABLE_ROWS],
+        "flagged_count": len(flagged),
+        "causes": causes,
+        "scored": scored,
+        "accuracy": accuracy,
+        "charts": charts,
+    }
 
 
-def _accuracy(con: duckdb.DuckDBPyConnection, marts: set[str], mape_days: int
-              ) -> dict[str, Any]:
+def _accuracy(con: duckdb.DuckDBPyConnection, marts: set[str], mape_days: int) -> dict[str, Any]:
     """MAPE and bias per cluster: the models' mart when present, else from projection_drift."""
     if "cluster_drift_accuracy" in marts:
-        columns = [r[0] for r in con.execute(
-            "select column_name from information_schema.columns"
-            " where table_schema = 'marts' and table_name = 'cluster_drift_accuracy'"
-            " order by ordinal_position").fetchall()]
+        columns = [
+            r[0]
+            for r in con.execute(
+                "select column_name from information_schema.columns"
+                " where table_schema = 'marts' and table_name = 'cluster_drift_accuracy'"
+                " order by ordinal_position"
+            ).fetchall()
+        ]
         mape = next((c for c in columns if "mape" in c.lower()), None)
         bias = next((c for c in columns if "bias" in c.lower()), None)
         if mape and "cluster_id" in columns:
             bias_sql = f'a."{bias}"' if bias else "null"
-            rows = _rows(con, f"""
+            rows = _rows(
+                con,
+                f"""
                 select a.cluster_id, c.name, a."{mape}" as mape, {bias_sql} as bias
                 from marts.cluster_drift_accuracy as a
                 left join marts.clusters as c using (cluster_id)
                 where a."{mape}" is not null
                 order by a."{mape}" desc, a.cluster_id
-                """)
+                """,
+            )
             return {"rows": rows[:TOP_IDLE_TABLE], "source": "marts.cluster_drift_accuracy"}
-    rows = _rows(con, """
+    rows = _rows(
+        con,
+        """
         with daily as (
             select cluster_id, projected_at, drift_pct,
                    row_number() over (partition by cluster_id order by projected_at desc) as n
@@ -554,21 +653,31 @@ def _accuracy(con: duckdb.DuckDBPyConnection, marts: set[str], mape_days: int
         where d.n <= $days
         group by all
         order by mape desc, d.cluster_id
-        """, {"days": mape_days})
+        """,
+        {"days": mape_days},
+    )
     return {"rows": rows[:TOP_IDLE_TABLE], "source": f"last {mape_days} daily projections"}
 
 
 def _health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    counts = _rows(con, """
+    counts = _rows(
+        con,
+        """
         select coalesce(health, 'unknown') as health, count(*) as n
         from marts.clusters group by all order by n desc, health
-        """)
-    unhealthy = _rows(con, """
+        """,
+    )
+    unhealthy = _rows(
+        con,
+        """
         select * from marts.clusters
         where coalesce(health, 'unknown') <> 'healthy' or status = 'error'
         order by case status when 'error' then 0 else 1 end, health, cluster_id
-        """)
-    alerts = _rows(con, """
+        """,
+    )
+    alerts = _rows(
+        con,
+        """
         with latest as (
             select cluster_id, max(snapshot_at) as snapshot_at
             from snap.cluster_snapshots group by cluster_id
@@ -580,18 +689,34 @@ def _health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         left join marts.clusters as c using (cluster_id)
         where a.resolved_at is null
           and l.snapshot_at >= (select newest_at from newest) - interval 36 hour
-        """)
-    alerts.sort(key=lambda a: (_SEVERITY_RANK.get(a["severity"] or "", 9),
-                               -(a["triggered_at"].timestamp() if a["triggered_at"] else 0),
-                               a["cluster_id"]))
-    return {"counts": counts, "unhealthy": unhealthy[:MAX_TABLE_ROWS],
-            "unhealthy_count": len(unhealthy), "alerts": alerts[:MAX_TABLE_ROWS],
-            "alert_count": len(alerts)}
+        """,
+    )
+    alerts.sort(
+        key=lambda a: (
+            _SEVERITY_RANK.get(a["severity"] or "", 9),
+            -(a["triggered_at"].timestamp() if a["triggered_at"] else 0),
+            a["cluster_id"],
+        )
+    )
+    return {
+        "counts": counts,
+        "unhealthy": unhealthy[:MAX_TABLE_ROWS],
+        "unhealthy_count": len(unhealthy),
+        "alerts": alerts[:MAX_TABLE_ROWS],
+        "alert_count": len(alerts),
+    }
 
 
-def _clusters(con: duckdb.DuckDBPyConnection, params: dict[str, Any], idle_threshold: float,
-              salt: _ChartSalt, limit: int) -> dict[str, Any]:
-    rows = _rows(con, """
+def _clusters(
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    idle_threshold: float,
+    salt: _ChartSalt,
+    limit: int,
+) -> dict[str, Any]:
+    rows = _rows(
+        con,
+        """
         with spend as (
             select cluster_id, currency, sum(cost) as spend
             from _gpucost_focus where day between $start and $end group by all
@@ -609,7 +734,9 @@ def _clusters(con: duckdb.DuckDBPyConnection, params: dict[str, Any], idle_thres
         left join spend as s on s.cluster_id = c.cluster_id and s.currency = c.currency
         left join idle as i on i.cluster_id = c.cluster_id and i.currency = c.currency
         order by s.spend desc nulls last, c.cluster_id
-        """, params)
+        """,
+        params,
+    )
     top = rows[:limit]
     details = _cluster_details(con, [r["cluster_id"] for r in top], params)
     sections = []
@@ -618,12 +745,16 @@ def _clusters(con: duckdb.DuckDBPyConnection, params: dict[str, Any], idle_thres
         heat = detail.get("heatmap")
         svg = None
         if heat is not None:
-            svg = Markup(_charts.utilization_heatmap(  # noqa: S704 - matplotlib escapes text
-                heat["labels"], heat["start"], HEATMAP_HOURS, heat["matrix"],
-                idle_threshold_pct=idle_threshold, salt=salt(),
-                cluster_wide=heat["cluster_wide"]))
-        sections.append({**row, **detail, "heatmap_svg": svg,
-                         "anchor": _anchor(row["cluster_id"])})
+            svg = _charts.utilization_heatmap(
+                heat["labels"],
+                heat["start"],
+                HEATMAP_HOURS,
+                heat["matrix"],
+                idle_threshold_pct=idle_threshold,
+                salt=salt(),
+                cluster_wide=heat["cluster_wide"],
+            )
+        sections.append({**row, **detail, "heatmap_svg": svg, "anchor": _anchor(row["cluster_id"])})
     return {"sections": sections, "rest": rows[limit:], "count": len(rows), "limit": limit}
 
 
@@ -634,17 +765,24 @@ def _anchor(cluster_id: str) -> str:
     return "cluster-" + _ANCHOR_UNSAFE.sub("_", cluster_id)
 
 
-def _cluster_details(con: duckdb.DuckDBPyConnection, ids: list[str], params: dict[str, Any]
-                     ) -> dict[str, dict[str, Any]]:
+def _cluster_details(
+    con: duckdb.DuckDBPyConnection, ids: list[str], params: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Configuration, cost breakdown, recommendations and a utilization matrix per cluster."""
     if not ids:
         return {}
-    latest = _rows(con, """
+    latest = _rows(
+        con,
+        """
         select distinct on (cluster_id) *
         from snap.cluster_snapshots where cluster_id in (select unnest($ids))
         order by cluster_id, snapshot_at desc
-        """, {"ids": ids})
-    components = _rows(con, """
+        """,
+        {"ids": ids},
+    )
+    components = _rows(
+        con,
+        """
         with latest as (
             select cluster_id, max(snapshot_at) as snapshot_at from snap.cluster_snapshots
             where cluster_id in (select unnest($ids)) group by cluster_id
@@ -652,17 +790,27 @@ def _cluster_details(con: duckdb.DuckDBPyConnection, ids: list[str], params: dic
         select c.cluster_id, c.component, c.cost_per_hour, c.currency
         from snap.cost_components as c join latest using (cluster_id, snapshot_at)
         order by c.cluster_id, c.cost_per_hour desc, c.component
-        """, {"ids": ids})
-    period_costs = _rows(con, """
+        """,
+        {"ids": ids},
+    )
+    period_costs = _rows(
+        con,
+        """
         select cluster_id, component, currency, sum(cost) as cost
         from _gpucost_focus
         where cluster_id in (select unnest($ids)) and day between $start and $end
         group by all order by cluster_id, cost desc
-        """, {"ids": ids, **params})
-    recs = _rows(con, """
+        """,
+        {"ids": ids, **params},
+    )
+    recs = _rows(
+        con,
+        """
         select * from marts.recommendations where cluster_id in (select unnest($ids))
         order by status, monthly_savings desc nulls last
-        """, {"ids": ids})
+        """,
+        {"ids": ids},
+    )
     out: dict[str, dict[str, Any]] = {}
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in components:
@@ -680,41 +828,64 @@ def _cluster_details(con: duckdb.DuckDBPyConnection, ids: list[str], params: dic
         total = sum((c["cost_per_hour"] for c in mine), Decimal(0))
         names = {c["component"] for c in mine} | set(costs.get(cid, {}))
         breakdown = [
-            {"component": name,
-             "per_hour": next((c["cost_per_hour"] for c in mine if c["component"] == name), None),
-             "share": _share(next((c["cost_per_hour"] for c in mine if c["component"] == name),
-                                  None), total),
-             "period_cost": costs.get(cid, {}).get(name)}
-            for name in sorted(names, key=lambda n: -float(
-                costs.get(cid, {}).get(n) or next(
-                    (c["cost_per_hour"] for c in mine if c["component"] == n), 0)))
+            {
+                "component": name,
+                "per_hour": next(
+                    (c["cost_per_hour"] for c in mine if c["component"] == name), None
+                ),
+                "share": _share(
+                    next((c["cost_per_hour"] for c in mine if c["component"] == name), None), total
+                ),
+                "period_cost": costs.get(cid, {}).get(name),
+            }
+            for name in sorted(
+                names,
+                key=lambda n: (
+                    -float(
+                        costs.get(cid, {}).get(n)
+                        or next((c["cost_per_hour"] for c in mine if c["component"] == n), 0)
+                    )
+                ),
+            )
         ]
-        out[cid] = {"snapshot": snap, "breakdown": breakdown, "rate_total": total,
-                    "recs": recs_by.get(cid, [])}
+        out[cid] = {
+            "snapshot": snap,
+            "breakdown": breakdown,
+            "rate_total": total,
+            "recs": recs_by.get(cid, []),
+        }
         end = snap["snapshot_at"].replace(minute=0, second=0, microsecond=0)
         starts[cid] = end - timedelta(hours=HEATMAP_HOURS)
     _attach_heatmaps(con, out, starts)
     return out
 
 
-def _attach_heatmaps(con: duckdb.DuckDBPyConnection, out: dict[str, dict[str, Any]],
-                     starts: dict[str, datetime]) -> None:
+def _attach_heatmaps(
+    con: duckdb.DuckDBPyConnection, out: dict[str, dict[str, Any]], starts: dict[str, datetime]
+) -> None:
     if not starts:
         return
     window = [(cid, start) for cid, start in starts.items()]
-    con.execute("create or replace temp table _gpucost_windows (cluster_id varchar,"
-                " start_at timestamptz)")
+    con.execute(
+        "create or replace temp table _gpucost_windows (cluster_id varchar, start_at timestamptz)"
+    )
     con.executemany("insert into _gpucost_windows values (?, ?)", window)
-    per_gpu = _rows(con, """
+    per_gpu = _rows(
+        con,
+        """
         select g.cluster_id, g.gpu_id, g.bucket_at, g.utilization
         from snap.gpu_metric_points as g join _gpucost_windows as w using (cluster_id)
         where g.bucket_at >= w.start_at and g.bucket_at < w.start_at + interval 168 hour
-        """)
-    wide = _rows(con, """
+        """,
+    )
+    wide = _rows(
+        con,
+        """
         select m.cluster_id, m.bucket_at, m.gpu_utilization as utilization
         from snap.metric_points as m join _gpucost_windows as w using (cluster_id)
         where m.bucket_at >= w.start_at and m.bucket_at < w.start_at + interval 168 hour
-        """)
+        """,
+    )
     gpus: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in per_gpu:
         gpus[r["cluster_id"]].append(r)
@@ -727,16 +898,22 @@ def _attach_heatmaps(con: duckdb.DuckDBPyConnection, out: dict[str, dict[str, An
             labels = sorted({p["gpu_id"] for p in points}, key=_gpu_sort_key)
             out[cid]["heatmap"] = _matrix(points, labels, start, lambda p: p["gpu_id"], False)
         elif cluster_wide.get(cid):
-            out[cid]["heatmap"] = _matrix(cluster_wide[cid], ["all GPUs"], start,
-                                          lambda p: "all GPUs", True)
+            out[cid]["heatmap"] = _matrix(
+                cluster_wide[cid], ["all GPUs"], start, lambda p: "all GPUs", True
+            )
 
 
 def _gpu_sort_key(gpu_id: str) -> tuple[int, int, str]:
     return (0, int(gpu_id), "") if gpu_id.isdigit() else (1, 0, gpu_id)
 
 
-def _matrix(points: Iterable[dict[str, Any]], labels: list[str], start: datetime,
-            key: Callable[[dict[str, Any]], str], cluster_wide: bool) -> dict[str, Any]:
+def _matrix(
+    points: Iterable[dict[str, Any]],
+    labels: list[str],
+    start: datetime,
+    key: Callable[[dict[str, Any]], str],
+    cluster_wide: bool,
+) -> dict[str, Any]:
     index = {label: i for i, label in enumerate(labels)}
     matrix = np.full((len(labels), HEATMAP_HOURS), np.nan)
     for p in points:
@@ -751,39 +928,75 @@ def _notes(con: duckdb.DuckDBPyConnection, marts: set[str]) -> list[dict[str, An
     notes: list[dict[str, Any]] = []
     runs = _rows(con, "select * from meta.runs order by started_at desc limit 1")
     if not runs:
-        notes.append({"level": "warn", "text": "No snapshot run is recorded in this database.",
-                      "failures": []})
+        notes.append(
+            {
+                "level": "warn",
+                "text": "No snapshot run is recorded in this database.",
+                "failures": [],
+            }
+        )
         return notes
     run = runs[0]
-    failures = _rows(con, """
+    failures = _rows(
+        con,
+        """
         select cluster_id, stage, outcome, http_status, reason from meta.run_failures
         where run_id = ? order by outcome, cluster_id nulls first limit 200
-        """, [run["run_id"]])
-    counts = _rows(con, "select outcome, count(*) as n from meta.run_failures where run_id = ?"
-                        " group by outcome order by outcome", [run["run_id"]])
+        """,
+        [run["run_id"]],
+    )
+    counts = _rows(
+        con,
+        "select outcome, count(*) as n from meta.run_failures where run_id = ?"
+        " group by outcome order by outcome",
+        [run["run_id"]],
+    )
     status = run["status"]
     when = format_time(run["started_at"])
     if status == "running":
-        notes.append({"level": "warn", "failures": failures, "text":
-                      f"The latest snapshot run ({run['run_id']}, started {when}) has not "
-                      "finished: it is still running or it crashed. Figures come from the "
-                      "runs before it."})
+        notes.append(
+            {
+                "level": "warn",
+                "failures": failures,
+                "text": f"The latest snapshot run ({run['run_id']}, started {when}) has not "
+                "finished: it is still running or it crashed. Figures come from the "
+                "runs before it.",
+            }
+        )
     elif status in ("partial", "failed"):
         what = ", ".join(f"{c['n']} {c['outcome']}" for c in counts) or "see the log"
-        notes.append({"level": "warn", "failures": failures, "text":
-                      f"The latest snapshot run ({run['run_id']}, started {when}) is {status}: "
-                      f"{what}. The clusters below were not read in that run; their figures "
-                      "stop at their previous snapshot."})
+        notes.append(
+            {
+                "level": "warn",
+                "failures": failures,
+                "text": f"The latest snapshot run ({run['run_id']}, started {when}) is {status}: "
+                f"{what}. The clusters below were not read in that run; their figures "
+                "stop at their previous snapshot.",
+            }
+        )
     elif failures:
-        notes.append({"level": "info", "failures": failures, "text":
-                      f"The latest snapshot run ({run['run_id']}) recorded "
-                      f"{len(failures)} clusters it did not read."})
+        notes.append(
+            {
+                "level": "info",
+                "failures": failures,
+                "text": f"The latest snapshot run ({run['run_id']}) recorded "
+                f"{len(failures)} clusters it did not read.",
+            }
+        )
     mismatches = reconcile(con)
     if mismatches:
-        notes.append({"level": "warn", "failures": [], "text":
-                      f"The FOCUS export does not add up to marts.fleet_daily on "
-                      f"{len(mismatches)} day(s) (first: {mismatches[0][0]} "
-                      f"{mismatches[0][1]}); rebuild the marts (gpucost build)."})
-        log.warning("focus.csv differs from marts.fleet_daily on %d day(s): %s",
-                    len(mismatches), mismatches[:3])
+        notes.append(
+            {
+                "level": "warn",
+                "failures": [],
+                "text": f"The FOCUS export does not add up to marts.fleet_daily on "
+                f"{len(mismatches)} day(s) (first: {mismatches[0][0]} "
+                f"{mismatches[0][1]}); rebuild the marts (gpucost build).",
+            }
+        )
+        log.warning(
+            "focus.csv differs from marts.fleet_daily on %d day(s): %s",
+            len(mismatches),
+            mismatches[:3],
+        )
     return notes

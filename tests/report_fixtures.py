@@ -93,19 +93,64 @@ class _Cluster:
 
 
 CLUSTERS = [
-    _Cluster("cls_a", "train-a", "USD", "H100", 2,
-             {"gpu": D("6.00"), "cpu": D("0.30"), "memory": D("0.10"), "storage": D("0.10"),
-              "network": D("0.00")},
-             "us-west-2", "ML Research", [90.0, 0.0], 45.0, "running"),
-    _Cluster("cls_b", HOSTILE_SCRIPT, "USD", "A100", 1,
-             {"gpu": D("2.00"), "cpu": D("0.20"), "storage": D("0.05")},
-             "us-east-1", "Platform", None, 2.0, "running"),
-    _Cluster("cls_c", HOSTILE_FORMULA, "EUR", "L40S", 4,
-             {"gpu": D("4.80"), "cpu": D("0.40"), "storage": D("0.20")},
-             "eu-central-1", "Vision", [80.0, 80.0, 40.0, 0.0], 50.0, "stopped"),
-    _Cluster("cls_d", HOSTILE_IMG, "USD", "T4", 1,
-             {"gpu": D("0.50"), "cpu": D("0.05"), "storage": D("0.05")},
-             "us-west-2", "Platform", None, 0.0, "error"),
+    _Cluster(
+        "cls_a",
+        "train-a",
+        "USD",
+        "H100",
+        2,
+        {
+            "gpu": D("6.00"),
+            "cpu": D("0.30"),
+            "memory": D("0.10"),
+            "storage": D("0.10"),
+            "network": D("0.00"),
+        },
+        "us-west-2",
+        "ML Research",
+        [90.0, 0.0],
+        45.0,
+        "running",
+    ),
+    _Cluster(
+        "cls_b",
+        HOSTILE_SCRIPT,
+        "USD",
+        "A100",
+        1,
+        {"gpu": D("2.00"), "cpu": D("0.20"), "storage": D("0.05")},
+        "us-east-1",
+        "Platform",
+        None,
+        2.0,
+        "running",
+    ),
+    _Cluster(
+        "cls_c",
+        HOSTILE_FORMULA,
+        "EUR",
+        "L40S",
+        4,
+        {"gpu": D("4.80"), "cpu": D("0.40"), "storage": D("0.20")},
+        "eu-central-1",
+        "Vision",
+        [80.0, 80.0, 40.0, 0.0],
+        50.0,
+        "stopped",
+    ),
+    _Cluster(
+        "cls_d",
+        HOSTILE_IMG,
+        "USD",
+        "T4",
+        1,
+        {"gpu": D("0.50"), "cpu": D("0.05"), "storage": D("0.05")},
+        "us-west-2",
+        "Platform",
+        None,
+        0.0,
+        "error",
+    ),
 ]
 
 # Hand-computed marts (see the module docstring).
@@ -129,23 +174,62 @@ PROJECTION_DRIFT = [
     # cls_a at 11-19 00:00, daily: 6.50 x 24 = 156.00 projected, 156.00 actual.
     ("cls_a", SNAP1, "daily", D("156.00"), D("156.00"), 0.0, False, "usage", "USD"),
     # cls_c stopped: projected 5.40 x 24 = 129.60, actual 4.80 -> (4.80 - 129.60)/129.60 = -96.3 %
-    ("cls_c", SNAP1, "daily", D("129.60"), D("4.80"), -96.2962962962963, True, "stopped",
-     "EUR"),
+    ("cls_c", SNAP1, "daily", D("129.60"), D("4.80"), -96.2962962962963, True, "stopped", "EUR"),
     ("cls_b", SNAP1, "daily", D("54.00"), D("54.00"), 0.0, False, "usage", "USD"),
 ]
 RECOMMENDATIONS = [
     # cls_a downsize: 1 busy GPU of 2 -> (2 - 1) x 3.00 x 720 = 2160.00
-    ("rec_a_downsize", "cls_a", "downsize", "open", D("2160.00"), "USD",
-     "GPU 1 below 5 % in 48 of 48 h, 8 GB held", SNAP1, SNAP2, None),
+    (
+        "rec_a_downsize",
+        "cls_a",
+        "downsize",
+        "open",
+        D("2160.00"),
+        "USD",
+        "GPU 1 below 5 % in 48 of 48 h, 8 GB held",
+        SNAP1,
+        SNAP2,
+        None,
+    ),
     # cls_b stop_idle: (2.25 - 0.05) x 720 = 1584.00
-    ("rec_b_stop_idle", "cls_b", "stop_idle", "open", D("1584.00"), "USD",
-     f"all GPUs below 5 % in 48 of 48 billed h ({HOSTILE_SCRIPT})", SNAP1, SNAP2, None),
+    (
+        "rec_b_stop_idle",
+        "cls_b",
+        "stop_idle",
+        "open",
+        D("1584.00"),
+        "USD",
+        f"all GPUs below 5 % in 48 of 48 billed h ({HOSTILE_SCRIPT})",
+        SNAP1,
+        SNAP2,
+        None,
+    ),
     # cls_d investigate_error: the whole rate x 720 = 432.00
-    ("rec_d_error", "cls_d", "investigate_error", "open", D("432.00"), "USD",
-     "status error while billing 0.60/h", SNAP1, SNAP2, None),
+    (
+        "rec_d_error",
+        "cls_d",
+        "investigate_error",
+        "open",
+        D("432.00"),
+        "USD",
+        "status error while billing 0.60/h",
+        SNAP1,
+        SNAP2,
+        None,
+    ),
     # cls_c schedule, resolved by the stop: realized (5.40 - 0.20) x 720 = 3744.00
-    ("rec_c_schedule", "cls_c", "schedule", "resolved", D("1000.00"), "EUR",
-     "idle 8 h nightly on 5 of 7 days", SNAP1, SNAP1, D("3744.00")),
+    (
+        "rec_c_schedule",
+        "cls_c",
+        "schedule",
+        "resolved",
+        D("1000.00"),
+        "EUR",
+        "idle 8 h nightly on 5 of 7 days",
+        SNAP1,
+        SNAP1,
+        D("3744.00"),
+    ),
 ]
 
 
@@ -159,49 +243,88 @@ def _rate(cluster: _Cluster, status: str) -> dict[str, Decimal]:
     return dict(cluster.components)
 
 
-def create_fixture_db(path: Path, *, with_marts: bool = True, latest_run_status: str = "partial",
-                      extra_clusters: int = 0) -> Path:
+def create_fixture_db(
+    path: Path,
+    *,
+    with_marts: bool = True,
+    latest_run_status: str = "partial",
+    extra_clusters: int = 0,
+) -> Path:
     """Write the hand-computed database to `path`; `extra_clusters` adds filler clusters."""
     con = duckdb.connect(str(path))
     con.execute(MIGRATION.read_text(encoding="utf-8"))
     con.execute(
         "insert into meta.runs values ('run1', ?, ?, 'http://127.0.0.1:8080/v1', 'complete',"
-        " 5, 4, 0, 0, 0, 9, 0, null)", [SNAP1, SNAP1 + timedelta(minutes=2)])
+        " 5, 4, 0, 0, 0, 9, 0, null)",
+        [SNAP1, SNAP1 + timedelta(minutes=2)],
+    )
     con.execute(
         "insert into meta.runs values ('run2', ?, ?, 'http://127.0.0.1:8080/v1', ?,"
         " 6, 4, 1, 0, 1, 12, 3, 'some clusters failed')",
-        [SNAP2, SNAP2 + timedelta(minutes=2), latest_run_status])
+        [SNAP2, SNAP2 + timedelta(minutes=2), latest_run_status],
+    )
     con.execute(
         "insert into meta.run_failures values ('run2', 'cls_broken', 'details', 'failed', 500,"
         " 'HTTP 500 after 4 attempts <b>bold</b>', null, ?),"
         " ('run2', 'cls_later', 'details', 'skipped', null, 'request budget exhausted', null, ?)",
-        [SNAP2, SNAP2])
+        [SNAP2, SNAP2],
+    )
     clusters = list(CLUSTERS)
     for i in range(extra_clusters):
-        clusters.append(_Cluster(f"cls_x{i:04d}", f"filler-{i:04d}", "USD", "L4", 1,
-                                 {"gpu": D("0.80"), "storage": D("0.02")}, "us-east-1",
-                                 "Filler", [30.0], 30.0, "running"))
+        clusters.append(
+            _Cluster(
+                f"cls_x{i:04d}",
+                f"filler-{i:04d}",
+                "USD",
+                "L4",
+                1,
+                {"gpu": D("0.80"), "storage": D("0.02")},
+                "us-east-1",
+                "Filler",
+                [30.0],
+                30.0,
+                "running",
+            )
+        )
     for cluster in clusters:
         _insert_cluster(con, cluster)
     if with_marts:
         con.execute(MARTS_DDL)
         con.executemany("insert into marts.fleet_daily values (?, ?, ?, ?, ?, ?)", FLEET_DAILY)
-        con.executemany("insert into marts.idle_waste_daily values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        IDLE_WASTE_DAILY)
-        con.executemany("insert into marts.projection_drift values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        PROJECTION_DRIFT)
-        con.executemany("insert into marts.recommendations values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        RECOMMENDATIONS)
+        con.executemany(
+            "insert into marts.idle_waste_daily values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            IDLE_WASTE_DAILY,
+        )
+        con.executemany(
+            "insert into marts.projection_drift values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            PROJECTION_DRIFT,
+        )
+        con.executemany(
+            "insert into marts.recommendations values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            RECOMMENDATIONS,
+        )
         for cluster in clusters:
             status = cluster.status_day2
             rate = sum(_rate(cluster, status).values(), D(0))
             health = "degraded" if cluster.cluster_id == "cls_d" else "healthy"
-            con.execute("insert into marts.clusters values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [cluster.cluster_id, cluster.name, status, cluster.gpu_type,
-                         cluster.gpu_count, cluster.region, cluster.project, rate,
-                         cluster.currency, health, SNAP2])
+            con.execute(
+                "insert into marts.clusters values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    cluster.cluster_id,
+                    cluster.name,
+                    status,
+                    cluster.gpu_type,
+                    cluster.gpu_count,
+                    cluster.region,
+                    cluster.project,
+                    rate,
+                    cluster.currency,
+                    health,
+                    SNAP2,
+                ],
+            )
         if extra_clusters:
-            _insert_filler_marts(con, clusters[len(CLUSTERS):])
+            _insert_filler_marts(con, clusters[len(CLUSTERS) :])
     con.close()
     return path
 
@@ -210,11 +333,16 @@ def _insert_filler_marts(con: duckdb.DuckDBPyConnection, fillers: list[_Cluster]
     # Each filler: 0.82/h, one L4 at 30 %: 19.68 a day, 24 GPU-hours, none idle.
     n = len(fillers)
     for day in (DAY1.date(), DAY2.date()):
-        con.execute("update marts.fleet_daily set cost = cost + ?, gpu_hours = gpu_hours + ?"
-                    " where day = ? and currency = 'USD'", [D("19.68") * n, 24.0 * n, day])
+        con.execute(
+            "update marts.fleet_daily set cost = cost + ?, gpu_hours = gpu_hours + ?"
+            " where day = ? and currency = 'USD'",
+            [D("19.68") * n, 24.0 * n, day],
+        )
         for f in fillers:
-            con.execute("insert into marts.idle_waste_daily values (?, ?, 'USD', 24, 0, 0, ?,"
-                        " 30, true, 0)", [f.cluster_id, day, D("13.44")])
+            con.execute(
+                "insert into marts.idle_waste_daily values (?, ?, 'USD', 24, 0, 0, ?, 30, true, 0)",
+                [f.cluster_id, day, D("13.44")],
+            )
 
 
 def _bulk_insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
@@ -250,40 +378,88 @@ def _insert_cluster(con: duckdb.DuckDBPyConnection, c: _Cluster) -> None:
             " values (?, ?, ?, ?, 'fixture', ?, 'ok', ?, ?, ?, ?, 16, 128, 500, 'nvme', ?, ?,"
             " ?, ?, 'PyTorch 2.5', 'registry.example.com/pytorch:2.5', '12.4', ?, 'healthy',"
             " 'healthy', 'healthy', ?, ?, 0, 0, '7d', 3600, true, ?, true, ?)",
-            [run_id, c.cluster_id, snap_at, c.name, status, DAY1 - timedelta(days=10), snap_at,
-             c.gpu_type, c.gpu_count, c.region, c.region + "a",
-             "proj_" + c.project.split()[0].lower(), c.project,
-             "degraded" if c.cluster_id == "cls_d" else "healthy", c.currency, hourly, has_series, c.cluster_util if status != "stopped" else 0.0])
+            [
+                run_id,
+                c.cluster_id,
+                snap_at,
+                c.name,
+                status,
+                DAY1 - timedelta(days=10),
+                snap_at,
+                c.gpu_type,
+                c.gpu_count,
+                c.region,
+                c.region + "a",
+                "proj_" + c.project.split()[0].lower(),
+                c.project,
+                "degraded" if c.cluster_id == "cls_d" else "healthy",
+                c.currency,
+                hourly,
+                has_series,
+                c.cluster_util if status != "stopped" else 0.0,
+            ],
+        )
         for component, cost in rate.items():
-            con.execute("insert into snap.cost_components values (?, ?, ?, ?, ?, ?)",
-                        [run_id, c.cluster_id, snap_at, component, cost, c.currency])
-        con.execute("insert into snap.projections values (?, ?, ?, 'daily', 24, ?, ?, 'rate')",
-                    [run_id, c.cluster_id, snap_at, hourly * 24, c.currency])
+            con.execute(
+                "insert into snap.cost_components values (?, ?, ?, ?, ?, ?)",
+                [run_id, c.cluster_id, snap_at, component, cost, c.currency],
+            )
+        con.execute(
+            "insert into snap.projections values (?, ?, ?, 'daily', 24, ?, ?, 'rate')",
+            [run_id, c.cluster_id, snap_at, hourly * 24, c.currency],
+        )
         day_start = DAY1 if day == 1 else DAY2
         points, gpu_points = [], []
         for hour in range(24):
             bucket = day_start + timedelta(hours=hour)
             util = 0.0 if status == "stopped" else c.cluster_util
-            points.append((run_id, c.cluster_id, bucket, 3600, snap_at, status, util, 0.0, 0.0,
-                           0.0, hourly, c.currency,
-                           c.gpu_count if has_series and status != "stopped" else None))
+            points.append(
+                (
+                    run_id,
+                    c.cluster_id,
+                    bucket,
+                    3600,
+                    snap_at,
+                    status,
+                    util,
+                    0.0,
+                    0.0,
+                    0.0,
+                    hourly,
+                    c.currency,
+                    c.gpu_count if has_series and status != "stopped" else None,
+                )
+            )
             if has_series and status != "stopped":
                 for gpu, u in enumerate(c.gpu_util or []):
-                    gpu_points.append((run_id, c.cluster_id, bucket, str(gpu), snap_at, u,
-                                       _memory_used(c, u), 100.0))
+                    gpu_points.append(
+                        (
+                            run_id,
+                            c.cluster_id,
+                            bucket,
+                            str(gpu),
+                            snap_at,
+                            u,
+                            _memory_used(c, u),
+                            100.0,
+                        )
+                    )
         _bulk_insert(con, "snap.metric_points", points)
         _bulk_insert(con, "snap.gpu_metric_points", gpu_points)
     if c.cluster_id == "cls_a":
         con.execute(
             "insert into snap.alerts values ('run2', 'cls_a', ?, 'alert_1', 'warning',"
             " 'gpu_utilization', 'less_than', 10, 0, '2h', ?, null, 'GPU 1 idle')",
-            [SNAP2, SNAP2 - timedelta(hours=2)])
+            [SNAP2, SNAP2 - timedelta(hours=2)],
+        )
     if c.cluster_id == "cls_b":
         con.execute(
             "insert into snap.alerts values ('run2', 'cls_b', ?, 'alert_2', 'critical',"
             " 'gpu_utilization', 'less_than', 5, 2, '30h', ?, null, ?)",
-            [SNAP2, SNAP2 - timedelta(hours=30), f"idle {HOSTILE_IMG}"])
+            [SNAP2, SNAP2 - timedelta(hours=30), f"idle {HOSTILE_IMG}"],
+        )
         con.execute(
             "insert into snap.alerts values ('run2', 'cls_b', ?, 'alert_3', 'info',"
             " 'cpu_utilization', 'less_than', 5, 2, '1h', ?, ?, 'resolved one')",
-            [SNAP2, SNAP2 - timedelta(hours=3), SNAP2 - timedelta(hours=1)])
+            [SNAP2, SNAP2 - timedelta(hours=3), SNAP2 - timedelta(hours=1)],
+        )

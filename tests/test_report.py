@@ -38,22 +38,56 @@ from tests.report_fixtures import (
 )
 
 D = Decimal
-CSV_FILES = ("idle_waste_daily.csv", "recommendations.csv", "projection_drift.csv",
-             "fleet_daily.csv", "focus.csv")
+CSV_FILES = (
+    "idle_waste_daily.csv",
+    "recommendations.csv",
+    "projection_drift.csv",
+    "fleet_daily.csv",
+    "focus.csv",
+)
 CONTRACT_COLUMNS = {
-    "idle_waste_daily": ["cluster_id", "day", "currency", "gpu_hours", "idle_gpu_hours",
-                         "idle_cost", "unused_capacity_cost", "avg_gpu_utilization", "per_gpu",
-                         "memory_held_idle_gpu_hours"],
-    "projection_drift": ["cluster_id", "projected_at", "horizon", "projected_cost",
-                         "actual_cost", "drift_pct", "is_flagged", "cause", "currency"],
-    "recommendations": ["rec_id", "cluster_id", "kind", "status", "monthly_savings", "currency",
-                        "reason", "first_seen_at", "last_seen_at", "realized_monthly_savings"],
+    "idle_waste_daily": [
+        "cluster_id",
+        "day",
+        "currency",
+        "gpu_hours",
+        "idle_gpu_hours",
+        "idle_cost",
+        "unused_capacity_cost",
+        "avg_gpu_utilization",
+        "per_gpu",
+        "memory_held_idle_gpu_hours",
+    ],
+    "projection_drift": [
+        "cluster_id",
+        "projected_at",
+        "horizon",
+        "projected_cost",
+        "actual_cost",
+        "drift_pct",
+        "is_flagged",
+        "cause",
+        "currency",
+    ],
+    "recommendations": [
+        "rec_id",
+        "cluster_id",
+        "kind",
+        "status",
+        "monthly_savings",
+        "currency",
+        "reason",
+        "first_seen_at",
+        "last_seen_at",
+        "realized_monthly_savings",
+    ],
     "fleet_daily": ["day", "currency", "cost", "gpu_hours", "idle_gpu_hours", "idle_cost"],
 }
 
 
-def _render(tmp: Path, sections: int = CLUSTER_SECTIONS, **fixture: object
-            ) -> tuple[ReportResult, Path]:
+def _render(
+    tmp: Path, sections: int = CLUSTER_SECTIONS, **fixture: object
+) -> tuple[ReportResult, Path]:
     db = create_fixture_db(tmp / "gpucost.duckdb", **fixture)  # type: ignore[arg-type]
     out = tmp / "out"
     config = Config(store=StoreSettings(db=str(db)))
@@ -138,16 +172,33 @@ def test_csv_money_is_plain_decimal_and_instants_are_iso_utc(rendered):
 
 
 def test_formula_cells_are_neutralized_and_numbers_untouched():
-    frame = pl.DataFrame({
-        "name": ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)",
-                 "\tx", "\rx", "plain", None],
-        "amount": [D("-5.50"), D("1"), D("2"), D("3"), D("4"), D("5"), D("6"), D("7")],
-        "delta": [-1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
-    })
+    frame = pl.DataFrame(
+        {
+            "name": [
+                '=HYPERLINK("http://evil.example","x")',
+                "+1+1",
+                "-2+3",
+                "@SUM(A1)",
+                "\tx",
+                "\rx",
+                "plain",
+                None,
+            ],
+            "amount": [D("-5.50"), D("1"), D("2"), D("3"), D("4"), D("5"), D("6"), D("7")],
+            "delta": [-1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        }
+    )
     out = neutralize_formulas(frame)
     assert out["name"].to_list() == [
-        "'=HYPERLINK(\"http://evil.example\",\"x\")", "'+1+1", "'-2+3", "'@SUM(A1)", "'\tx",
-        "'\rx", "plain", None]
+        '\'=HYPERLINK("http://evil.example","x")',
+        "'+1+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+        "plain",
+        None,
+    ]
     assert out["amount"].to_list() == frame["amount"].to_list()
     assert out["delta"].to_list() == frame["delta"].to_list()
 
@@ -183,14 +234,14 @@ def test_html_is_self_contained(rendered):
 def test_html_summary_shows_hand_computed_totals_per_currency(rendered):
     _result, _out, html = rendered
     for text in (
-        "$448.80",    # USD spend: 224.40 x 2
-        "€134.40",    # EUR spend: 129.60 + 4.80
-        "$264.00",    # USD idle: 132.00 x 2
-        "€28.80",     # EUR idle
-        "$276.48",    # USD unused: (79.20 + 47.04 + 12.00) x 2
+        "$448.80",  # USD spend: 224.40 x 2
+        "€134.40",  # EUR spend: 129.60 + 4.80
+        "$264.00",  # USD idle: 132.00 x 2
+        "€28.80",  # EUR idle
+        "$276.48",  # USD unused: (79.20 + 47.04 + 12.00) x 2
         "$4,176.00",  # open savings: 2160 + 1584 + 432
         "€3,744.00",  # realized: (5.40 - 0.20) x 720
-        "58.8 %",     # USD idle share: 264.00 / 448.80
+        "58.8 %",  # USD idle share: 264.00 / 448.80
     ):
         assert text in html, text
     # currencies never summed: 448.80 + 134.40 = 583.20 must not appear
@@ -225,16 +276,19 @@ def test_report_without_marts_asks_for_a_build(tmp_path):
 
 def test_report_on_a_missing_database_fails_clearly(tmp_path):
     with pytest.raises(MartsMissingError, match="does not exist"):
-        render_report(Config(store=StoreSettings(db=str(tmp_path / "nope.duckdb"))),
-                      tmp_path / "out")
+        render_report(
+            Config(store=StoreSettings(db=str(tmp_path / "nope.duckdb"))), tmp_path / "out"
+        )
     assert not (tmp_path / "nope.duckdb").exists()  # read-only: never creates a database
 
 
 def test_drift_accuracy_mart_is_used_when_present(tmp_path):
     db = create_fixture_db(tmp_path / "gpucost.duckdb")
     con = duckdb.connect(str(db))
-    con.execute("create table marts.cluster_drift_accuracy (cluster_id varchar,"
-                " scored_days integer, mape_pct double, bias_pct double)")
+    con.execute(
+        "create table marts.cluster_drift_accuracy (cluster_id varchar,"
+        " scored_days integer, mape_pct double, bias_pct double)"
+    )
     con.execute("insert into marts.cluster_drift_accuracy values ('cls_c', 14, 61.25, -58.5)")
     con.close()
     render_report(Config(store=StoreSettings(db=str(db))), tmp_path / "out")
@@ -265,13 +319,16 @@ def test_large_fleet_gets_sections_for_the_top_clusters_and_a_table_for_the_rest
     assert not [n for n in result.notes if "FOCUS" in n]  # still reconciles with fleet_daily
 
 
-@pytest.mark.parametrize(("value", "currency", "text"), [
-    (D("1234.5"), "USD", "$1,234.50"),
-    (D("1234567.891"), "EUR", "€1,234,567.89"),
-    (D("-5"), "USD", "-$5.00"),
-    (D("0.005"), "GBP", "GBP 0.01"),
-    (None, "USD", "–"),
-])
+@pytest.mark.parametrize(
+    ("value", "currency", "text"),
+    [
+        (D("1234.5"), "USD", "$1,234.50"),
+        (D("1234567.891"), "EUR", "€1,234,567.89"),
+        (D("-5"), "USD", "-$5.00"),
+        (D("0.005"), "GBP", "GBP 0.01"),
+        (None, "USD", "–"),
+    ],
+)
 def test_money_is_formatted_for_people(value, currency, text):
     assert format_money(value, currency) == text
 
