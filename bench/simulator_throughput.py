@@ -9,7 +9,9 @@ per-GPU series), then measures:
    generation + variants + JSON encoding), cold (first pass) and warm (second pass);
 2. over real HTTP on loopback, with WORKERS threads each holding a keep-alive httpx client
    that only reads the bytes (no parsing), so the figure is the server's and the transport's;
-3. the least a client must do per body: `json.loads(..., parse_float=Decimal)`.
+3. the least a client must do per body: `json.loads(..., parse_float=Decimal)`;
+4. with `--snapshot N`: the pipeline's own `run_snapshot` of the first N clusters against the
+   simulator in this process, and the time the simulator spent answering it (its share).
 
 The simulator must never be the bottleneck: (2) should take a small fraction of what the
 pipeline's snapshot spends on the same clusters, and (3) alone is a floor for that.
@@ -81,7 +83,15 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--snapshot", type=int, default=0, metavar="N",
+                        help="also time the pipeline's snapshot of N clusters (0: skip)")
+    parser.add_argument("--only-snapshot", action="store_true",
+                        help="skip the other measurements")
     args = parser.parse_args()
+    if args.only_snapshot:
+        _snapshot_share(_fleet(args.snapshot or args.clusters, args.gpus),
+                        args.snapshot or args.clusters)
+        return
 
     fleet = _fleet(args.clusters, args.gpus)
     ids = [s["id"] for s in fleet.list_summaries()]
@@ -109,6 +119,51 @@ def main() -> None:
     parse = (time.perf_counter() - began) / len(bodies)
     print(f"client floor, json.loads with Decimal: {parse * 1000:.2f} ms/cluster, "
           f"{parse * n:.2f} s for {n} clusters")
+    if args.snapshot:
+        _snapshot_share(_fleet(args.snapshot, args.gpus), args.snapshot)
+
+
+def _snapshot_share(fleet: Fleet, clusters: int) -> None:
+    """Time `run_snapshot` against the simulator and the simulator's part of that time."""
+    import dataclasses
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.config import Config
+    from pipeline.snapshot import run_snapshot
+
+    ids = set([s["id"] for s in fleet.list_summaries()][:clusters])
+    full = fleet.list_summaries
+    fleet.list_summaries = lambda: [s for s in full() if s["id"] in ids]  # type: ignore[method-assign]
+    sim = Simulator(fleet, api_key=KEY)
+    spent = [0.0]
+    handle = sim.handle
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        # CPU time of this server thread: wall time would count waiting for the GIL
+        began = time.thread_time()
+        try:
+            return handle(*args, **kwargs)
+        finally:
+            spent[0] += time.thread_time() - began
+
+    sim.handle = timed  # type: ignore[method-assign]
+    os.environ.pop("GPUCOST_API_KEY", None)
+    with tempfile.TemporaryDirectory() as tmp, sim.run_in_thread(port=0) as url:
+        key_file = Path(tmp) / "key"
+        key_file.write_text(KEY, encoding="utf-8")
+        config = Config()
+        config = dataclasses.replace(
+            config,
+            api=dataclasses.replace(config.api, url=url, api_key_file=str(key_file)),
+            store=dataclasses.replace(config.store, db=str(Path(tmp) / "bench.duckdb")),
+        )
+        began = time.perf_counter()
+        result = run_snapshot(config)
+        elapsed = time.perf_counter() - began
+    print(f"pipeline snapshot of {len(ids)} clusters: {elapsed:.2f} s ({result.summary_line()}); "
+          f"simulator CPU answering it: {spent[0]:.2f} s = {spent[0] / elapsed:.0%} of that time")
 
 
 if __name__ == "__main__":
