@@ -106,7 +106,7 @@ counted as (
         case
             when not is_billed then null
             when has_gpu_series then utilization_sum
-            else gpu_count * gpu_utilization
+            else gpu_count * cast(gpu_utilization as decimal(18, 6))
         end as gpu_utilization_sum,
         -- what accrued in the bucket; estimated from the nearest snapshot's rate when the point
         -- carries no cost (storage only when stopped)

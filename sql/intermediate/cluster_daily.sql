@@ -15,7 +15,8 @@ final as (
         sum(idle_gpu_hours) as idle_gpu_hours,
         sum(idle_cost) as idle_cost,
         sum(unused_capacity_cost) as unused_capacity_cost,
-        sum(utilization_gpu_hours) / nullif(sum(gpu_hours), 0) as avg_gpu_utilization,
+        cast(sum(utilization_gpu_hours) / nullif(sum(gpu_hours), 0) as double)
+            as avg_gpu_utilization,
         coalesce(bool_and(has_gpu_series) filter (where is_billed), false) as per_gpu,
         sum(memory_held_idle_gpu_hours) as memory_held_idle_gpu_hours,
         bool_or(is_cost_estimated) as has_estimated_cost,

@@ -22,7 +22,9 @@ final as (
             and memory_used_gb >= getvariable('memory_held_gb')
         ) as memory_held_idle_gpus,
         sum(1 - utilization / 100) as unused_gpu_share,
-        sum(utilization) as utilization_sum,
+        -- utilizations carry two decimals: summed as DECIMAL the result does not depend on
+        -- the order DuckDB's threads add them in
+        sum(cast(utilization as decimal(18, 6))) as utilization_sum,
     from gpu_points
     group by cluster_id, bucket_at
 )

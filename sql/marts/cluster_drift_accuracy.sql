@@ -32,8 +32,9 @@ final as (
         count(distinct projected_day) as scored_days,
         min(projected_day) as first_day,
         max(projected_day) as last_day,
-        avg(abs(drift_pct)) as mape_pct,
-        avg(drift_pct) as bias_pct,
+        -- averaged as DECIMAL: the result does not depend on the order rows are added in
+        cast(avg(cast(abs(drift_pct) as decimal(18, 6))) as double) as mape_pct,
+        cast(avg(cast(drift_pct as decimal(18, 6))) as double) as bias_pct,
         count(*) filter (where is_flagged) as flagged,
     from ranked
     where day_rank <= getvariable('mape_days')

@@ -16,7 +16,10 @@ final as (
         cast(sum(idle_gpu_hours) as decimal(18, 6)) as idle_gpu_hours,
         cast(sum(idle_cost) as decimal(18, 6)) as idle_cost,
         cast(sum(unused_capacity_cost) as decimal(18, 6)) as unused_capacity_cost,
-        sum(utilization * gpu_hours) / nullif(sum(gpu_hours), 0) as avg_gpu_utilization,
+        cast(
+            sum(cast(utilization as decimal(18, 6)) * gpu_hours) / nullif(sum(gpu_hours), 0)
+            as double
+        ) as avg_gpu_utilization,
         cast(sum(case when is_memory_held then gpu_hours else 0 end) as decimal(18, 6))
             as memory_held_idle_gpu_hours,
         max(memory_used_gb) filter (where is_idle) as max_idle_memory_used_gb,

@@ -1,0 +1,144 @@
+"""The marts end to end against the simulator's ground truth: fourteen simulated nights of a
+40-cluster seed-7 fleet, snapshotted over real HTTP, built as cron would (incrementally), then
+compared with `ground_truth` (computed from the fleet's generative series, not from JSON).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+
+import duckdb
+import pytest
+
+from pipeline.config import Config, StoreSettings
+from pipeline.models import build_models
+from pipeline.simulator import Fleet, FleetSpec, Simulator
+from pipeline.simulator.truth import ground_truth
+from pipeline.snapshot import run_snapshot
+from tests.snapshot_helpers import API_KEY, START, make_config
+
+NIGHTS = 14
+CENT = Decimal("0.01")
+HALF_PERCENT = Decimal("0.005")
+MARTS = ("idle_waste_daily", "idle_waste_gpu_daily", "fleet_daily", "projection_drift",
+         "recommendations", "clusters", "cluster_drift_accuracy")
+
+
+def _marts(path) -> dict[str, list[tuple]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {m: con.execute(f"select * from marts.{m} order by all").fetchall() for m in MARTS}
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """The database after 14 nights (built after night 7 and night 14), and the truth."""
+    db = tmp_path_factory.mktemp("e2e") / "gpucost.duckdb"
+    fleet = Fleet(FleetSpec(seed=7, clusters=40, start=START))
+    times = []
+    builds = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPUCOST_API_KEY", API_KEY)
+        with Simulator(fleet, api_key=API_KEY).run_in_thread(port=0) as url:
+            config = make_config(db, url)
+            for night in range(NIGHTS):
+                fleet.set_clock(START + timedelta(days=night))
+                assert run_snapshot(config).status == "complete"
+                times.append(fleet.now)
+                if night + 1 in (7, NIGHTS):
+                    builds.append(build_models(config))
+    incremental = _marts(db)
+    full = build_models(Config(store=StoreSettings(db=str(db))), full_refresh=True)
+    truth = ground_truth(fleet, times)
+    return {"db": db, "truth": truth, "builds": builds, "incremental": incremental,
+            "full": full, "full_marts": _marts(db)}
+
+
+def _rows(e2e, sql):
+    con = duckdb.connect(str(e2e["db"]), read_only=True)
+    try:
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def _close(mine: Decimal, truth: Decimal, relative: Decimal) -> bool:
+    return abs(mine - truth) <= max(CENT, abs(truth) * relative)
+
+
+def test_idle_gpu_hours_equal_the_truth_exactly(e2e):
+    rows = _rows(e2e, "select * from marts.idle_waste_daily")
+    mine = {(r["cluster_id"], r["day"]): r for r in rows}
+    truth = {(t.cluster_id, t.day): t for t in e2e["truth"].daily}
+    assert set(mine) == set(truth)
+    for key, t in truth.items():
+        m = mine[key]
+        assert m["currency"] == t.currency, key
+        assert m["gpu_hours"] == t.gpu_hours, key
+        assert m["idle_gpu_hours"] == t.idle_gpu_hours, key
+        assert m["memory_held_idle_gpu_hours"] == t.memory_held_idle_gpu_hours, key
+    assert sum(t.idle_gpu_hours for t in truth.values()) > 0  # the fleet has idle GPUs
+
+
+def test_idle_and_unused_cost_within_half_a_percent_per_cluster_and_fleet(e2e):
+    mine: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for r in _rows(e2e, "select * from marts.idle_waste_daily"):
+        mine[r["cluster_id"]][0] += r["idle_cost"]
+        mine[r["cluster_id"]][1] += r["unused_capacity_cost"]
+    truth: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for t in e2e["truth"].daily:
+        truth[t.cluster_id][0] += t.idle_cost
+        truth[t.cluster_id][1] += t.unused_capacity_cost
+    assert set(mine) == set(truth)
+    for cid in truth:
+        assert _close(mine[cid][0], truth[cid][0], HALF_PERCENT), cid
+        assert _close(mine[cid][1], truth[cid][1], HALF_PERCENT), cid
+    fleet = {(r["day"], r["currency"]): r for r in _rows(e2e, "select * from marts.fleet_daily")}
+    expected = {(r["day"], r["currency"]): r for r in e2e["truth"].fleet_daily()}
+    assert set(fleet) == set(expected)
+    assert {c for _, c in fleet} == {"USD", "EUR"}  # currencies kept apart
+    for key, t in expected.items():
+        assert abs(fleet[key]["cost"] - t["cost"]) <= CENT, key
+        assert fleet[key]["gpu_hours"] == t["gpu_hours"], key
+        assert fleet[key]["idle_gpu_hours"] == t["idle_gpu_hours"], key
+        assert _close(fleet[key]["idle_cost"], t["idle_cost"], HALF_PERCENT), key
+
+
+def test_every_projection_actual_within_one_cent(e2e):
+    mine = {
+        (r["cluster_id"], r["projected_at"], r["horizon"]): r
+        for r in _rows(e2e, "select * from marts.projection_drift")
+    }
+    truth = {(p.cluster_id, p.projected_at, p.horizon): p for p in e2e["truth"].projections}
+    assert set(mine) == set(truth)
+    assert {h for _, _, h in truth} >= {"daily", "weekly"}
+    for key, p in truth.items():
+        assert mine[key]["projected_cost"] == p.projected_cost, key
+        assert abs(mine[key]["actual_cost"] - p.actual_cost) <= CENT, key
+    assert any(r["is_flagged"] for r in mine.values())
+
+
+def test_recommendation_kinds_and_savings_equal_the_truth(e2e):
+    mine = {
+        (r["cluster_id"], r["kind"]): r["monthly_savings"]
+        for r in _rows(e2e, "select * from marts.recommendations where status = 'open'")
+    }
+    truth = {(r.cluster_id, r.kind): r.monthly_savings for r in e2e["truth"].recommendations}
+    assert set(mine) == set(truth)
+    assert {k for _, k in truth} == {"stop_idle", "downsize", "schedule", "delete_storage",
+                                     "investigate_error"}
+    for key, savings in truth.items():
+        assert _close(mine[key], savings, Decimal("0.01")), key
+
+
+def test_incremental_nightly_builds_equal_a_full_refresh(e2e):
+    assert "marts.idle_waste_daily" in e2e["builds"][-1].incremental_marts
+    assert e2e["full"].incremental_marts == []
+    for mart in MARTS:
+        assert e2e["incremental"][mart] == e2e["full_marts"][mart], mart
