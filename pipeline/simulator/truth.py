@@ -40,7 +40,7 @@ import bisect
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -98,6 +98,20 @@ class RecommendationTruth:
     evidence: str
 
 
+@dataclass(frozen=True)
+class RecommendationHistoryTruth:
+    """A recommendation's life over all snapshots: open, resolved or closed."""
+
+    cluster_id: str
+    kind: str
+    status: str  # open | resolved | closed
+    monthly_savings: Decimal  # as last seen
+    currency: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    realized_monthly_savings: Decimal | None  # resolved only
+
+
 @dataclass
 class GroundTruth:
     """The expected marts (money as Decimal)."""
@@ -106,6 +120,7 @@ class GroundTruth:
     daily: list[DailyTruth]
     projections: list[ProjectionTruth]
     recommendations: list[RecommendationTruth]
+    recommendation_history: list[RecommendationHistoryTruth] = field(default_factory=list)
 
     def fleet_daily(self) -> list[dict[str, Any]]:
         """Per UTC day and currency: cost, gpu_hours, idle_gpu_hours, idle_cost."""
@@ -136,6 +151,7 @@ class GroundTruth:
             "fleet_daily": [_jsonable(r) for r in self.fleet_daily()],
             "projections": [_jsonable(asdict(r)) for r in self.projections],
             "recommendations": [_jsonable(asdict(r)) for r in self.recommendations],
+            "recommendation_history": [_jsonable(asdict(r)) for r in self.recommendation_history],
         }
 
 
@@ -200,6 +216,7 @@ def ground_truth(
     daily: list[DailyTruth] = []
     projections: list[ProjectionTruth] = []
     recs: list[RecommendationTruth] = []
+    history: list[RecommendationHistoryTruth] = []
     for cid in fleet.cluster_ids():
         snaps = [_snap(fleet, cid, t) for t in times if fleet.exists(cid, t)]
         if not snaps:
@@ -210,11 +227,14 @@ def ground_truth(
             _daily(cid, plan.currency, plan.per_gpu_series, plan.point_cost, buckets, snaps, th)
         )
         projections.extend(_projections(cid, plan.currency, buckets, snaps, times[-1], th))
+        evaluated = [
+            (snap, _recommendations(cid, plan.currency, plan.per_gpu_series, buckets, snap, th))
+            for snap in snaps
+        ]
         if snaps[-1].at == times[-1]:
-            recs.extend(
-                _recommendations(cid, plan.currency, plan.per_gpu_series, buckets, snaps[-1], th)
-            )
-    return GroundTruth(times, daily, projections, recs)
+            recs.extend(evaluated[-1][1])
+        history.extend(_history(evaluated, deleted=snaps[-1].at != times[-1], th=th))
+    return GroundTruth(times, daily, projections, recs, history)
 
 
 def _snap(fleet: Fleet, cid: str, t: datetime) -> _Snap:
@@ -444,6 +464,44 @@ def _recommendations(
             "investigate_error",
             rate_less_storage * month,
             f"status error while billing {snap.components} per hour",
+        )
+    return out
+
+
+def _history(
+    evaluated: list[tuple[_Snap, list[RecommendationTruth]]], *, deleted: bool, th: Thresholds
+) -> list[RecommendationHistoryTruth]:
+    """Each kind's span over the snapshots, and why it ended (DESIGN: resolved lifecycle).
+
+    open: holds at the cluster's latest snapshot (and the cluster still exists). resolved: gone
+    because the cluster was deleted, stopped, or lost GPUs since it was last seen; realized =
+    (rate when last seen - rate now, 0 when deleted) x a month. closed: gone otherwise.
+    """
+    latest = evaluated[-1][0]
+    seen: dict[str, tuple[datetime, _Snap, RecommendationTruth]] = {}
+    for snap, recs in evaluated:
+        for r in recs:
+            first = seen[r.kind][0] if r.kind in seen else snap.at
+            seen[r.kind] = (first, snap, r)
+    out: list[RecommendationHistoryTruth] = []
+    for kind, (first, then, r) in seen.items():
+        realized: Decimal | None = None
+        if then.at == latest.at and not deleted:
+            status = "open"
+        elif (
+            deleted
+            or (latest.status == "stopped" and then.status != "stopped")
+            or latest.gpu_count < then.gpu_count
+        ):
+            status = "resolved"
+            rate_now = Decimal(0) if deleted else latest.components
+            realized = ((then.components - rate_now) * th.hours_per_month).quantize(_Q6)
+        else:
+            status = "closed"
+        out.append(
+            RecommendationHistoryTruth(
+                r.cluster_id, kind, status, r.monthly_savings, r.currency, first, then.at, realized
+            )
         )
     return out
 
