@@ -35,7 +35,7 @@ import sqlglot
 from sqlglot import exp
 
 from pipeline.config import Config, Thresholds
-from pipeline.errors import DataTestError, GpucostError
+from pipeline.errors import ConfigError, DataTestError, GpucostError
 from pipeline.resources import sql_dir
 
 log = logging.getLogger(__name__)
@@ -415,11 +415,12 @@ def build_models(config: Config, *, full_refresh: bool = False) -> BuildResult:
 
     Incremental by default (only the days touched by runs not yet built); `full_refresh`
     rebuilds every mart from all history. Raises `DataTestError` (marts unchanged) when a data
-    test returns rows, `BuildError` when a model cannot be built.
+    test returns rows, `BuildError` when a model cannot be built, `ConfigError` (exit 2) when
+    the database does not exist.
     """
     path = Path(config.store.db)
     if not path.exists():
-        raise BuildError(f"database {path} does not exist: run `gpucost snapshot` first")
+        raise ConfigError(f"database {path} does not exist: run `gpucost snapshot` first")
     con = duckdb.connect(str(path))
     try:
         return build_on_connection(con, config.thresholds, full_refresh=full_refresh)

@@ -49,8 +49,8 @@ def hours(start: datetime, count: int) -> list[datetime]:
 class FixtureDB:
     """An in-memory DuckDB with schema v1 and helpers to insert snapshots and buckets."""
 
-    def __init__(self) -> None:
-        self.con = duckdb.connect()
+    def __init__(self, path: Path | None = None) -> None:
+        self.con = duckdb.connect(str(path) if path else ":memory:")
         self.con.execute("set TimeZone = 'UTC'")
         self.con.execute(MIGRATION.read_text(encoding="utf-8"))
         self._points: dict[tuple[str, datetime], tuple[Any, ...]] = {}
@@ -209,6 +209,11 @@ class FixtureDB:
             self.bucket(cluster_id, at, **kwargs)
 
     # -- building and reading ----------------------------------------------------------------
+    def close(self) -> None:
+        """Write the buffered buckets and close the database (for file databases)."""
+        self._flush()
+        self.con.close()
+
     def build(self, *, full_refresh: bool = False, **thresholds: Any) -> BuildResult:
         """Build every model with default thresholds, overridden by keyword."""
         self._flush()

@@ -607,3 +607,33 @@ def test_money_columns_are_decimal():
     for column in money:
         assert types[column].startswith("DECIMAL"), column
     assert isinstance(db.one("select cost from marts.fleet_daily")["cost"], Decimal)
+
+
+def test_gpucost_build_command_builds_a_database_file(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    path = tmp_path / "g.duckdb"
+    db = FixtureDB(path)
+    db.snapshot("c1", T0)
+    db.bucket("c1", T0 - HOUR, gpus=[(0.0, 0.0)] * 2, cost=D("6.90"))
+    db.close()
+    result = CliRunner().invoke(cli, ["build", "--db", str(path), "--full-refresh"])
+    assert result.exit_code == 0, result.output
+    assert "full refresh" in result.output and "fleet_daily=1" in result.output
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("select idle_cost from marts.idle_waste_daily").fetchone() == (D("6.20"),)
+    con.close()
+
+
+def test_gpucost_build_without_a_database_exits_with_a_clear_message(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, ["build", "--db", str(tmp_path / "none.duckdb")])
+    assert result.exit_code == 2  # a usage error: wrong --db, or no snapshot yet
+    assert "snapshot" in result.output
