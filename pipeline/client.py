@@ -182,7 +182,14 @@ def _retry_after(headers: httpx.Headers, now: float) -> float | None:
 
 
 class _Pacer:
-    """Shared rate-limit state from the `X-RateLimit-*` headers; decides when a request goes."""
+    """Shared rate-limit state from the `X-RateLimit-*` headers; decides when a request goes.
+
+    It tracks one window: its reset time and the requests left in it, counting its own
+    reservations at once (responses of requests in flight arrive later). When the budget is
+    used up, the next window is opened speculatively just after the reset, assumed to last a
+    full window from then (a provider may start it only at the next request); headers of
+    responses from a window already left behind are ignored.
+    """
 
     def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None]):
         self._clock = clock
@@ -192,6 +199,7 @@ class _Pacer:
         self.remaining: int | None = None
         self.reset_at: float | None = None
         self.window: float | None = None
+        self.opens_at = 0.0  # no request of the tracked window goes before this
         self.hold_until = 0.0
         self.next_slot = 0.0
         self.planned = 0  # requests the run still intends to make
@@ -199,13 +207,11 @@ class _Pacer:
     def known(self) -> bool:
         return self.remaining is not None and self.reset_at is not None
 
-    def _roll(self, now: float) -> None:
-        # The window passed its reset: the budget is back to the limit until a header says else.
-        if self.reset_at is not None and now >= self.reset_at and self.limit is not None:
-            step = self.window or max(1.0, now - self.reset_at + 1.0)
-            while self.reset_at <= now:
-                self.reset_at += step
-            self.remaining = self.limit
+    def _open_next(self, at: float) -> None:
+        self.opens_at = at
+        self.reset_at = at + (self.window or 1.0)
+        self.remaining = self.limit if self.limit is not None else 1
+        self.next_slot = 0.0
 
     def acquire(self, max_wait: float) -> float:
         """Reserve one request; sleep until it may go. Raises _OverBudget beyond max_wait."""
@@ -214,19 +220,17 @@ class _Pacer:
             at = max(now, self.hold_until)
             if self.known():
                 assert self.remaining is not None and self.reset_at is not None
-                self._roll(now)
-                if self.remaining <= 0:
-                    # Out of budget: the next request goes right after the reset.
-                    at = max(at, self.reset_at + 0.05)
-                    if at - now > max_wait:
-                        raise _OverBudget()
-                    self.remaining = self.limit if self.limit is not None else 1
-                    self.reset_at += self.window or 0.0
-                elif self.planned > self.remaining:
-                    # More to do than the budget allows before the reset: spread it out.
-                    interval = max(0.0, self.reset_at - now) / self.remaining
+                if now >= self.reset_at:
+                    self._open_next(now)
+                elif self.remaining <= 0:
+                    self._open_next(self.reset_at + 0.05)
+                assert self.remaining is not None and self.reset_at is not None
+                at = max(at, self.opens_at)
+                if self.planned > self.remaining:
+                    # More to do than the budget allows before the reset: spread what is left
+                    # evenly between the last scheduled request and the reset.
                     at = max(at, self.next_slot)
-                    self.next_slot = at + interval
+                    self.next_slot = at + max(0.0, self.reset_at - at) / self.remaining
                 if at - now > max_wait:
                     raise _OverBudget()
                 self.remaining -= 1
@@ -238,8 +242,8 @@ class _Pacer:
             self._sleep(delay)
         return delay
 
-    def update(self, headers: httpx.Headers) -> None:
-        """Learn from a response's `X-RateLimit-*` headers."""
+    def update(self, headers: httpx.Headers, sent_at: float) -> None:
+        """Learn from the `X-RateLimit-*` headers of a response to a request sent at `sent_at`."""
         remaining = _header_float(headers, "x-ratelimit-remaining")
         reset = _header_float(headers, "x-ratelimit-reset")
         limit = _header_float(headers, "x-ratelimit-limit")
@@ -251,12 +255,20 @@ class _Pacer:
                 self.limit = int(limit)
             if window is not None and window > 0:
                 self.window = window
-            if self.reset_at is None or self.remaining is None or reset > self.reset_at + 0.5:
+            # Reset times are whole seconds, rounded up, and a window may start at its first
+            # request: a reset within this slack of ours is the window we track.
+            slack = min(1.5, (self.window or 3.0) / 2)
+            if self.reset_at is None or self.remaining is None or reset > self.reset_at + slack:
                 self.reset_at = reset
                 self.remaining = int(remaining)
-            else:
-                # Same window: our own count already includes requests still in flight.
+                self.opens_at = 0.0
+                self.next_slot = 0.0
+            elif sent_at >= self.opens_at:
+                # The window we track: our own count already includes requests in flight, the
+                # provider's reset is the better one (a sliding window frees slots earlier).
                 self.remaining = min(self.remaining, int(remaining))
+                self.reset_at = reset
+            # else: the answer to a request sent before the tracked window opened.
 
     def hold(self, seconds: float) -> None:
         """After a 429: no worker sends anything for `seconds`."""
@@ -270,7 +282,8 @@ class _Pacer:
                 return None
             assert self.remaining is not None and self.reset_at is not None
             now = self._clock()
-            self._roll(now)
+            if now >= self.reset_at:
+                return None  # the window is over: the next answer will tell
             total = self.remaining
             until_reset = self.reset_at - now
             if until_reset <= horizon:
@@ -416,10 +429,11 @@ class ApiClient:
             raise _Final("the run was aborted")
         self._pacer.acquire(self.retry_max_seconds)
         self.stats.add(requests=1)
+        sent_at = self._clock()
         started = time.monotonic()
         try:
             with self._http.stream("GET", path, params=params) as resp:
-                self._pacer.update(resp.headers)
+                self._pacer.update(resp.headers, sent_at)
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
                     raise _Final(

@@ -659,3 +659,18 @@ def test_from_config_takes_url_settings_and_the_key_from_the_environment(
     monkeypatch.delenv("GPUCOST_API_KEY")
     with pytest.raises(ConfigError, match="no API key"):
         ApiClient.from_config(config)
+
+
+def test_money_sent_as_json_numbers_stays_exact_in_detail_and_raw_body() -> None:
+    api = FakeApi(1)
+    body = json.dumps({"success": True, "data": api.details["cls_000"]}).replace(
+        '"current_hourly_rate": "6.9000"', '"current_hourly_rate": 1234567.8912345678901'
+    )
+    assert "1234567.8912345678901" in body
+    api.script("/v1/clusters/cls_000", httpx.Response(200, content=body.encode()))
+    with make_client(api) as client:
+        result = fetch_all(client, ["cls_000"])["cls_000"]
+    assert result.detail is not None and result.raw_body is not None
+    assert result.detail["cost"]["current_hourly_rate"] == Decimal("1234567.8912345678901")
+    assert b'"current_hourly_rate":1234567.8912345678901' in result.raw_body
+    assert b"hf_example_secret_value" not in result.raw_body
