@@ -204,8 +204,7 @@ def _strip_trailing_semicolon(sql: str) -> str:
 
 def _relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
     row = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? "
-        "and table_name = ?",
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
         [schema, name],
     ).fetchone()
     return bool(row and row[0])
@@ -273,7 +272,7 @@ def _build_model(
         key = model.incremental_key
         con.execute(f'delete from {target} where "{key}" in (select day from _gpucost_days)')
         con.execute(
-            f'insert into {target} select * from ({select}) as model '
+            f"insert into {target} select * from ({select}) as model "
             f'where model."{key}" in (select day from _gpucost_days)'
         )
         return True
@@ -370,7 +369,11 @@ def build_on_connection(
             model_started = time.perf_counter()
             try:
                 if _build_model(
-                    con, model, full_refresh=full_refresh, checksum=checksum, built=built,
+                    con,
+                    model,
+                    full_refresh=full_refresh,
+                    checksum=checksum,
+                    built=built,
                     existing=existing,
                 ):
                     result.incremental_marts.append(model.relation)

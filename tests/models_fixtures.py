@@ -110,9 +110,21 @@ class FixtureDB:
             "(?, ?, ?, ?, ?, 'fixture', ?, ?, ?, 'H100', ?, 1000, 'us-west-2', 'ML', ?, "
             "'healthy', 'healthy', 'healthy', ?, ?, ?, '7d', 3600, true, ?, ?)",
             [
-                run_id, cluster_id, at, name or cluster_id, status, last_status_change,
-                created_at or (T0 - 30 * DAY), at, gpu_count, health, currency, rate,
-                total_cost_to_date, has_gpu_series, has_breakdown,
+                run_id,
+                cluster_id,
+                at,
+                name or cluster_id,
+                status,
+                last_status_change,
+                created_at or (T0 - 30 * DAY),
+                at,
+                gpu_count,
+                health,
+                currency,
+                rate,
+                total_cost_to_date,
+                has_gpu_series,
+                has_breakdown,
             ],
         )
         if has_breakdown:
@@ -126,8 +138,7 @@ class FixtureDB:
         for horizon, value in projections.items():
             hours_ = {"daily": 24, "weekly": 168, "monthly": 720}[horizon]
             self.con.execute(
-                "insert into snap.projections values (?, ?, ?, ?, ?, ?, ?, "
-                "'current_hourly_rate')",
+                "insert into snap.projections values (?, ?, ?, ?, ?, ?, ?, 'current_hourly_rate')",
                 [run_id, cluster_id, at, horizon, hours_, value, currency],
             )
 
@@ -152,8 +163,17 @@ class FixtureDB:
         # kept in Python and written at build(): a later call for the same bucket replaces it,
         # as the store keeps the newest value
         self._points[(cluster_id, at)] = (
-            run_id_for(snapshot_at), cluster_id, at, interval_seconds, snapshot_at, status,
-            util, cost, currency, len(gpus) if gpus else None, list(gpus or ()),
+            run_id_for(snapshot_at),
+            cluster_id,
+            at,
+            interval_seconds,
+            snapshot_at,
+            status,
+            util,
+            cost,
+            currency,
+            len(gpus) if gpus else None,
+            list(gpus or ()),
         )
 
     def _flush(self) -> None:
@@ -163,30 +183,34 @@ class FixtureDB:
         if not self._points:
             return
         rows = list(self._points.values())
-        points = pa.table({
-            "run_id": [r[0] for r in rows],
-            "cluster_id": [r[1] for r in rows],
-            "bucket_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
-            "interval_seconds": [r[3] for r in rows],
-            "snapshot_at": pa.array([r[4] for r in rows], pa.timestamp("us", tz="UTC")),
-            "status": pa.array([r[5] for r in rows], pa.string()),
-            "gpu_utilization": pa.array([r[6] for r in rows], pa.float64()),
-            "cost": pa.array([r[7] for r in rows], pa.decimal128(18, 6)),
-            "currency": [r[8] for r in rows],
-            "gpu_series_count": pa.array([r[9] for r in rows], pa.int32()),
-        })
+        points = pa.table(
+            {
+                "run_id": [r[0] for r in rows],
+                "cluster_id": [r[1] for r in rows],
+                "bucket_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+                "interval_seconds": [r[3] for r in rows],
+                "snapshot_at": pa.array([r[4] for r in rows], pa.timestamp("us", tz="UTC")),
+                "status": pa.array([r[5] for r in rows], pa.string()),
+                "gpu_utilization": pa.array([r[6] for r in rows], pa.float64()),
+                "cost": pa.array([r[7] for r in rows], pa.decimal128(18, 6)),
+                "currency": [r[8] for r in rows],
+                "gpu_series_count": pa.array([r[9] for r in rows], pa.int32()),
+            }
+        )
         gpu_rows = [
             (r[0], r[1], r[2], str(i), r[4], u, m) for r in rows for i, (u, m) in enumerate(r[10])
         ]
-        gpu_points = pa.table({
-            "run_id": pa.array([g[0] for g in gpu_rows], pa.string()),
-            "cluster_id": pa.array([g[1] for g in gpu_rows], pa.string()),
-            "bucket_at": pa.array([g[2] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
-            "gpu_id": pa.array([g[3] for g in gpu_rows], pa.string()),
-            "snapshot_at": pa.array([g[4] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
-            "utilization": pa.array([g[5] for g in gpu_rows], pa.float64()),
-            "memory_used_gb": pa.array([g[6] for g in gpu_rows], pa.float64()),
-        })
+        gpu_points = pa.table(
+            {
+                "run_id": pa.array([g[0] for g in gpu_rows], pa.string()),
+                "cluster_id": pa.array([g[1] for g in gpu_rows], pa.string()),
+                "bucket_at": pa.array([g[2] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
+                "gpu_id": pa.array([g[3] for g in gpu_rows], pa.string()),
+                "snapshot_at": pa.array([g[4] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
+                "utilization": pa.array([g[5] for g in gpu_rows], pa.float64()),
+                "memory_used_gb": pa.array([g[6] for g in gpu_rows], pa.float64()),
+            }
+        )
         self.con.register("_fixture_points", points)
         self.con.register("_fixture_gpu_points", gpu_points)
         self.con.execute(
@@ -201,9 +225,7 @@ class FixtureDB:
         self.con.unregister("_fixture_points")
         self.con.unregister("_fixture_gpu_points")
 
-    def buckets(
-        self, cluster_id: str, starts: Iterable[datetime], **kwargs: Any
-    ) -> None:
+    def buckets(self, cluster_id: str, starts: Iterable[datetime], **kwargs: Any) -> None:
         """The same bucket values at every start."""
         for at in starts:
             self.bucket(cluster_id, at, **kwargs)
@@ -217,9 +239,7 @@ class FixtureDB:
     def build(self, *, full_refresh: bool = False, **thresholds: Any) -> BuildResult:
         """Build every model with default thresholds, overridden by keyword."""
         self._flush()
-        return build_on_connection(
-            self.con, Thresholds(**thresholds), full_refresh=full_refresh
-        )
+        return build_on_connection(self.con, Thresholds(**thresholds), full_refresh=full_refresh)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Query results as dicts."""

@@ -77,7 +77,9 @@ def test_idle_cost_unused_capacity_and_memory_held_per_gpu():
         "select * from marts.idle_waste_gpu_daily where gpu_id = '0' and day = '2026-11-12'"
     )
     assert (gpu0["gpu_hours"], gpu0["idle_gpu_hours"], gpu0["idle_cost"]) == (
-        D("21"), D("21"), D("65.10"),
+        D("21"),
+        D("21"),
+        D("65.10"),
     )
     fleet = db.one("select * from marts.fleet_daily where day = '2026-11-12'")
     assert fleet["cost"] == D("144.90")  # 21 x 6.90
@@ -126,9 +128,15 @@ def test_price_change_inside_a_day_prices_each_bucket_by_its_nearest_snapshot():
     db = FixtureDB()
     db.snapshot("c1", T0)  # Nov 13 03:00, gpu 6.20 of 6.90
     db.snapshot(
-        "c1", T0 + DAY,
-        components={"gpu": D("8.20"), "cpu": D("0.32"), "memory": D("0.12"),
-                    "storage": D("0.14"), "network": D("0.12")},
+        "c1",
+        T0 + DAY,
+        components={
+            "gpu": D("8.20"),
+            "cpu": D("0.32"),
+            "memory": D("0.12"),
+            "storage": D("0.14"),
+            "network": D("0.12"),
+        },
     )  # gpu 8.20 of 8.90
     # 24 idle buckets Nov 13 03:00 .. Nov 14 02:00; the price changed at 15:00.
     for i, at in enumerate(hours(T0, 24)):
@@ -146,8 +154,13 @@ def test_price_change_inside_a_day_prices_each_bucket_by_its_nearest_snapshot():
 
 def test_resize_8_to_4_counts_the_gpus_each_bucket_had():
     db = FixtureDB()
-    big = {"gpu": D("24.80"), "cpu": D("0.32"), "memory": D("0.12"), "storage": D("0.14"),
-           "network": D("0.12")}  # 25.50 per hour, 3.10 per GPU
+    big = {
+        "gpu": D("24.80"),
+        "cpu": D("0.32"),
+        "memory": D("0.12"),
+        "storage": D("0.14"),
+        "network": D("0.12"),
+    }  # 25.50 per hour, 3.10 per GPU
     small = dict(big, gpu=D("12.40"))  # 13.10 per hour
     db.snapshot("c1", T0, gpu_count=8, components=big)
     db.snapshot("c1", T0 + DAY, gpu_count=4, components=small)
@@ -182,8 +195,7 @@ def test_stopped_mid_day_bills_storage_only_and_no_gpu_hours():
         if i < 6:  # 03..08 running, idle
             db.bucket("c1", at, gpus=[(0.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=T0 + DAY)
         else:  # 09..02 stopped, storage only, no GPU entries
-            db.bucket("c1", at, util=0.0, cost=D("0.14"), status="stopped",
-                      snapshot_at=T0 + DAY)
+            db.bucket("c1", at, util=0.0, cost=D("0.14"), status="stopped", snapshot_at=T0 + DAY)
     db.build()
     days = _daily(db, "c1")
     # the stopped snapshot bills no GPU: every running bucket is priced by Nov 13 03:00
@@ -241,8 +253,7 @@ def test_bucket_revised_by_a_later_snapshot_takes_the_new_value():
     assert _daily(db, "c1")["2026-11-13"]["idle_gpu_hours"] == D("2")
     db.snapshot("c1", T0 + DAY)
     # the provider revised the bucket: GPU 1 was busy after all
-    db.bucket("c1", T0 - HOUR, gpus=[(0.0, 0.0), (80.0, 0.0)], cost=D("6.90"),
-              snapshot_at=T0 + DAY)
+    db.bucket("c1", T0 - HOUR, gpus=[(0.0, 0.0), (80.0, 0.0)], cost=D("6.90"), snapshot_at=T0 + DAY)
     db.build()
     row = _daily(db, "c1")["2026-11-13"]
     assert row["idle_gpu_hours"] == D("1")
@@ -269,8 +280,9 @@ def test_several_currencies_are_never_summed_together():
     db.snapshot("usd", T0)
     db.snapshot("eur", T0, currency="EUR")
     db.buckets("usd", hours(T0 - 2 * HOUR, 2), gpus=[(0.0, 0.0)] * 2, cost=D("6.90"))
-    db.buckets("eur", hours(T0 - 2 * HOUR, 2), gpus=[(0.0, 0.0)] * 2, cost=D("6.90"),
-               currency="EUR")
+    db.buckets(
+        "eur", hours(T0 - 2 * HOUR, 2), gpus=[(0.0, 0.0)] * 2, cost=D("6.90"), currency="EUR"
+    )
     db.build()
     rows = {r["currency"]: r for r in db.rows("select * from marts.fleet_daily")}
     assert set(rows) == {"USD", "EUR"}
@@ -314,16 +326,12 @@ def test_unelapsed_or_poorly_covered_horizons_are_not_scored():
     db.snapshot("c1", T0 + DAY)
     # 22 of 24 buckets (91.7 % < 95 %) and no totals: the daily horizon is not scored;
     # weekly and monthly have not elapsed
-    db.buckets("c1", hours(T0, 22), gpus=[(50.0, 0.0)] * 2, cost=D("6.90"),
-               snapshot_at=T0 + DAY)
+    db.buckets("c1", hours(T0, 22), gpus=[(50.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=T0 + DAY)
     db.build()
     assert db.rows("select * from marts.projection_drift") == []
-    db.bucket("c1", T0 + 22 * HOUR, gpus=[(50.0, 0.0)] * 2, cost=D("6.90"),
-              snapshot_at=T0 + DAY)
+    db.bucket("c1", T0 + 22 * HOUR, gpus=[(50.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=T0 + DAY)
     db.build()  # 23 of 24 = 95.8 %: scored, from the 23 buckets seen
-    assert db.one("select actual_cost from marts.projection_drift")["actual_cost"] == D(
-        "158.70"
-    )
+    assert db.one("select actual_cost from marts.projection_drift")["actual_cost"] == D("158.70")
 
 
 def test_deleted_mid_horizon_is_the_cause():
@@ -333,8 +341,9 @@ def test_deleted_mid_horizon_is_the_cause():
     db.snapshot("c1", T0 + 12 * HOUR)
     db.snapshot("keep", T0 + 12 * HOUR)
     db.snapshot("keep", T0 + DAY)  # c1 was deleted before this run
-    db.buckets("c1", hours(T0, 12), gpus=[(50.0, 0.0)] * 2, cost=D("6.90"),
-               snapshot_at=T0 + 12 * HOUR)
+    db.buckets(
+        "c1", hours(T0, 12), gpus=[(50.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=T0 + 12 * HOUR
+    )
     db.build()
     # 12 of 24 hours seen: not scored at the default 95 % coverage
     assert db.rows("select * from marts.projection_drift where cluster_id = 'c1'") == []
@@ -353,11 +362,19 @@ def test_deleted_mid_horizon_is_the_cause():
 def test_rate_change_is_the_cause_and_small_drift_is_not_flagged():
     db = FixtureDB()
     db.snapshot("c1", T0)
-    db.snapshot("c1", T0 + DAY, hourly_rate=D("7.00"),
-                components={"gpu": D("6.30"), "cpu": D("0.32"), "memory": D("0.12"),
-                            "storage": D("0.14"), "network": D("0.12")})
-    db.buckets("c1", hours(T0, 24), gpus=[(50.0, 0.0)] * 2, cost=D("7.00"),
-               snapshot_at=T0 + DAY)
+    db.snapshot(
+        "c1",
+        T0 + DAY,
+        hourly_rate=D("7.00"),
+        components={
+            "gpu": D("6.30"),
+            "cpu": D("0.32"),
+            "memory": D("0.12"),
+            "storage": D("0.14"),
+            "network": D("0.12"),
+        },
+    )
+    db.buckets("c1", hours(T0, 24), gpus=[(50.0, 0.0)] * 2, cost=D("7.00"), snapshot_at=T0 + DAY)
     db.build()
     drift = db.one("select * from marts.projection_drift")
     # 24 x 7.00 = 168.00 against 165.60: +1.45 %, |diff| 2.40 >= 1 but < 15 %: not flagged
@@ -389,8 +406,13 @@ def test_stop_idle_and_downsize_for_an_idle_cluster():
 
 def test_downsize_uses_the_interpolated_p95_of_busy_gpus():
     db = FixtureDB()
-    four = {"gpu": D("12.40"), "cpu": D("0.32"), "memory": D("0.12"), "storage": D("0.14"),
-            "network": D("0.12")}
+    four = {
+        "gpu": D("12.40"),
+        "cpu": D("0.32"),
+        "memory": D("0.12"),
+        "storage": D("0.14"),
+        "network": D("0.12"),
+    }
     db.snapshot("c1", T0, gpu_count=4, components=four)
     # GPU 0 always busy; GPU 1 busy in the last 9 of 168 hours: busy counts are 159 ones and
     # 9 twos. P95 (linear): position 0.95 x 167 = 158.65, between index 158 (1) and 159 (2):
@@ -449,8 +471,9 @@ def test_open_recommendation_resolved_when_the_cluster_is_stopped():
     db.build()
     first = _recs(db, "c1")["stop_idle"]
     db.snapshot("c1", T0 + DAY, status="stopped")
-    db.buckets("c1", hours(T0, 24), util=0.0, cost=D("0.14"), status="stopped",
-               snapshot_at=T0 + DAY)
+    db.buckets(
+        "c1", hours(T0, 24), util=0.0, cost=D("0.14"), status="stopped", snapshot_at=T0 + DAY
+    )
     db.build()
     rec = _recs(db, "c1")["stop_idle"]
     assert rec["rec_id"] == first["rec_id"]  # stable across nights
@@ -465,8 +488,7 @@ def test_recommendation_closed_when_the_cluster_gets_busy():
     db.snapshot("c1", T0)
     db.buckets("c1", _week_before(T0), gpus=[(1.0, 8.0)] * 2, cost=D("6.90"))
     db.snapshot("c1", T0 + DAY)
-    db.buckets("c1", hours(T0, 24), gpus=[(90.0, 8.0)] * 2, cost=D("6.90"),
-               snapshot_at=T0 + DAY)
+    db.buckets("c1", hours(T0, 24), gpus=[(90.0, 8.0)] * 2, cost=D("6.90"), snapshot_at=T0 + DAY)
     db.build()
     rec = _recs(db, "c1")["stop_idle"]  # 144 of 168 idle at Nov 14 = 85.7 % < 95 %
     assert rec["status"] == "closed"
@@ -566,8 +588,9 @@ def test_build_order_comes_from_the_models_references(tmp_path):
 
 def test_a_cycle_is_a_clear_error(tmp_path):
     _write(tmp_path, "intermediate", "a", "select * from intermediate.b")
-    _write(tmp_path, "intermediate", "b",
-           "with x as (select * from intermediate.a) select * from x")
+    _write(
+        tmp_path, "intermediate", "b", "with x as (select * from intermediate.a) select * from x"
+    )
     with pytest.raises(BuildError, match="cycle"):
         discover_models(tmp_path)
 
@@ -599,10 +622,15 @@ def test_money_columns_are_decimal():
         ).fetchall()
     )
     money = [
-        "idle_waste_daily.idle_cost", "idle_waste_daily.unused_capacity_cost",
-        "fleet_daily.cost", "fleet_daily.idle_cost", "projection_drift.projected_cost",
-        "projection_drift.actual_cost", "recommendations.monthly_savings",
-        "recommendations.realized_monthly_savings", "clusters.hourly_rate",
+        "idle_waste_daily.idle_cost",
+        "idle_waste_daily.unused_capacity_cost",
+        "fleet_daily.cost",
+        "fleet_daily.idle_cost",
+        "projection_drift.projected_cost",
+        "projection_drift.actual_cost",
+        "recommendations.monthly_savings",
+        "recommendations.realized_monthly_savings",
+        "clusters.hourly_rate",
     ]
     for column in money:
         assert types[column].startswith("DECIMAL"), column

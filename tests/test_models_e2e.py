@@ -22,8 +22,15 @@ from tests.snapshot_helpers import API_KEY, START, make_config
 NIGHTS = 14
 CENT = Decimal("0.01")
 HALF_PERCENT = Decimal("0.005")
-MARTS = ("idle_waste_daily", "idle_waste_gpu_daily", "fleet_daily", "projection_drift",
-         "recommendations", "clusters", "cluster_drift_accuracy")
+MARTS = (
+    "idle_waste_daily",
+    "idle_waste_gpu_daily",
+    "fleet_daily",
+    "projection_drift",
+    "recommendations",
+    "clusters",
+    "cluster_drift_accuracy",
+)
 
 
 def _marts(path) -> dict[str, list[tuple]]:
@@ -54,8 +61,14 @@ def e2e(tmp_path_factory):
     incremental = _marts(db)
     full = build_models(Config(store=StoreSettings(db=str(db))), full_refresh=True)
     truth = ground_truth(fleet, times)
-    return {"db": db, "truth": truth, "builds": builds, "incremental": incremental,
-            "full": full, "full_marts": _marts(db)}
+    return {
+        "db": db,
+        "truth": truth,
+        "builds": builds,
+        "incremental": incremental,
+        "full": full,
+        "full_marts": _marts(db),
+    }
 
 
 def _rows(e2e, sql):
@@ -131,8 +144,13 @@ def test_recommendation_kinds_and_savings_equal_the_truth(e2e):
     }
     truth = {(r.cluster_id, r.kind): r.monthly_savings for r in e2e["truth"].recommendations}
     assert set(mine) == set(truth)
-    assert {k for _, k in truth} == {"stop_idle", "downsize", "schedule", "delete_storage",
-                                     "investigate_error"}
+    assert {k for _, k in truth} == {
+        "stop_idle",
+        "downsize",
+        "schedule",
+        "delete_storage",
+        "investigate_error",
+    }
     for key, savings in truth.items():
         assert _close(mine[key], savings, Decimal("0.01")), key
 

@@ -26,8 +26,12 @@ DATA = Path("/work/shared/data/alibaba-genai-2026")
 UTIL_ARCHIVE = DATA / "pod_gpu_duty_cycle_anon.tar.gz"
 MEMORY_ARCHIVE = DATA / "pod_gpu_memory_used_bytes_anon.tar.gz"
 # One GPU at 2.00 per hour, plus cpu 0.30, storage 0.10, network 0.10: 2.50 per hour.
-COMPONENTS = {"gpu": Decimal("2.00"), "cpu": Decimal("0.30"), "storage": Decimal("0.10"),
-              "network": Decimal("0.10")}
+COMPONENTS = {
+    "gpu": Decimal("2.00"),
+    "cpu": Decimal("0.30"),
+    "storage": Decimal("0.10"),
+    "network": Decimal("0.10"),
+}
 RATE = sum(COMPONENTS.values(), Decimal(0))
 IDLE_PCT = 5.0
 HELD_GB = 1.0
@@ -45,6 +49,7 @@ def _csv_bytes(archive: Path) -> bytes:
 
 def _load_with_polars(db: FixtureDB, util_csv: bytes, memory_csv: bytes) -> int:
     """The test's loader: hourly means per pod with polars, written as snapshots and buckets."""
+
     def hourly(raw: bytes, name: str) -> pl.DataFrame:
         return (
             pl.read_csv(raw)
@@ -59,12 +64,22 @@ def _load_with_polars(db: FixtureDB, util_csv: bytes, memory_csv: bytes) -> int:
     for (pod,), rows in buckets.sort("hour").group_by(["container_ip"], maintain_order=True):
         last = rows["hour"].max()
         snapshot_at = datetime.fromtimestamp(last + 3600, UTC)
-        db.snapshot(pod, snapshot_at, gpu_count=1, components=dict(COMPONENTS),
-                    created_at=snapshot_at - timedelta(days=2))
+        db.snapshot(
+            pod,
+            snapshot_at,
+            gpu_count=1,
+            components=dict(COMPONENTS),
+            created_at=snapshot_at - timedelta(days=2),
+        )
         for hour, util, memory in rows.select("hour", "util", "memory_bytes").iter_rows():
             memory_gb = memory / 1e9 if memory is not None else None
-            db.bucket(pod, datetime.fromtimestamp(hour, UTC), gpus=[(util, memory_gb)],
-                      cost=RATE, snapshot_at=snapshot_at)
+            db.bucket(
+                pod,
+                datetime.fromtimestamp(hour, UTC),
+                gpus=[(util, memory_gb)],
+                cost=RATE,
+                snapshot_at=snapshot_at,
+            )
     return buckets.height
 
 
@@ -82,9 +97,7 @@ def _expected_in_pure_python(util_csv: bytes, memory_csv: bytes) -> dict[str, di
         key = (row["container_ip"], int(float(row["timestamp_anon"])) // 3600)
         mem_sum[key] += float(row["value"])
         mem_n[key] += 1
-    out: dict[str, dict] = defaultdict(
-        lambda: {"hours": 0, "idle": 0, "held": 0, "unused": 0.0}
-    )
+    out: dict[str, dict] = defaultdict(lambda: {"hours": 0, "idle": 0, "held": 0, "unused": 0.0})
     for key, total in util_sum.items():
         mean = total / util_n[key]
         pod = out[key[0]]
@@ -144,7 +157,8 @@ def test_real_pods_idle_all_day_are_told_to_stop(built):
     db, expected = built
     # stop_idle: idle in >= 95 % of >= 24 billed hours; a pod has one GPU, so no downsize
     should_stop = {
-        pod for pod, e in expected.items()
+        pod
+        for pod, e in expected.items()
         if e["hours"] >= 24 and e["idle"] * 100 >= 95 * e["hours"]
     }
     recs = db.rows("select cluster_id, kind, reason from marts.recommendations")
