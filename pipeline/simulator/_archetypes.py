@@ -96,12 +96,12 @@ DECK: tuple[Slot, ...] = (
     _slot("notebook", "created"),
     _slot("notebook", "price", name=HOSTILE_NAMES[4]),
     _slot("notebook"),
-    _slot("forgotten", "secrets_env"),
+    _slot("forgotten", "secrets_env", "stop_mid"),  # its owner stops it: stop_idle resolved
     _slot("forgotten", "eur"),
     _slot("forgotten", "no_gpus"),
     _slot("forgotten", "deleted"),
     _slot("forgotten", name=HOSTILE_NAMES[5]),
-    _slot("partial", "resize"),
+    _slot("partial", "resize"),  # 4 busy of 8, resized to 4: downsize resolved
     _slot("partial", "late", "secrets_logs"),
     _slot("partial"),
     _slot("partial", "price"),

@@ -895,6 +895,15 @@ _PROJECTS = (
 )
 
 
+def _busy_gpus(rng: np.random.Generator, slot: arch.Slot, gpu_count: int) -> int:
+    """How many GPUs of a partially used cluster are busy (0: not a partial cluster)."""
+    if slot.archetype != "partial":
+        return 0
+    if "resize" in slot.mods:
+        return 4  # the 8 -> 4 resize keeps exactly the busy ones
+    return int(rng.integers(1, max(2, gpu_count // 2 + 1)))
+
+
 @lru_cache(maxsize=256)
 def _deck_order(seed: int, deck_round: int) -> tuple[int, ...]:
     """The shuffled order of the deck for its `deck_round`-th copy."""
@@ -999,9 +1008,7 @@ def _generate_plan(spec: FleetSpec, index: int) -> ClusterPlan:
         per_gpu_series="no_gpus" not in mods,
         point_cost="no_point_cost" not in mods,
         late_data="late" in mods,
-        busy_gpus=int(rng.integers(1, max(2, gpu_count // 2 + 1)))
-        if slot.archetype == "partial"
-        else 0,
+        busy_gpus=_busy_gpus(rng, slot, gpu_count),
         description=f"{slot.archetype} cluster"
         + (" of " + person if slot.archetype == "notebook" else ""),
         region=region,

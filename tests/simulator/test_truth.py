@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -321,6 +322,12 @@ def test_demo_fleet_truth_has_every_recommendation_kind_and_is_json() -> None:
     )
     usd_eur = {(r["day"], r["currency"]): r["cost"] for r in truth.fleet_daily()}
     assert usd_eur[(day, "USD")] + usd_eur[(day, "EUR")] == sum(expected, D(0))
+    # the demo shows recommendations resolved by each of DESIGN's three actions
+    resolved = {h.cluster_id for h in truth.recommendation_history if h.status == "resolved"}
+    plans = [fleet.plan(c) for c in resolved]
+    assert any(e.kind == "stop" for p in plans for e in p.events)
+    assert any(e.kind == "resize" for p in plans for e in p.events)
+    assert any(p.deleted_at is not None for p in plans)
     doc = json.loads(json.dumps(truth.to_dict()))
     assert doc["recommendations"][0]["monthly_savings"] == str(
         truth.recommendations[0].monthly_savings
@@ -344,3 +351,43 @@ def test_projection_from_an_off_hour_snapshot_counts_from_its_hour() -> None:
         D("125.60"),
         24,
     )
+
+
+def test_recommendation_history_resolves_on_stop_and_closes_on_use() -> None:
+    noon = datetime(2026, 11, 2, 12, tzinfo=UTC)
+    # 2 GPUs at 1.00 + 4 x 0.10 = 2.40/h, idle (1 %) from 10-30; stopped at 11-02 12:00
+    stopped = ClusterPlan(
+        id="cls_f",
+        name="f",
+        created_at=datetime(2026, 10, 30, tzinfo=UTC),
+        gpu_count=2,
+        gpu_price=D("1.00"),
+        cpu_rate=D("0.10"),
+        memory_rate=D("0.10"),
+        storage_rate=D("0.10"),
+        network_rate=D("0.10"),
+        utilization=lambda t, g: (1.0, 3.0),
+        events=(ClusterEvent(noon, "stop"),),
+    )
+    # the same, never stopped, but busy (90 %) from 11-02 12:00
+    used = dataclasses.replace(
+        stopped,
+        id="cls_g",
+        events=(),
+        utilization=lambda t, g: (90.0, 30.0) if t >= noon else (1.0, 3.0),
+    )
+    truth = _truth(stopped, used)
+    history = {(h.cluster_id, h.kind): h for h in truth.recommendation_history}
+    assert set(history) == {(c, k) for c in ("cls_f", "cls_g") for k in ("stop_idle", "downsize")}
+    # at T0 both idle in 72 of 72 billed hours: stop_idle (2.40 - 0.10) x 720 = 1656, and
+    # downsize to max(1, 0) = 1 GPU: 1 x 1.00 x 720 = 720; both gone at T1
+    f_stop, f_down = history[("cls_f", "stop_idle")], history[("cls_f", "downsize")]
+    assert (f_stop.monthly_savings, f_down.monthly_savings) == (D("1656"), D("720"))
+    assert (f_stop.first_seen_at, f_stop.last_seen_at) == (T0, T0)
+    # stopped since: resolved, realized = (2.40 - 0.10 storage now) x 720 for each kind
+    assert (f_stop.status, f_stop.realized_monthly_savings) == ("resolved", D("1656"))
+    assert (f_down.status, f_down.realized_monthly_savings) == ("resolved", D("1656"))
+    # busy since, still running with 2 GPUs: closed, nothing realized
+    g_stop = history[("cls_g", "stop_idle")]
+    assert (g_stop.status, g_stop.realized_monthly_savings) == ("closed", None)
+    assert truth.recommendations == []
