@@ -164,18 +164,24 @@ _SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "cost": _MONEY, "currency": pa.string(), "gpu_series_count": pa.int32(),
         "_seq": pa.int32(),
     },
+    # Staged without the columns its bucket already has: `_pt` points at the bucket's row in
+    # the batch's metric_points (`_row`); converting 1.3 M repeated timestamps and ids to Arrow
+    # per night cost more than everything else in the loader.
     "gpu_metric_points": {
-        "run_id": pa.string(), "cluster_id": pa.string(), "bucket_at": _TS,
-        "gpu_id": pa.string(), "snapshot_at": _TS, "utilization": pa.float64(),
-        "memory_used_gb": pa.float64(), "power_draw_w": pa.float64(), "_seq": pa.int32(),
+        "_pt": pa.int32(), "gpu_id": pa.string(), "utilization": pa.float64(),
+        "memory_used_gb": pa.float64(), "power_draw_w": pa.float64(),
     },
 }
+_GPU_POINT_COLUMNS = ("run_id", "cluster_id", "bucket_at", "gpu_id", "snapshot_at",
+                      "utilization", "memory_used_gb", "power_draw_w")
 _SNAPSHOT_TABLES = ("cluster_snapshots", "cost_components", "projections", "alerts",
                     "gpu_current")
 
 
 def _columns(table: str) -> list[str]:
-    return [c for c in _SCHEMAS[table] if c != "_seq"]
+    if table == "gpu_metric_points":
+        return list(_GPU_POINT_COLUMNS)
+    return [c for c in _SCHEMAS[table] if not c.startswith("_")]
 
 
 class _Rows:
@@ -191,19 +197,24 @@ class _Rows:
             values.append(row.get(name))
 
     def extend(self, other: _Rows) -> None:
+        offset = self.count("metric_points")
         for table, cols in self.cols.items():
             for name, values in cols.items():
-                values.extend(other.cols[table][name])
+                if name == "_pt" and offset:
+                    values.extend([pt + offset for pt in other.cols[table][name]])
+                else:
+                    values.extend(other.cols[table][name])
 
     def count(self, table: str) -> int:
-        return len(self.cols[table]["run_id"])
+        return len(next(iter(self.cols[table].values())))
 
     def arrow(self, table: str) -> pa.Table:
         schema = _SCHEMAS[table]
-        return pa.table(
-            {name: pa.array(values, type=schema[name])
-             for name, values in self.cols[table].items()}
-        )
+        columns = {name: pa.array(values, type=schema[name])
+                   for name, values in self.cols[table].items()}
+        if table == "metric_points":
+            columns["_row"] = pa.array(range(self.count(table)), type=pa.int32())
+        return pa.table(columns)
 
 
 def _get(doc: Any, *path: str) -> Any:
@@ -424,62 +435,92 @@ def _gpu_current_rows(rows: _Rows, key: dict[str, Any], gpus: Any) -> None:
         rows.add("gpu_current", row)
 
 
+_NUMBER_TYPES = frozenset({float, int, type(None)})
+
+
+def _check_numbers(values: list[Any], where: Any) -> None:
+    """Make every value of a float column a float or None, naming the first bad one.
+
+    The fast path is one pass of type checks; `where(k)` builds the field path of item k only
+    when something is wrong.
+    """
+    if all(v.__class__ in _NUMBER_TYPES for v in values):
+        return
+    for k, v in enumerate(values):
+        if v.__class__ not in _NUMBER_TYPES:
+            values[k] = _num(v, where(k))
+
+
 def _point_rows(rows: _Rows, run_id: str, cluster_id: str, snap_at: datetime, seq: int,
                 currency: str | None, interval: int, points: list[Any]) -> None:
-    """The hot loop (168 points x 8 GPUs per cluster): appends straight to the column lists."""
+    """The hot loop (168 points x 8 GPUs per cluster): whole columns at a time."""
     latest: dict[datetime, tuple[int, Mapping[str, Any]]] = {}
     for i, point in enumerate(points):
         if not isinstance(point, Mapping):
             raise LoadError(f"metrics.historical.data_points[{i}]: not an object")
-        bucket = _ts(point.get("timestamp"), f"metrics.historical.data_points[{i}].timestamp")
+        bucket = point.get("timestamp")
         if bucket is None:
             raise LoadError(f"metrics.historical.data_points[{i}].timestamp: missing")
+        if bucket.__class__ is not datetime or bucket.tzinfo is None:
+            _ts(bucket, f"metrics.historical.data_points[{i}].timestamp")
         latest[bucket] = (i, point)  # a bucket sent twice: the later entry wins
     mp = rows.cols["metric_points"]
     gm = rows.cols["gpu_metric_points"]
-    for bucket, (i, point) in latest.items():
-        where = f"metrics.historical.data_points[{i}]"
+    n_points = len(latest)
+    entries = list(latest.values())
+    mp["run_id"].extend([run_id] * n_points)
+    mp["cluster_id"].extend([cluster_id] * n_points)
+    mp["bucket_at"].extend(latest)
+    mp["interval_seconds"].extend([interval] * n_points)
+    mp["snapshot_at"].extend([snap_at] * n_points)
+    mp["currency"].extend([currency] * n_points)
+    mp["_seq"].extend([seq] * n_points)
+    mp["status"].extend([_str(p.get("status")) for _, p in entries])
+    for name in ("gpu_utilization", "gpu_memory_utilization", "cpu_utilization",
+                 "memory_utilization"):
+        column = [p.get(name) for _, p in entries]
+        _check_numbers(column, lambda k, n=name: f"metrics.historical.data_points"
+                                                 f"[{entries[k][0]}].{n}")
+        mp[name].extend(column)
+    mp["cost"].extend([_money(p.get("cost"), f"metrics.historical.data_points[{i}].cost")
+                       for i, p in entries])
+    counts = mp["gpu_series_count"]
+    gpu_points = []
+    for position, (i, point) in enumerate(entries):
         gpus = point.get("gpus")
-        if gpus is not None and not isinstance(gpus, list):
-            raise LoadError(f"{where}.gpus: not a list")
-        mp["run_id"].append(run_id)
-        mp["cluster_id"].append(cluster_id)
-        mp["bucket_at"].append(bucket)
-        mp["interval_seconds"].append(interval)
-        mp["snapshot_at"].append(snap_at)
-        mp["status"].append(_str(point.get("status")))
-        mp["gpu_utilization"].append(_num(point.get("gpu_utilization"),
-                                          f"{where}.gpu_utilization"))
-        mp["gpu_memory_utilization"].append(_num(point.get("gpu_memory_utilization"),
-                                                 f"{where}.gpu_memory_utilization"))
-        mp["cpu_utilization"].append(_num(point.get("cpu_utilization"),
-                                          f"{where}.cpu_utilization"))
-        mp["memory_utilization"].append(_num(point.get("memory_utilization"),
-                                             f"{where}.memory_utilization"))
-        mp["cost"].append(_money(point.get("cost"), f"{where}.cost"))
-        mp["currency"].append(currency)
-        mp["_seq"].append(seq)
         if gpus is None:
-            mp["gpu_series_count"].append(None)
+            counts.append(None)
             continue
-        seen: set[str] = set()
-        for j, gpu in enumerate(gpus):
-            if not isinstance(gpu, Mapping) or gpu.get("gpu_id") is None:
-                raise LoadError(f"{where}.gpus[{j}]: no gpu_id")
-            gpu_id = str(gpu["gpu_id"])
-            if gpu_id in seen:
-                raise LoadError(f"{where}.gpus[{j}]: gpu_id {gpu_id!r} sent twice")
-            seen.add(gpu_id)
-            gm["run_id"].append(run_id)
-            gm["cluster_id"].append(cluster_id)
-            gm["bucket_at"].append(bucket)
-            gm["gpu_id"].append(gpu_id)
-            gm["snapshot_at"].append(snap_at)
-            gm["utilization"].append(_num(gpu.get("utilization"), f"{where}.gpus[{j}]"))
-            gm["memory_used_gb"].append(_num(gpu.get("memory_used_gb"), f"{where}.gpus[{j}]"))
-            gm["power_draw_w"].append(_num(gpu.get("power_draw_w"), f"{where}.gpus[{j}]"))
-            gm["_seq"].append(seq)
-        mp["gpu_series_count"].append(len(seen))
+        if not isinstance(gpus, list):
+            raise LoadError(f"metrics.historical.data_points[{i}].gpus: not a list")
+        counts.append(len(gpus))
+        if gpus:
+            gpu_points.append((i, position, gpus))
+    for i, position, gpus in gpu_points:
+        n = len(gpus)
+        try:
+            ids = [g["gpu_id"] for g in gpus]
+            utilization = [g.get("utilization") for g in gpus]
+            memory = [g.get("memory_used_gb") for g in gpus]
+            power = [g.get("power_draw_w") for g in gpus]
+        except (KeyError, TypeError, AttributeError):
+            raise LoadError(f"metrics.historical.data_points[{i}].gpus: an entry without gpu_id"
+                            ) from None
+        if not all(g.__class__ is str for g in ids):
+            if any(g is None for g in ids):
+                raise LoadError(f"metrics.historical.data_points[{i}].gpus: no gpu_id")
+            ids = [str(g) for g in ids]
+        if len(set(ids)) != n:
+            raise LoadError(f"metrics.historical.data_points[{i}].gpus: a gpu_id sent twice")
+        for column, name in ((utilization, "utilization"), (memory, "memory_used_gb"),
+                             (power, "power_draw_w")):
+            _check_numbers(column, lambda k, n=name, i=i: f"metrics.historical.data_points[{i}]"
+                                                     f".gpus[{k}].{n}")
+        gm["gpu_id"].extend(ids)
+        gm["utilization"].extend(utilization)
+        gm["memory_used_gb"].extend(memory)
+        gm["power_draw_w"].extend(power)
+        gm["_pt"].extend([position] * n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -855,10 +896,19 @@ class Store:
                 self._write_buckets(con, rows)
                 raws = [item.raw for item in pending if item.raw is not None]
                 if raws:
-                    con.executemany(
+                    # executemany prepares per row: an Arrow table is one insert
+                    con.register("_in_raw", pa.table({
+                        "run_id": pa.array([r[0] for r in raws], pa.string()),
+                        "cluster_id": pa.array([r[1] for r in raws], pa.string()),
+                        "fetched_at": pa.array([r[2] for r in raws], _TS),
+                        "snapshot_at": pa.array([r[3] for r in raws], _TS),
+                        "body": pa.array([r[4] for r in raws], pa.binary()),
+                    }))
+                    registered.append("_in_raw")
+                    con.execute(
                         "insert into raw.responses (run_id, cluster_id, fetched_at, snapshot_at,"
-                        " encoding, body) values (?, ?, ?, ?, ?, ?)",
-                        [(*raw[:4], RAW_ENCODING, raw[4]) for raw in raws],
+                        " encoding, body) select run_id, cluster_id, fetched_at, snapshot_at,"
+                        f" '{RAW_ENCODING}', body from _in_raw"
                     )
             if batch.failures and not dry_run:
                 con.executemany(
@@ -936,13 +986,14 @@ class Store:
                 " and t.bucket_at = w.bucket_at",
                 [oldest],
             )
-        cols = ", ".join(_columns("metric_points"))
+        cols = ", ".join(c for c in _columns("metric_points"))
         con.execute(f"insert into snap.metric_points ({cols}) select {cols} from _bucket_win")
-        cols = ", ".join(_columns("gpu_metric_points"))
+        # Only the GPUs of the winning points: joined through the point's row in the batch.
         con.execute(
-            f"insert into snap.gpu_metric_points ({cols}) select {cols}"
-            " from _in_gpu_metric_points g semi join _bucket_win w"
-            " on g.cluster_id = w.cluster_id and g.bucket_at = w.bucket_at and g._seq = w._seq"
+            f"insert into snap.gpu_metric_points ({', '.join(_GPU_POINT_COLUMNS)})"
+            " select w.run_id, w.cluster_id, w.bucket_at, g.gpu_id, w.snapshot_at,"
+            " g.utilization, g.memory_used_gb, g.power_draw_w"
+            " from _in_gpu_metric_points g join _bucket_win w on g._pt = w._row"
         )
 
     # -- the raw store -----------------------------------------------------------------------
