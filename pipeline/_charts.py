@@ -229,7 +229,7 @@ def utilization_heatmap(
     title = f"GPU utilization, {what}, last {hours // 24} days (idle < {idle_threshold_pct:g} %)"
     with matplotlib.rc_context({**_RC, "axes.grid": False}):
         rows = max(len(gpu_labels), 1)
-        height = 1.25 + 0.2 * rows
+        height = 1.25 + 0.2 * max(rows, 2)  # room for the colour bar's label
         fig = Figure(figsize=(8.0, height))
         fig.subplots_adjust(left=0.1, right=0.9, top=1 - 0.35 / height, bottom=0.62 / height)
         ax = fig.add_subplot()

@@ -329,12 +329,14 @@ def _context(
 ) -> dict[str, Any]:
     thresholds = config.thresholds
     marts = _tables(con, "marts")
-    end_rows = con.execute("select max(day), min(day) from marts.fleet_daily").fetchall()
-    end_day, first_day = end_rows[0]
-    if end_day is None:
-        end_day = first_day = datetime.now(UTC).date()
+    first_day, end_day, partial = _complete_days(con)
     start_day = max(first_day, end_day - timedelta(days=period_days - 1))
-    period = {"start": start_day, "end": end_day, "days": (end_day - start_day).days + 1}
+    period = {
+        "start": start_day,
+        "end": end_day,
+        "days": (end_day - start_day).days + 1,
+        "partial": partial,
+    }
     params = {"start": start_day, "end": end_day}
     charts = _ChartSalt()
 
@@ -369,6 +371,30 @@ def _context(
     }
 
 
+def _complete_days(con: duckdb.DuckDBPyConnection) -> tuple[date, date, list[date]]:
+    """The first and last UTC day whose 24 hours the snapshots cover, and the partial days.
+
+    A snapshot at 03:00 covers three hours of its own day: a chart or a total that ended on
+    that day would show a cliff that is not a drop in spend. Partial days stay in the CSVs.
+    """
+    rows = con.execute(
+        """
+        select cast(timezone('UTC', bucket_at) as date) as day,
+               count(distinct date_trunc('hour', bucket_at)) >= 24 as is_complete
+        from snap.metric_points group by 1 order by 1
+        """
+    ).fetchall()
+    complete = [day for day, ok in rows if ok]
+    partial = [day for day, ok in rows if not ok]
+    if complete:
+        return complete[0], complete[-1], partial
+    bounds = con.execute("select min(day), max(day) from marts.fleet_daily").fetchall()[0]
+    if bounds[0] is None:
+        today = datetime.now(UTC).date()
+        return today, today, []
+    return bounds[0], bounds[1], partial
+
+
 class _ChartSalt:
     """Distinct SVG id salts, so that the ids of many inline SVGs never collide."""
 
@@ -401,8 +427,14 @@ def _summary(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dic
             group by currency
         ),
         savings as (
-            select currency, sum(monthly_savings) as open_savings, count(*) as open_recs
-            from marts.recommendations where status = 'open' group by currency
+            -- one recommendation per cluster, the largest: stopping and downsizing the same
+            -- cluster are alternatives, their savings do not add up
+            select currency, sum(best) as open_savings, sum(n) as open_recs
+            from (
+                select cluster_id, currency, max(monthly_savings) as best, count(*) as n
+                from marts.recommendations where status = 'open' group by all
+            )
+            group by currency
         ),
         currencies as (
             select currency from fleet union select currency from savings
@@ -527,23 +559,36 @@ def _recommendations(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         order by r.last_seen_at desc, r.realized_monthly_savings desc nulls last, r.rec_id
         """,
     )
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    realized: dict[str, Decimal] = defaultdict(Decimal)
     kinds: dict[str, int] = defaultdict(int)
     for r in open_rows:
-        totals[r["currency"]] += r["monthly_savings"] or Decimal(0)
         kinds[r["kind"]] += 1
-    for r in resolved:
-        realized[r["currency"]] += r["realized_monthly_savings"] or Decimal(0)
+    totals = _best_per_cluster(open_rows, "monthly_savings")
+    realized = _best_per_cluster(resolved, "realized_monthly_savings")
     return {
         "open": open_rows[:MAX_TABLE_ROWS],
         "open_count": len(open_rows),
         "resolved": resolved[:50],
         "resolved_count": len(resolved),
-        "totals": sorted(totals.items()),
-        "realized": sorted(realized.items()),
+        "totals": list(totals.items()),
+        "realized": list(realized.items()),
         "kinds": sorted(kinds.items(), key=lambda kv: -kv[1]),
     }
+
+
+def _best_per_cluster(rows: list[dict[str, Any]], column: str) -> dict[str, Decimal]:
+    """Savings per currency, counting one recommendation per cluster: the largest.
+
+    Two recommendations for one cluster (stop it, or downsize it) are alternatives: adding them
+    would promise money that cannot be saved twice.
+    """
+    best: dict[tuple[str, str], Decimal] = {}
+    for r in rows:
+        key = (r["cluster_id"], r["currency"])
+        best[key] = max(best.get(key, Decimal(0)), r[column] or Decimal(0))
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for (_cluster, currency), amount in best.items():
+        totals[currency] += amount
+    return dict(sorted(totals.items()))
 
 
 def _drift(
@@ -627,18 +672,26 @@ def _accuracy(con: duckdb.DuckDBPyConnection, marts: set[str], mape_days: int) -
         mape = next((c for c in columns if "mape" in c.lower()), None)
         bias = next((c for c in columns if "bias" in c.lower()), None)
         if mape and "cluster_id" in columns:
+            # Column names come from the catalog, never from data: safe to quote into SQL.
             bias_sql = f'a."{bias}"' if bias else "null"
+            horizon_sql = "a.horizon" if "horizon" in columns else "null"
+            scored_sql = "a.scored_days" if "scored_days" in columns else "null"
             rows = _rows(
                 con,
                 f"""
-                select a.cluster_id, c.name, a."{mape}" as mape, {bias_sql} as bias
+                select a.cluster_id, c.name, a."{mape}" as mape, {bias_sql} as bias,
+                       {horizon_sql} as horizon, {scored_sql} as scored
                 from marts.cluster_drift_accuracy as a
                 left join marts.clusters as c using (cluster_id)
-                where a."{mape}" is not null
+                where a."{mape}" > 0
                 order by a."{mape}" desc, a.cluster_id
                 """,
             )
-            return {"rows": rows[:TOP_IDLE_TABLE], "source": "marts.cluster_drift_accuracy"}
+            return {
+                "rows": rows[:TOP_IDLE_TABLE],
+                "count": len(rows),
+                "source": "marts.cluster_drift_accuracy",
+            }
     rows = _rows(
         con,
         """
@@ -648,15 +701,21 @@ def _accuracy(con: duckdb.DuckDBPyConnection, marts: set[str], mape_days: int) -
             from marts.projection_drift
             where horizon = 'daily' and drift_pct is not null
         )
-        select d.cluster_id, c.name, avg(abs(d.drift_pct)) as mape, avg(d.drift_pct) as bias
+        select d.cluster_id, c.name, avg(abs(d.drift_pct)) as mape, avg(d.drift_pct) as bias,
+               'daily' as horizon, count(*) as scored
         from daily as d left join marts.clusters as c using (cluster_id)
         where d.n <= $days
         group by all
+        having avg(abs(d.drift_pct)) > 0
         order by mape desc, d.cluster_id
         """,
         {"days": mape_days},
     )
-    return {"rows": rows[:TOP_IDLE_TABLE], "source": f"last {mape_days} daily projections"}
+    return {
+        "rows": rows[:TOP_IDLE_TABLE],
+        "count": len(rows),
+        "source": f"last {mape_days} daily projections",
+    }
 
 
 def _health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:

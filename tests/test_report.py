@@ -257,12 +257,23 @@ def test_html_notes_the_partial_run_and_the_clusters_it_missed(rendered):
 
 
 def test_complete_run_shows_no_incomplete_data_note(tmp_path):
-    result, out = _render(tmp_path, latest_run_status="complete")
-    html = (out / "index.html").read_text(encoding="utf-8")
+    db = create_fixture_db(tmp_path / "gpucost.duckdb", latest_run_status="complete")
+    con = duckdb.connect(str(db))
+    # a second open recommendation for cls_d: stop it ((0.60 - 0.05) x 720 = 396.00) or
+    # investigate its error (432.00) are alternatives, the total counts the larger one only
+    con.execute(
+        "insert into marts.recommendations values ('rec_d_stop', 'cls_d', 'stop_idle',"
+        " 'open', 396.00, 'USD', 'idle', '2026-11-19', '2026-11-20', null)"
+    )
+    con.close()
+    result = render_report(Config(store=StoreSettings(db=str(db))), tmp_path / "out")
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "Incomplete data" not in html
     # the run still recorded clusters it did not read: said, but not as a warning
     assert "recorded 2 clusters it did not read" in html
     assert result.notes
+    assert "$4,176.00" in html and "$4,572.00" not in html  # 2160 + 1584 + max(432, 396)
+    assert "4 open recommendations" in html
 
 
 def test_report_without_marts_asks_for_a_build(tmp_path):
