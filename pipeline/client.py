@@ -330,7 +330,7 @@ class ApiClient:
         allow_insecure_http: bool = False,
         transport: httpx.BaseTransport | None = None,
         on_event: OnEvent | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
     ):
         """Build a client for `base_url` (e.g. `https://api.example-gpu.cloud/v1`).
@@ -353,10 +353,12 @@ class ApiClient:
         self.include_logs = include_logs
         self.on_event = on_event
         self.stats = ClientStats()
-        self._sleep_fn = sleep
+        self._abort = threading.Event()
+        # By default a wait ends early when the run is aborted (AuthError, consumer gone), so
+        # that shutting the workers down never waits out a backoff or a rate-limit reset.
+        self._sleep_fn = sleep or self._abort.wait
         self._clock = clock
         self._pacer = _Pacer(clock, self._sleep_counted)
-        self._abort = threading.Event()
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -583,6 +585,7 @@ class ApiClient:
                     f"listing clusters failed on page {page}: HTTP {response.status} "
                     f"{_error_summary(response.body)}".rstrip(),
                     status=response.status,
+                    body=redact_text(response.body.decode("utf-8", "replace")).encode(),
                 )
             try:
                 # Lists are small: parse again, exactly, so hourly_rate never sees a float.

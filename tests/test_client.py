@@ -674,3 +674,21 @@ def test_money_sent_as_json_numbers_stays_exact_in_detail_and_raw_body() -> None
     assert result.detail["cost"]["current_hourly_rate"] == Decimal("1234567.8912345678901")
     assert b'"current_hourly_rate":1234567.8912345678901' in result.raw_body
     assert b"hf_example_secret_value" not in result.raw_body
+
+
+@pytest.mark.timeout(20)
+def test_auth_error_wakes_workers_waiting_out_a_retry_after() -> None:
+    api = FakeApi(2)
+
+    def late_429(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.2)  # the other worker's 401 lands first
+        return _error(429, "RATE_LIMIT_EXCEEDED", {"Retry-After": "60"})
+
+    api.script("/v1/clusters/cls_000", late_429)
+    api.script("/v1/clusters/cls_001", _error(401, "UNAUTHORIZED"))
+    # Real (abortable) sleep: without the wake-up this test would wait a full minute.
+    client = make_client(api, sleep=None, clock=time.time, retry_max_seconds=120, concurrency=2)
+    with client, pytest.raises(AuthError):
+        fetch_all(client, ["cls_000", "cls_001"])
+    # The waiting worker gave up instead of asking again.
+    assert [r.url.path for r in api.detail_requests()].count("/v1/clusters/cls_000") == 1
