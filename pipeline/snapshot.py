@@ -211,7 +211,10 @@ def _snapshot(config: Config, client: Any, store: Store, result: SnapshotResult,
     keep_raw = config.store.raw_retention_days > 0
     batch = LoadBatch(run_id, keep_raw=keep_raw)
     try:
-        for fetched in _fetch_in_background(client, summaries, batch_clusters * 2):
+        # A few results per worker keep HTTP busy while a batch is written; more would only
+        # hold canonical details (~0.7 MB each with 8 GPUs) in memory.
+        depth = 2 * config.api.concurrency
+        for fetched in _fetch_in_background(client, summaries, depth):
             batch.add_result(fetched)
             if fetched.outcome != "ok":
                 _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome,

@@ -1,0 +1,210 @@
+"""Snapshot benchmark: the pipeline's `snapshot` stage beside the floor, against the simulator.
+
+    .venv/bin/python -m bench.snapshot [--quick] [--clusters 1000] [--gpus 8] [--concurrency 8]
+
+A fleet of CLUSTERS clusters with GPUS GPUs each and a full 7-day window (168 hourly buckets
+with per-GPU series, ~150 KB of JSON per detail) is served by the simulator (no rate limit) from
+this process; every measured run is a separate subprocess, so its peak RSS (`ru_maxrss`) is its
+own:
+
+- floor: a bare loop that lists the clusters and fetches every detail with the same
+  concurrency over one keep-alive httpx client, and only `json.loads` each body: the least any
+  client can do with the same responses;
+- pipeline, night 1: `run_snapshot` into an empty database (fetch, redact, normalize, load,
+  raw store, ledger);
+- pipeline, night 2: the clock advanced one day, the same database: the steady state, where six
+  of the seven days are already stored and are replaced by key.
+
+Each floor is measured after a warm-up pass over the same responses, so the simulator's caches
+are equally warm for both. Results go to `bench/results/snapshot[-quick].json` and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+START = datetime(2026, 11, 13, 3, tzinfo=UTC)
+KEY = "bench-snapshot-key"
+RESULTS = Path(__file__).resolve().parent / "results"
+DETAIL_PARAMS = {"include_metrics": "true", "include_cost_breakdown": "true",
+                 "metrics_window": "7d"}
+
+
+def _maxrss_mb() -> float:
+    # Linux reports kilobytes.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------ children
+
+
+def _child_floor(url: str, concurrency: int) -> dict[str, Any]:
+    import httpx
+
+    began = time.perf_counter()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=url, headers=headers, limits=limits, timeout=60) as http:
+        ids: list[str] = []
+        page = 1
+        while True:
+            body = json.loads(http.get("/clusters", params={"page": page, "limit": 100}).content)
+            ids += [c["id"] for c in body["data"]["clusters"]]
+            if not body["data"]["pagination"]["has_next"]:
+                break
+            page += 1
+
+        def fetch(cid: str) -> int:
+            response = http.get(f"/clusters/{cid}", params=DETAIL_PARAMS)
+            json.loads(response.content)
+            return len(response.content)
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            size = sum(pool.map(fetch, ids))
+    return {"seconds": time.perf_counter() - began, "clusters": len(ids), "bytes": size,
+            "maxrss_mb": _maxrss_mb()}
+
+
+def _child_pipeline(url: str, concurrency: int, db: str) -> dict[str, Any]:
+    from pipeline.config import ApiSettings, Config, StoreSettings
+    from pipeline.snapshot import run_snapshot
+
+    config = Config(api=ApiSettings(url=url, concurrency=concurrency),
+                    store=StoreSettings(db=db))
+    os.environ["GPUCOST_API_KEY"] = KEY
+    began = time.perf_counter()
+    result = run_snapshot(config)
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "clusters": result.fetched, "status": result.status,
+            "failed": result.failed, "maxrss_mb": _maxrss_mb()}
+
+
+def _run_child(*args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bench.snapshot", "--child", *args],
+                          capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child {args[0]} failed:\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ------------------------------------------------------------------------------ parent
+
+
+def _fleet(clusters: int, gpus: int) -> Any:
+    from pipeline.simulator.fleet import ClusterPlan, Fleet, FleetSpec
+
+    plans = [
+        ClusterPlan(id=f"cls_{i:05d}", name=f"bench-{i}", created_at=START - timedelta(days=30),
+                    gpu_type="H100", gpu_count=gpus, gpu_price=Decimal("4.5000"),
+                    archetype="training")
+        for i in range(clusters)
+    ]
+    return Fleet(FleetSpec(seed=1, start=START, plans=plans))
+
+
+def _table_rows(db: str) -> tuple[dict[str, int], float]:
+    from pipeline.store import Store
+
+    with Store.open(db, read_only=True) as store:
+        rows = {
+            table: store.con.execute(f"select count(*) from snap.{table}").fetchall()[0][0]
+            for table in ("cluster_snapshots", "metric_points", "gpu_metric_points")
+        }
+        rows["raw.responses"] = store.con.execute(
+            "select count(*) from raw.responses").fetchall()[0][0]
+    return rows, os.path.getsize(db) / 2**20
+
+
+def run(clusters: int, gpus: int, concurrency: int, out: Path) -> dict[str, Any]:
+    """Run the benchmark; write and return the results."""
+    from pipeline.simulator.server import Simulator
+
+    fleet = _fleet(clusters, gpus)
+    sim = Simulator(fleet, api_key=KEY)
+    results: dict[str, Any] = {
+        "benchmark": "snapshot", "clusters": clusters, "gpus": gpus, "buckets": 168,
+        "concurrency": concurrency, "cpus": os.cpu_count(), "python": platform.python_version(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_before": os.getloadavg()[0],
+    }
+    with tempfile.TemporaryDirectory() as tmp, sim.run_in_thread(port=0) as url:
+        db = str(Path(tmp) / "bench.duckdb")
+        for night in (1, 2):
+            _run_child("floor", url, str(concurrency))  # warm-up: the simulator's caches
+            results[f"floor_night{night}"] = _run_child("floor", url, str(concurrency))
+            results[f"pipeline_night{night}"] = _run_child("pipeline", url, str(concurrency), db)
+            rows, size = _table_rows(db)
+            results[f"pipeline_night{night}"].update(rows=rows, db_mb=round(size, 1))
+            sim.advance(timedelta(days=1))
+    results["loadavg_after"] = os.getloadavg()[0]
+    for night in (1, 2):
+        pipeline = results[f"pipeline_night{night}"]["seconds"]
+        results[f"ratio_night{night}"] = round(pipeline / results[f"floor_night{night}"]["seconds"],
+                                               2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The results as a small table on stdout."""
+    print(f"snapshot benchmark: {results['clusters']} clusters x {results['gpus']} GPUs x "
+          f"{results['buckets']} buckets, concurrency {results['concurrency']}, "
+          f"{results['cpus']} CPUs, load {results['loadavg_before']:.1f} -> "
+          f"{results['loadavg_after']:.1f}")
+    print(f"{'run':<20}{'seconds':>10}{'clusters/s':>12}{'peak RSS MB':>13}{'x floor':>9}")
+    for night in (1, 2):
+        floor = results[f"floor_night{night}"]
+        pipe = results[f"pipeline_night{night}"]
+        for name, row, ratio in ((f"floor night {night}", floor, 1.0),
+                                 (f"pipeline night {night}", pipe,
+                                  results[f"ratio_night{night}"])):
+            rate = row["clusters"] / row["seconds"]
+            print(f"{name:<20}{row['seconds']:>10.2f}{rate:>12.1f}{row['maxrss_mb']:>13.0f}"
+                  f"{ratio:>9.2f}")
+    rows = results["pipeline_night2"]["rows"]
+    print(f"after night 2: {rows} ; database {results['pipeline_night2']['db_mb']} MB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 clusters")
+    parser.add_argument("--clusters", type=int, default=None)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, url, concurrency, *rest = args.child
+        if kind == "floor":
+            print(json.dumps(_child_floor(url, int(concurrency))))
+        else:
+            print(json.dumps(_child_pipeline(url, int(concurrency), rest[0])))
+        return
+    clusters = args.clusters or (100 if args.quick else 1000)
+    name = "snapshot-quick.json" if args.quick else "snapshot.json"
+    if args.clusters:
+        name = f"snapshot-{clusters}.json"
+    results = run(clusters, args.gpus, args.concurrency, RESULTS / name)
+    print_table(results)
+    print(f"results: {RESULTS / name}")
+
+
+if __name__ == "__main__":
+    main()
