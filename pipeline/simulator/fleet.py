@@ -470,15 +470,12 @@ class Fleet:
     # -- documents ---------------------------------------------------------------------------
     def list_summaries(self) -> list[dict[str, Any]]:
         """Contract ClusterSummary of every cluster existing at `now` (snake_case, JSON-ready)."""
-        out = []
-        for c in self._all().values():
-            if c.exists(self.now):
-                out.append(self._summary(c))
-        return out
+        now = self.now  # one instant for the whole list, even if the clock moves meanwhile
+        return [self._summary(c, now) for c in self._all().values() if c.exists(now)]
 
-    def _summary(self, c: _Cluster) -> dict[str, Any]:
+    def _summary(self, c: _Cluster, now: datetime) -> dict[str, Any]:
         p = c.plan
-        seg = c.state_at(self.now)
+        seg = c.state_at(now)
         rate = sum(c.breakdown(seg).values(), Decimal(0))
         return {
             "id": p.id,
@@ -495,7 +492,7 @@ class Fleet:
             "template_id": p.template_id,
             "hourly_rate": _money(rate),
             "created_at": iso(p.created_at),
-            "updated_at": iso(self.now),
+            "updated_at": iso(now),
         }
 
     def detail(
@@ -510,11 +507,11 @@ class Fleet:
         """Contract ClusterDetail at `now` (canonical form), or None if it does not exist now."""
         if window not in WINDOWS:
             raise ValueError(f"unknown metrics window {window!r}")
+        now = self.now  # one instant for the whole document
         c = self._all().get(cluster_id)
-        if c is None or not c.exists(self.now):
+        if c is None or not c.exists(now):
             return None
         p = c.plan
-        now = self.now
         seg = c.state_at(now)
         bd = c.breakdown(seg)
         rate = sum(bd.values(), Decimal(0))
@@ -564,10 +561,10 @@ class Fleet:
         }
         window_cost = None
         if include_metrics:
-            metrics, window_cost = self._metrics(c, window)
+            metrics, window_cost = self._metrics(c, window, now)
             doc["metrics"] = metrics
         else:
-            metrics_window = self._metrics(c, window)
+            metrics_window = self._metrics(c, window, now)
             window_cost = metrics_window[1]
         cost: dict[str, Any] = {"currency": p.currency, "current_hourly_rate": _money(rate)}
         if include_cost_breakdown:
@@ -586,16 +583,15 @@ class Fleet:
             doc["logs"] = _logs(p, now, seg.status)
         return doc
 
-    def _metrics(self, c: _Cluster, window: str) -> tuple[dict[str, Any], Decimal]:
+    def _metrics(self, c: _Cluster, window: str, now: datetime) -> tuple[dict[str, Any], Decimal]:
         p = c.plan
-        now = self.now
         now_h = hour_index(now)
         span, interval = WINDOWS[window]
         if interval == 3600:
             s = c.series(now_h - 168, now_h, now_h)
             points, window_cost = _hourly_points(s, p)
         else:
-            points, window_cost = self._fine_points(c, span, interval)
+            points, window_cost = self._fine_points(c, span, interval, now)
         cur = c.series(now_h, now_h + 1, now_h)
         metrics: dict[str, Any] = {
             "window": window,
@@ -607,13 +603,13 @@ class Fleet:
         return metrics, window_cost
 
     def _fine_points(
-        self, c: _Cluster, span: int, interval: int
+        self, c: _Cluster, span: int, interval: int, now: datetime
     ) -> tuple[list[dict[str, Any]], Decimal]:
         p = c.plan
-        ts = int(self.now.timestamp())
+        ts = int(now.timestamp())
         end = ts - ts % interval
         start = end - span
-        now_h = hour_index(self.now)
+        now_h = hour_index(now)
         s = c.series(start // 3600, (end - 1) // 3600 + 1, now_h)
         by_hour = {h: i for i, h in enumerate(s.hours.tolist())}
         points: list[dict[str, Any]] = []
