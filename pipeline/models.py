@@ -419,13 +419,14 @@ def build_models(config: Config, *, full_refresh: bool = False) -> BuildResult:
     Incremental by default (only the days touched by runs not yet built); `full_refresh`
     rebuilds every mart from all history. Raises `DataTestError` (marts unchanged) when a data
     test returns rows, `BuildError` when a model cannot be built, `ConfigError` (exit 2) when
-    the database does not exist.
+    the database does not exist, `LockedError` (exit 5) when another run holds its lock.
     """
+    from pipeline.store import Store
+
     path = Path(config.store.db)
     if not path.exists():
         raise ConfigError(f"database {path} does not exist: run `gpucost snapshot` first")
-    con = duckdb.connect(str(path))
-    try:
-        return build_on_connection(con, config.thresholds, full_refresh=full_refresh)
-    finally:
-        con.close()
+    # the store's lock keeps a snapshot from writing while the marts are rebuilt (exit 5 if
+    # one is running); it is held for the build only
+    with Store.open(path) as store:
+        return build_on_connection(store.con, config.thresholds, full_refresh=full_refresh)

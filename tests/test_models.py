@@ -665,3 +665,18 @@ def test_gpucost_build_without_a_database_exits_with_a_clear_message(tmp_path):
     result = CliRunner().invoke(cli, ["build", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2  # a usage error: wrong --db, or no snapshot yet
     assert "snapshot" in result.output
+
+
+def test_build_while_another_run_holds_the_lock_exits_5(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from pipeline.store import Store
+
+    path = tmp_path / "g.duckdb"
+    db = FixtureDB(path)
+    db.snapshot("c1", T0)
+    db.close()
+    with Store.open(path):
+        result = CliRunner().invoke(cli, ["build", "--db", str(path)])
+    assert result.exit_code == 5, result.output
