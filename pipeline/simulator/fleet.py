@@ -211,6 +211,7 @@ class _Cluster:
     """A plan plus its state segments and cached base arrays."""
 
     def __init__(self, plan: ClusterPlan, seed: int, index: int) -> None:
+        _check_plan(plan)
         self.plan = plan
         self.seed = seed
         self.index = index
@@ -364,6 +365,24 @@ class _Cluster:
         return Series(
             hours, status, counts, util, mem, power, avg_util, avg_mem, cpu, ram, cost, prelim
         )
+
+
+def _check_plan(plan: ClusterPlan) -> None:
+    """Refuse a plan the simulator cannot honour, naming the cluster and the field."""
+    problems = []
+    if plan.status not in STATUSES:
+        problems.append(f"status {plan.status!r} is not one of {', '.join(STATUSES)}")
+    counts = [plan.gpu_count] + [e.gpu_count for e in plan.events if e.gpu_count is not None]
+    if min(counts) < 1:
+        problems.append("gpu_count must be at least 1")
+    if plan.created_at.tzinfo is None or any(e.at.tzinfo is None for e in plan.events):
+        problems.append("created_at and event times must be aware datetimes")
+    if plan.deleted_at is not None and plan.deleted_at <= plan.created_at:
+        problems.append("deleted_at must be after created_at")
+    if len(plan.currency) != 3 or not plan.currency.isupper():
+        problems.append(f"currency {plan.currency!r} is not an ISO 4217 code")
+    if problems:
+        raise ValueError(f"cluster plan {plan.id}: " + "; ".join(problems))
 
 
 def _utilization_fn(

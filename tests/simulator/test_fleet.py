@@ -307,3 +307,18 @@ def test_utilization_table_drives_the_series_hour_by_hour() -> None:
     assert doc["status_details"]["last_status_change"] == "2026-11-01T10:20:00Z"
     # 11:00 at 6.40, then 2 x 2.50 + 0.40 = 5.40 for 12:00 and 13:00
     assert doc["cost"]["cost_breakdown"]["total_cost_to_date"] == "17.2000"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"status": "paused"}, "status 'paused'"),
+        ({"gpu_count": 0}, "gpu_count"),
+        ({"deleted_at": datetime(2026, 10, 1, tzinfo=UTC)}, "deleted_at"),
+        ({"currency": "usd"}, "ISO 4217"),
+    ],
+)
+def test_impossible_plan_is_refused_with_its_reason(change: dict, message: str) -> None:
+    fleet = Fleet(FleetSpec(plans=[_hand_plan(**change)]))
+    with pytest.raises(ValueError, match=message):
+        fleet.cluster_ids()
