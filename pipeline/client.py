@@ -250,6 +250,9 @@ class _Pacer:
         window = _header_float(headers, "x-ratelimit-window")
         if remaining is None or reset is None:
             return
+        if reset < 1_000_000_000:
+            # Some providers send seconds until the reset rather than an epoch time.
+            reset += self._clock()
         with self._lock:
             if limit is not None:
                 self.limit = int(limit)

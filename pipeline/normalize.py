@@ -285,6 +285,19 @@ class _Obj:
     # Keys kept beyond `fields` when they match: cost components the provider may add.
     extra_suffix: str | None = None
     extra_conv: Conv | None = None
+    # Sent key -> (canonical name, converter), or None for a key that is dropped; filled as keys
+    # are met, so each distinct key is snake_cased and looked up once per process.
+    _resolved: dict[str, tuple[str, Conv] | None] = field(default_factory=dict, repr=False)
+
+    def _resolve(self, key: str) -> tuple[str, Conv] | None:
+        name = to_snake(key)
+        conv = self.fields.get(name)
+        if conv is None and self.extra_suffix and name.endswith(self.extra_suffix):
+            conv = self.extra_conv
+        entry = (name, conv) if conv is not None else None
+        if len(self._resolved) < 1_000:
+            self._resolved[key] = entry
+        return entry
 
     def __call__(self, value: Any) -> Any:
         if value is None:
@@ -292,16 +305,14 @@ class _Obj:
         if type(value) is not dict:
             raise NormalizeError(f"expected an object, got {_type_name(value)}")
         out: dict[str, Any] = {}
-        fields = self.fields
-        snake = _SNAKE_CACHE.get
+        resolved = self._resolved
         for key, item in value.items():
-            name = snake(key) or to_snake(key)
-            conv = fields.get(name)
-            if conv is None:
-                if self.extra_suffix and self.extra_conv and name.endswith(self.extra_suffix):
-                    conv = self.extra_conv
-                else:
-                    continue
+            entry = resolved.get(key, False)
+            if entry is False:
+                entry = self._resolve(key)
+            if entry is None:
+                continue
+            name, conv = entry  # type: ignore[misc]
             # The common cases inline: most values of a detail are floats already.
             if conv is _float and type(item) is float and math.isfinite(item):
                 out[name] = item

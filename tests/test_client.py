@@ -692,3 +692,24 @@ def test_auth_error_wakes_workers_waiting_out_a_retry_after() -> None:
         fetch_all(client, ["cls_000", "cls_001"])
     # The waiting worker gave up instead of asking again.
     assert [r.url.path for r in api.detail_requests()].count("/v1/clusters/cls_000") == 1
+
+
+def test_rate_limit_reset_given_as_seconds_until_reset_is_understood() -> None:
+    clock = FakeClock()
+    api = FakeApi(3, clock=clock)
+    headers = {
+        "X-RateLimit-Limit": "2",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": "40",
+        "X-RateLimit-Window": "60",
+    }
+    api.script(
+        "/v1/clusters",
+        httpx.Response(
+            200, headers=headers, json={"success": True, "data": {"clusters": api.summaries}}
+        ),
+    )
+    with make_client(api, concurrency=1, retry_max_seconds=600) as client:
+        fetch_all(client, client.list_clusters())
+    # Budget spent by the list: the first detail waits for the reset 40 s later, no 429.
+    assert clock.sleeps and 40 <= clock.sleeps[0] <= 41
