@@ -98,8 +98,9 @@ def simulate() -> None:
               help=f"Inject a fault (repeatable). Kinds: {', '.join(FAULT_KINDS)}.")
 @click.option("--fault-seed", type=int, default=0, show_default=True,
               help="Seed of the fault decisions.")
-@click.option("--timeout-seconds", type=click.FloatRange(0, None), default=3.0,
-              show_default=True, help="How long a `timeout` fault stays silent.")
+@click.option("--timeout-seconds", type=click.FloatRange(0, None), default=35.0,
+              show_default=True,
+              help="How long a `timeout` fault stays silent (past the client's timeout).")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANT_NAMES),
               help="Response variant (repeatable, combinable).")
 @click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,

@@ -76,7 +76,9 @@ _ALIASES = {"500": "error_500", "502": "error_502", "503": "error_503", "429": "
             "dropped": "drop", "malformed": "invalid_json", "404": "deleted",
             "duplicates": "duplicate"}
 
-DEFAULT_TIMEOUT_SECONDS = 3.0
+# Past the pipeline's default api.timeout_seconds (30 s): a timeout fault must really time out.
+# Tests set a short client timeout and a matching short `timeout_seconds`.
+DEFAULT_TIMEOUT_SECONDS = 35.0
 DEFAULT_SLOW_SECONDS = 0.2
 DEFAULT_STORM_SECONDS = 1.0
 
