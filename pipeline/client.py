@@ -72,6 +72,8 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 MALFORMED_RETRIES = 1
 _BACKOFF_MULTIPLIER = 0.5
 _BACKOFF_MAX = 30.0
+# Exponential backoff with full jitter: workers that failed together do not retry together.
+_BACKOFF = tenacity.wait_random_exponential(multiplier=_BACKOFF_MULTIPLIER, max=_BACKOFF_MAX)
 _MAX_PAGES = 100_000
 _STATUS_RANK = {"running": 0, "error": 1}
 
@@ -513,11 +515,7 @@ class ApiClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             return exc.retry_after  # exactly what the provider asked for
-        return float(
-            tenacity.wait_random_exponential(multiplier=_BACKOFF_MULTIPLIER, max=_BACKOFF_MAX)(
-                state
-            )
-        )
+        return float(_BACKOFF(state))
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
@@ -752,7 +750,9 @@ class ApiClient:
         try:
 
             def refill() -> None:
-                while len(pending) < self.concurrency:
+                # `concurrency` workers run; as many again wait queued so no worker idles while
+                # the consumer handles a result. Nothing more: that is the backpressure.
+                while len(pending) < 2 * self.concurrency:
                     cid = next(queue, None)
                     if cid is None:
                         return

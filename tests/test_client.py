@@ -713,3 +713,18 @@ def test_rate_limit_reset_given_as_seconds_until_reset_is_understood() -> None:
         fetch_all(client, client.list_clusters())
     # Budget spent by the list: the first detail waits for the reset 40 s later, no 429.
     assert clock.sleeps and 40 <= clock.sleeps[0] <= 41
+
+
+def test_fetching_waits_for_the_consumer_backpressure() -> None:
+    api = FakeApi(30)
+    with make_client(api, concurrency=2) as client:
+        results = client.fetch_details(list(api.details))
+        first = next(results)
+        deadline = time.monotonic() + 5
+        while len(api.requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # time enough for a client without backpressure to fetch them all
+        # Two workers plus two queued: nothing more until the consumer asks for more.
+        assert len(api.requests) == 4
+        rest = list(results)
+    assert len(rest) + 1 == 30 and first.outcome == "ok"
