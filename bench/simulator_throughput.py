@@ -38,9 +38,15 @@ QUERY = "include_metrics=true&include_cost_breakdown=true&metrics_window=7d"
 
 def _fleet(clusters: int, gpus: int) -> Fleet:
     plans = [
-        ClusterPlan(id=f"cls_{i:05d}", name=f"bench-{i}", created_at=START - timedelta(days=30),
-                    gpu_type="H100", gpu_count=gpus, gpu_price=Decimal("4.5000"),
-                    archetype="training")
+        ClusterPlan(
+            id=f"cls_{i:05d}",
+            name=f"bench-{i}",
+            created_at=START - timedelta(days=30),
+            gpu_type="H100",
+            gpu_count=gpus,
+            gpu_price=Decimal("4.5000"),
+            archetype="training",
+        )
         for i in range(clusters)
     ]
     return Fleet(FleetSpec(seed=1, start=START, plans=plans))
@@ -50,8 +56,9 @@ def _server_side(sim: Simulator, ids: list[str]) -> tuple[float, int]:
     began = time.perf_counter()
     size = 0
     for cid in ids:
-        response = sim.handle("GET", f"/v1/clusters/{cid}?{QUERY}",
-                              {"authorization": f"Bearer {KEY}"})
+        response = sim.handle(
+            "GET", f"/v1/clusters/{cid}?{QUERY}", {"authorization": f"Bearer {KEY}"}
+        )
         assert response.status == 200
         size += len(response.body)
     return time.perf_counter() - began, size
@@ -83,14 +90,19 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--snapshot", type=int, default=0, metavar="N",
-                        help="also time the pipeline's snapshot of N clusters (0: skip)")
-    parser.add_argument("--only-snapshot", action="store_true",
-                        help="skip the other measurements")
+    parser.add_argument(
+        "--snapshot",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the pipeline's snapshot of N clusters (0: skip)",
+    )
+    parser.add_argument("--only-snapshot", action="store_true", help="skip the other measurements")
     args = parser.parse_args()
     if args.only_snapshot:
-        _snapshot_share(_fleet(args.snapshot or args.clusters, args.gpus),
-                        args.snapshot or args.clusters)
+        _snapshot_share(
+            _fleet(args.snapshot or args.clusters, args.gpus), args.snapshot or args.clusters
+        )
         return
 
     fleet = _fleet(args.clusters, args.gpus)
@@ -100,25 +112,35 @@ def main() -> None:
 
     cold, size = _server_side(sim, ids)
     warm, _ = _server_side(sim, ids)
-    print(f"clusters={n} gpus={args.gpus} body={size / n / 1024:.0f} KiB/cluster "
-          f"total={size / 2**20:.0f} MiB")
-    print(f"server work, no network: cold {cold:.2f} s ({cold / n * 1000:.2f} ms/cluster), "
-          f"warm {warm:.2f} s ({warm / n * 1000:.2f} ms/cluster)")
+    print(
+        f"clusters={n} gpus={args.gpus} body={size / n / 1024:.0f} KiB/cluster "
+        f"total={size / 2**20:.0f} MiB"
+    )
+    print(
+        f"server work, no network: cold {cold:.2f} s ({cold / n * 1000:.2f} ms/cluster), "
+        f"warm {warm:.2f} s ({warm / n * 1000:.2f} ms/cluster)"
+    )
 
     with sim.run_in_thread(port=0) as url:
         for workers in sorted({1, args.workers}):
             elapsed, got = _over_http(url, ids, workers)
-            print(f"over HTTP, {workers} keep-alive client(s): {elapsed:.2f} s, "
-                  f"{n / elapsed:.0f} details/s, {got / elapsed / 2**20:.0f} MiB/s")
+            print(
+                f"over HTTP, {workers} keep-alive client(s): {elapsed:.2f} s, "
+                f"{n / elapsed:.0f} details/s, {got / elapsed / 2**20:.0f} MiB/s"
+            )
 
-    bodies = [sim.handle("GET", f"/v1/clusters/{cid}?{QUERY}",
-                         {"authorization": f"Bearer {KEY}"}).body for cid in ids[:200]]
+    bodies = [
+        sim.handle("GET", f"/v1/clusters/{cid}?{QUERY}", {"authorization": f"Bearer {KEY}"}).body
+        for cid in ids[:200]
+    ]
     began = time.perf_counter()
     for body in bodies:
         json.loads(body, parse_float=Decimal)
     parse = (time.perf_counter() - began) / len(bodies)
-    print(f"client floor, json.loads with Decimal: {parse * 1000:.2f} ms/cluster, "
-          f"{parse * n:.2f} s for {n} clusters")
+    print(
+        f"client floor, json.loads with Decimal: {parse * 1000:.2f} ms/cluster, "
+        f"{parse * n:.2f} s for {n} clusters"
+    )
     if args.snapshot:
         _snapshot_share(_fleet(args.snapshot, args.gpus), args.snapshot)
 
@@ -162,8 +184,10 @@ def _snapshot_share(fleet: Fleet, clusters: int) -> None:
         began = time.perf_counter()
         result = run_snapshot(config)
         elapsed = time.perf_counter() - began
-    print(f"pipeline snapshot of {len(ids)} clusters: {elapsed:.2f} s ({result.summary_line()}); "
-          f"simulator CPU answering it: {spent[0]:.2f} s = {spent[0] / elapsed:.0%} of that time")
+    print(
+        f"pipeline snapshot of {len(ids)} clusters: {elapsed:.2f} s ({result.summary_line()}); "
+        f"simulator CPU answering it: {spent[0]:.2f} s = {spent[0] / elapsed:.0%} of that time"
+    )
 
 
 if __name__ == "__main__":

@@ -38,12 +38,26 @@ def _parse_start(value: str) -> datetime:
 
 
 def _fleet_options(func: Any) -> Any:
-    func = click.option("--start", default=DEFAULT_START, show_default=True,
-                        help="Virtual clock at start (ISO 8601, UTC).")(func)
-    func = click.option("--seed", type=int, default=7, show_default=True,
-                        help="Fleet seed: the same seed gives the same fleet.")(func)
-    func = click.option("--clusters", type=click.IntRange(1, 100_000), default=40,
-                        show_default=True, help="Clusters in the simulated fleet.")(func)
+    func = click.option(
+        "--start",
+        default=DEFAULT_START,
+        show_default=True,
+        help="Virtual clock at start (ISO 8601, UTC).",
+    )(func)
+    func = click.option(
+        "--seed",
+        type=int,
+        default=7,
+        show_default=True,
+        help="Fleet seed: the same seed gives the same fleet.",
+    )(func)
+    func = click.option(
+        "--clusters",
+        type=click.IntRange(1, 100_000),
+        default=40,
+        show_default=True,
+        help="Clusters in the simulated fleet.",
+    )(func)
     return func
 
 
@@ -59,8 +73,9 @@ def _read_key(api_key_file: str | None) -> tuple[str, str | None]:
         try:
             lines = Path(api_key_file).read_text(encoding="utf-8").strip().splitlines()
         except OSError as exc:
-            raise click.BadParameter(f"cannot read {api_key_file}: {exc.strerror}",
-                                     param_hint="--api-key-file") from None
+            raise click.BadParameter(
+                f"cannot read {api_key_file}: {exc.strerror}", param_hint="--api-key-file"
+            ) from None
         if not lines or not lines[0].strip():
             raise click.BadParameter(f"{api_key_file} is empty", param_hint="--api-key-file")
         return lines[0].strip(), None
@@ -85,29 +100,78 @@ def simulate() -> None:
 
 
 @simulate.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to bind (loopback unless you mean it).")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Port; 0 picks a free one (the URL is printed).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind (loopback unless you mean it).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port; 0 picks a free one (the URL is printed).",
+)
 @_fleet_options
-@click.option("--rate-limit", type=click.IntRange(1, None), default=None,
-              help="Requests allowed per window (wall-clock); default unlimited.")
-@click.option("--rate-window", type=click.FloatRange(0.001, None), default=3600.0,
-              show_default=True, help="Rate-limit window in seconds.")
-@click.option("--fault", "faults", multiple=True, metavar="KIND=RATE[:permanent]",
-              help=f"Inject a fault (repeatable). Kinds: {', '.join(FAULT_KINDS)}.")
-@click.option("--fault-seed", type=int, default=0, show_default=True,
-              help="Seed of the fault decisions.")
-@click.option("--timeout-seconds", type=click.FloatRange(0, None), default=35.0,
-              show_default=True,
-              help="How long a `timeout` fault stays silent (past the client's timeout).")
-@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANT_NAMES),
-              help="Response variant (repeatable, combinable).")
-@click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
-              help="File whose first line is the key to accept [else env GPUCOST_API_KEY; "
-              "else a generated key, written to a private file named on stderr].")
-def serve(host, port, clusters, seed, start, rate_limit, rate_window, faults, fault_seed,
-          timeout_seconds, variants, api_key_file):
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Requests allowed per window (wall-clock); default unlimited.",
+)
+@click.option(
+    "--rate-window",
+    type=click.FloatRange(0.001, None),
+    default=3600.0,
+    show_default=True,
+    help="Rate-limit window in seconds.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND=RATE[:permanent]",
+    help=f"Inject a fault (repeatable). Kinds: {', '.join(FAULT_KINDS)}.",
+)
+@click.option(
+    "--fault-seed", type=int, default=0, show_default=True, help="Seed of the fault decisions."
+)
+@click.option(
+    "--timeout-seconds",
+    type=click.FloatRange(0, None),
+    default=35.0,
+    show_default=True,
+    help="How long a `timeout` fault stays silent (past the client's timeout).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(VARIANT_NAMES),
+    help="Response variant (repeatable, combinable).",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File whose first line is the key to accept [else env GPUCOST_API_KEY; "
+    "else a generated key, written to a private file named on stderr].",
+)
+def serve(
+    host,
+    port,
+    clusters,
+    seed,
+    start,
+    rate_limit,
+    rate_window,
+    faults,
+    fault_seed,
+    timeout_seconds,
+    variants,
+    api_key_file,
+):
     """Serve the simulated provider API until Ctrl-C; print its base URL first.
 
     The first line of stdout is the base URL (ending in /v1). Virtual time moves only through
@@ -138,8 +202,11 @@ def serve(host, port, clusters, seed, start, rate_limit, rate_window, faults, fa
         # stderr first: a script that reads the URL may stop the server right away
         if generated:
             click.echo(f"gpucost simulate: no key given; generated one in {generated}", err=True)
-        click.echo(f"gpucost simulate: {clusters} clusters, seed {seed}, now "
-                   f"{fleet.now.isoformat()}; Ctrl-C to stop", err=True)
+        click.echo(
+            f"gpucost simulate: {clusters} clusters, seed {seed}, now "
+            f"{fleet.now.isoformat()}; Ctrl-C to stop",
+            err=True,
+        )
         click.echo(base_url)
         sys.stdout.flush()
 
@@ -157,10 +224,13 @@ def serve(host, port, clusters, seed, start, rate_limit, rate_window, faults, fa
 
 @simulate.command()
 @_fleet_options
-@click.option("--at", "times", multiple=True,
-              help="A snapshot time (ISO 8601; repeatable).")
-@click.option("--nights", type=click.IntRange(1, 400), default=None,
-              help="Snapshots at START, START+1d, ... (NIGHTS of them), as the demo takes them.")
+@click.option("--at", "times", multiple=True, help="A snapshot time (ISO 8601; repeatable).")
+@click.option(
+    "--nights",
+    type=click.IntRange(1, 400),
+    default=None,
+    help="Snapshots at START, START+1d, ... (NIGHTS of them), as the demo takes them.",
+)
 def truth(clusters, seed, start, times, nights):
     """Print the ground truth (JSON) of a fleet snapshotted at the given times.
 

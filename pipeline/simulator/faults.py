@@ -72,9 +72,16 @@ REQUEST_KINDS: tuple[str, ...] = (
     "slow",
 )
 
-_ALIASES = {"500": "error_500", "502": "error_502", "503": "error_503", "429": "storm_429",
-            "dropped": "drop", "malformed": "invalid_json", "404": "deleted",
-            "duplicates": "duplicate"}
+_ALIASES = {
+    "500": "error_500",
+    "502": "error_502",
+    "503": "error_503",
+    "429": "storm_429",
+    "dropped": "drop",
+    "malformed": "invalid_json",
+    "404": "deleted",
+    "duplicates": "duplicate",
+}
 
 # Past the pipeline's default api.timeout_seconds (30 s): a timeout fault must really time out.
 # Tests set a short client timeout and a matching short `timeout_seconds`.

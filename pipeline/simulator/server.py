@@ -63,9 +63,18 @@ _ERROR_NAMES = {
     500: ("INTERNAL_ERROR", "Internal server error"),
     503: ("SERVICE_UNAVAILABLE", "Service temporarily unavailable"),
 }
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 # Compact, no circular check (documents are trees): the fastest stdlib encoding.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _BAD_GATEWAY_HTML = (
@@ -132,9 +141,11 @@ class _RateLimiter:
             "X-RateLimit-Limit": str(self.limit.requests),
             "X-RateLimit-Remaining": str(max(0, self.limit.requests - self._used)),
             "X-RateLimit-Reset": str(math.ceil(self._reset_at(now))),
-            "X-RateLimit-Window": str(int(self.limit.window_seconds)
-                                      if float(self.limit.window_seconds).is_integer()
-                                      else self.limit.window_seconds),
+            "X-RateLimit-Window": str(
+                int(self.limit.window_seconds)
+                if float(self.limit.window_seconds).is_integer()
+                else self.limit.window_seconds
+            ),
         }
 
 
@@ -151,8 +162,9 @@ class _Response:
 class _ClientError(Exception):
     """A 4xx answer raised from deep inside request handling."""
 
-    def __init__(self, status: int, message: str | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -171,35 +183,42 @@ def _parse_bool(name: str, values: dict[str, list[str]], default: bool) -> bool:
         return True
     if text in ("false", "0", "no"):
         return False
-    raise _ClientError(400, f"{name} must be true or false",
-                       {"field": name, "value": values[name][-1]})
+    raise _ClientError(
+        400, f"{name} must be true or false", {"field": name, "value": values[name][-1]}
+    )
 
 
-def _parse_int(name: str, values: dict[str, list[str]], default: int, low: int,
-               high: int | None) -> int:
+def _parse_int(
+    name: str, values: dict[str, list[str]], default: int, low: int, high: int | None
+) -> int:
     if name not in values:
         return default
     raw = values[name][-1]
     try:
         number = int(raw)
     except ValueError:
-        raise _ClientError(400, f"{name} must be an integer", {"field": name, "value": raw}
-                           ) from None
+        raise _ClientError(
+            400, f"{name} must be an integer", {"field": name, "value": raw}
+        ) from None
     if number < low or (high is not None and number > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise _ClientError(400, f"{name} must be {bound}", {"field": name, "value": raw})
     return number
 
 
-def _parse_choice(name: str, values: dict[str, list[str]], choices: Iterable[str],
-                  default: str | None) -> str | None:
+def _parse_choice(
+    name: str, values: dict[str, list[str]], choices: Iterable[str], default: str | None
+) -> str | None:
     if name not in values:
         return default
     raw = values[name][-1]
     choices = tuple(choices)
     if raw not in choices:
-        raise _ClientError(400, f"{name} must be one of {', '.join(choices)}",
-                           {"field": name, "value": raw, "allowed": list(choices)})
+        raise _ClientError(
+            400,
+            f"{name} must be one of {', '.join(choices)}",
+            {"field": name, "value": raw, "allowed": list(choices)},
+        )
     return raw
 
 
@@ -317,8 +336,13 @@ class Simulator:
 
     # -- responses -----------------------------------------------------------------------
 
-    def _error(self, status: int, seq: int, message: str | None = None,
-               details: dict[str, Any] | None = None) -> _Response:
+    def _error(
+        self,
+        status: int,
+        seq: int,
+        message: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> _Response:
         name, default_message = _ERROR_NAMES.get(status, ("ERROR", "Error"))
         body = {
             "error": name,
@@ -333,8 +357,9 @@ class Simulator:
     def _json(self, document: Any) -> _Response:
         return _Response(200, _ENCODER.encode(document).encode())
 
-    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b""
-               ) -> _Response:
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes = b""
+    ) -> _Response:
         """Answer one request (transport-free; the HTTP handler writes what this returns)."""
         seq = self._next_sequence()
         parts = urlsplit(target)
@@ -348,14 +373,19 @@ class Simulator:
             traceback.print_exc()
             with self._stats_lock:
                 self._unhandled += 1
-            response = self._error(500, seq, "simulator bug (see its stderr)",
-                                   {"unhandled": True})
+            response = self._error(500, seq, "simulator bug (see its stderr)", {"unhandled": True})
         response.headers.setdefault("X-Request-Id", f"req_{seq:016x}")
         if self._limiter is not None:
             for name, value in self._limiter.peek().items():
                 response.headers.setdefault(name, value)
-        self._count(template, response.status if response.action == "send"
-                    else "timeout" if response.action == "timeout" else "dropped")
+        self._count(
+            template,
+            response.status
+            if response.action == "send"
+            else "timeout"
+            if response.action == "timeout"
+            else "dropped",
+        )
         return response
 
     @staticmethod
@@ -379,8 +409,16 @@ class Simulator:
                 return None
         return self._error(401, seq)
 
-    def _dispatch(self, method: str, path: str, template: str, query: dict[str, list[str]],
-                  headers: dict[str, str], body: bytes, seq: int) -> _Response:
+    def _dispatch(
+        self,
+        method: str,
+        path: str,
+        template: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+        seq: int,
+    ) -> _Response:
         denied = self._authorized(headers, seq)
         if denied is not None:
             if template == "other":
@@ -419,22 +457,31 @@ class Simulator:
                 remaining = self._storm_until - now
             if in_storm:
                 self._count_fault("storm_429")
-                return self._too_many(seq, max(1, math.ceil(remaining)),
-                                      self._limiter.peek() if self._limiter else {})
+                return self._too_many(
+                    seq, max(1, math.ceil(remaining)), self._limiter.peek() if self._limiter else {}
+                )
         return None
 
     def _too_many(self, seq: int, retry_after: int, limit_headers: dict[str, str]) -> _Response:
         reset = datetime.now(UTC) + timedelta(seconds=retry_after)
         limit = self.rate_limit.requests if self.rate_limit else None
-        response = self._error(429, seq, details={
-            "limit": limit, "remaining": 0, "reset_at": _iso(reset), "retry_after": retry_after,
-        })
+        response = self._error(
+            429,
+            seq,
+            details={
+                "limit": limit,
+                "remaining": 0,
+                "reset_at": _iso(reset),
+                "retry_after": retry_after,
+            },
+        )
         response.headers.update(limit_headers)
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    def _fault(self, key: str, *, details: bool, seq: int, cluster_id: str | None = None
-               ) -> tuple[str | None, _Response | None]:
+    def _fault(
+        self, key: str, *, details: bool, seq: int, cluster_id: str | None = None
+    ) -> tuple[str | None, _Response | None]:
         """The injected fault for this request: (kind, response to send instead or None)."""
         attempt = self._next_attempt(key, details=details)
         if not self.faults.active:
@@ -489,7 +536,7 @@ class Simulator:
         if shift and shift > self.faults.page_shift(list_key, page - 1):
             self._count_fault("duplicate")
         start = max(0, (page - 1) * limit - shift)
-        page_items = items[start:start + limit]
+        page_items = items[start : start + limit]
         last_page = page
         while last_page * limit - self.faults.page_shift(list_key, last_page) < total:
             last_page += 1
@@ -564,8 +611,12 @@ class Simulator:
     def run_in_thread(self, port: int = 0, host: str = "127.0.0.1") -> Iterator[str]:
         """Serve in a background thread; yields the base URL (ending in `/v1`)."""
         server = self._make_server(host, port)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  name="gpucost-simulator", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="gpucost-simulator",
+            daemon=True,
+        )
         thread.start()
         try:
             yield server.base_url
@@ -576,8 +627,9 @@ class Simulator:
             server.server_close()
             thread.join(timeout=5)
 
-    def serve_forever(self, host: str = "127.0.0.1", port: int = 0,
-                      ready: Callable[[str], None] | None = None) -> None:
+    def serve_forever(
+        self, host: str = "127.0.0.1", port: int = 0, ready: Callable[[str], None] | None = None
+    ) -> None:
         """Serve in this thread until interrupted; `ready(base_url)` is called once bound."""
         server = self._make_server(host, port)
         try:

@@ -52,12 +52,23 @@ VARIANT_NAMES: tuple[str, ...] = (
 
 # The variants that lose no information: `mixed` draws from these per cluster.
 LOSSLESS: tuple[str, ...] = (
-    "bare", "camel", "string_numbers", "money_numbers", "epoch_ms", "extra_fields",
+    "bare",
+    "camel",
+    "string_numbers",
+    "money_numbers",
+    "epoch_ms",
+    "extra_fields",
 )
 
-_MONEY_KEYS = frozenset({
-    "hourly_rate", "current_hourly_rate", "total_cost_to_date", "window_cost", "cost",
-})
+_MONEY_KEYS = frozenset(
+    {
+        "hourly_rate",
+        "current_hourly_rate",
+        "total_cost_to_date",
+        "window_cost",
+        "cost",
+    }
+)
 _PROJECTION_KEYS = frozenset({"daily", "weekly", "monthly"})
 _ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]00:00)$")
 # Maps whose keys are data (variable names), not schema: never re-cased.
@@ -108,8 +119,7 @@ class VariantSpec:
     @property
     def lossy(self) -> bool:
         """True when optional parts are removed."""
-        return (self.no_stopped_metrics or self.no_gpus or self.no_breakdown
-                or self.empty_points)
+        return self.no_stopped_metrics or self.no_gpus or self.no_breakdown or self.empty_points
 
     def resolve(self, key: str) -> VariantSpec:
         """The flags for one cluster id or list page key (`mixed` drawn deterministically)."""
@@ -205,11 +215,15 @@ def _add_summary_extras(item: dict[str, Any], canonical: dict[str, Any]) -> dict
     }
 
 
-def _add_detail_extras(doc: dict[str, Any], canonical: dict[str, Any], camel: bool
-                       ) -> dict[str, Any]:
+def _add_detail_extras(
+    doc: dict[str, Any], canonical: dict[str, Any], camel: bool
+) -> dict[str, Any]:
     cid = str(canonical.get("id", ""))
-    doc = {**doc, "containerDiskSize": 50 + 10 * (_shard(cid) % 8),
-           "x_internal": {"shard": _shard(cid), "placement": {"rack": f"r{_shard(cid) % 7}"}}}
+    doc = {
+        **doc,
+        "containerDiskSize": 50 + 10 * (_shard(cid) % 8),
+        "x_internal": {"shard": _shard(cid), "placement": {"rack": f"r{_shard(cid) % 7}"}},
+    }
     metrics_key = "metrics"
     metrics = doc.get(metrics_key)
     if isinstance(metrics, dict):
@@ -220,8 +234,11 @@ def _add_detail_extras(doc: dict[str, Any], canonical: dict[str, Any], camel: bo
                 {**p, "x_sample_count": 60} if isinstance(p, dict) else p
                 for p in historical[points_key]
             ]
-            metrics = {**metrics, "historical": {**historical, points_key: points},
-                       "x_collector": "dcgm-exporter"}
+            metrics = {
+                **metrics,
+                "historical": {**historical, points_key: points},
+                "x_collector": "dcgm-exporter",
+            }
             doc[metrics_key] = metrics
     return doc
 
@@ -246,8 +263,9 @@ def apply_summary(canonical: dict[str, Any], spec: VariantSpec) -> dict[str, Any
     return item
 
 
-def apply_list(items: list[dict[str, Any]], pagination: dict[str, Any], spec: VariantSpec,
-               page_key: str) -> Any:
+def apply_list(
+    items: list[dict[str, Any]], pagination: dict[str, Any], spec: VariantSpec, page_key: str
+) -> Any:
     """A list page: items in their variant form inside the wrapper, or a bare array.
 
     With `mixed`, the envelope (bare or wrapped, key case) is drawn per page from `page_key`.

@@ -55,18 +55,28 @@ def test_parse_reads_kind_rate_and_permanence_and_rejects_nonsense():
     spec = FaultSpec.parse(["500=0.1", "invalid_json=0.05:permanent", "dropped=0.2"], seed=3)
     assert spec.rates == {"error_500": 0.1, "invalid_json": 0.05, "drop": 0.2}
     assert spec.permanent == frozenset({"invalid_json"}) and spec.seed == 3
-    for bad in (["teapot=0.1"], ["error_500"], ["error_500=lots"], ["error_500=2"],
-                ["error_500=0.1:sometimes"]):
+    for bad in (
+        ["teapot=0.1"],
+        ["error_500"],
+        ["error_500=lots"],
+        ["error_500=2"],
+        ["error_500=0.1:sometimes"],
+    ):
         with pytest.raises(ValueError):
             FaultSpec.parse(bad)
 
 
 def test_transient_faults_hit_only_the_first_attempts_and_permanent_ones_every_time():
-    spec = FaultSpec(rates={"error_500": 1.0, "truncated": 1.0}, permanent={"truncated"},
-                     transient_attempts=2)
+    spec = FaultSpec(
+        rates={"error_500": 1.0, "truncated": 1.0}, permanent={"truncated"}, transient_attempts=2
+    )
     # error_500 comes first while transient; afterwards the permanent fault remains
     assert [spec.request_fault("c", n, details=True) for n in (1, 2, 3, 4)] == [
-        "error_500", "error_500", "truncated", "truncated"]
+        "error_500",
+        "error_500",
+        "truncated",
+        "truncated",
+    ]
     # on a list page even a permanent kind is transient, so the list can always be read
     assert spec.request_fault("page", 3, details=False) is None
     assert FaultSpec().request_fault("c", 1, details=True) is None
@@ -219,9 +229,12 @@ def test_storm_ends_after_its_seconds_and_requests_succeed_again(serve, fleet40)
     import time
 
     # a seed whose request 1 starts a storm and request 2 does not
-    seed = next(s for s in range(1000)
-                if FaultSpec(rates={"storm_429": 0.5}, seed=s).starts_storm(1)
-                and not FaultSpec(rates={"storm_429": 0.5}, seed=s).starts_storm(2))
+    seed = next(
+        s
+        for s in range(1000)
+        if FaultSpec(rates={"storm_429": 0.5}, seed=s).starts_storm(1)
+        and not FaultSpec(rates={"storm_429": 0.5}, seed=s).starts_storm(2)
+    )
     spec = FaultSpec(rates={"storm_429": 0.5}, seed=seed, storm_seconds=0.3)
     sim, url, http = serve(fleet40, faults=spec)
     assert http.get(f"{url}/clusters").status_code == 429

@@ -51,8 +51,10 @@ def _all_ids(http, url, **params):
 
 def _detail_with_gpus_and_alerts(http, url, fleet):
     for summary in fleet.list_summaries():
-        body = http.get(f"{url}/clusters/{summary['id']}",
-                        params={"metrics_window": "7d", "include_logs": "true"}).json()
+        body = http.get(
+            f"{url}/clusters/{summary['id']}",
+            params={"metrics_window": "7d", "include_logs": "true"},
+        ).json()
         metrics = body["data"].get("metrics") or {}
         points = (metrics.get("historical") or {}).get("data_points") or []
         if metrics.get("alerts") and points and "gpus" in points[-1] and "cost" in points[-1]:
@@ -114,8 +116,9 @@ def test_sorting_orders_by_the_field_both_ways(serve, fleet40, sort_by):
     field = "hourly_rate" if sort_by == "cost" else sort_by
     convert = {"hourly_rate": Decimal, "gpu_count": int}.get(field, str)
     for order in ("asc", "desc"):
-        items = http.get(f"{url}/clusters", params={"limit": 100, "sort_by": sort_by,
-                                                     "sort_order": order}).json()
+        items = http.get(
+            f"{url}/clusters", params={"limit": 100, "sort_by": sort_by, "sort_order": order}
+        ).json()
         values = [convert(item[field]) for item in items["data"]["clusters"]]
         assert values == sorted(values, reverse=order == "desc")
         assert len(set(values)) > 1  # the fleet really varies in this field
@@ -132,10 +135,18 @@ def test_status_filter_returns_exactly_the_clusters_in_that_status(serve, fleet4
         assert last["total"] == len(ids)
 
 
-@pytest.mark.parametrize("params", [
-    {"limit": 101}, {"limit": 0}, {"page": 0}, {"page": "two"}, {"sort_by": "price"},
-    {"sort_order": "up"}, {"status": "sleeping"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 101},
+        {"limit": 0},
+        {"page": 0},
+        {"page": "two"},
+        {"sort_by": "price"},
+        {"sort_order": "up"},
+        {"status": "sleeping"},
+    ],
+)
 def test_invalid_list_queries_are_validation_errors(serve, fleet40, params):
     _, url, http = serve(fleet40)
     response = http.get(f"{url}/clusters", params=params)
@@ -155,21 +166,23 @@ def test_invalid_detail_queries_are_validation_errors(serve, fleet40, params):
     assert response.json()["error"] == "VALIDATION_ERROR"
 
 
-@pytest.mark.parametrize("window,interval", [("1h", 60), ("6h", 300), ("24h", 900),
-                                             ("7d", 3600)])
+@pytest.mark.parametrize("window,interval", [("1h", 60), ("6h", 300), ("24h", 900), ("7d", 3600)])
 def test_metrics_window_selects_the_bucket_interval(serve, fleet40, window, interval):
     _, url, http = serve(fleet40)
     running = next(s["id"] for s in fleet40.list_summaries() if s["status"] == "running")
-    metrics = http.get(f"{url}/clusters/{running}",
-                       params={"metrics_window": window}).json()["data"]["metrics"]
+    metrics = http.get(f"{url}/clusters/{running}", params={"metrics_window": window}).json()[
+        "data"
+    ]["metrics"]
     assert metrics["window"] == window and metrics["interval_seconds"] == interval
 
 
 def test_include_flags_leave_out_metrics_and_breakdown_and_add_logs(serve, fleet40):
     _, url, http = serve(fleet40)
     cid = fleet40.list_summaries()[0]["id"]
-    bare = http.get(f"{url}/clusters/{cid}", params={
-        "include_metrics": "false", "include_cost_breakdown": "false"}).json()["data"]
+    bare = http.get(
+        f"{url}/clusters/{cid}",
+        params={"include_metrics": "false", "include_cost_breakdown": "false"},
+    ).json()["data"]
     assert "metrics" not in bare
     assert "cost_breakdown" not in bare["cost"] and "current_hourly_rate" in bare["cost"]
     assert "logs" not in bare
@@ -291,8 +304,10 @@ def test_same_seed_gives_byte_identical_documents_over_http(serve):
         _, url, http = serve(fleet)
         listing = http.get(f"{url}/clusters", params={"limit": 100})
         ids = [item["id"] for item in listing.json()["data"]["clusters"]]
-        details = [http.get(f"{url}/clusters/{cid}", params={"metrics_window": "7d"}).content
-                   for cid in ids[:4]]
+        details = [
+            http.get(f"{url}/clusters/{cid}", params={"metrics_window": "7d"}).content
+            for cid in ids[:4]
+        ]
         bodies.append((listing.content, details))
     assert bodies[0] == bodies[1]
     assert bodies[0] != bodies[2]

@@ -32,7 +32,10 @@ class _Served:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "simulate", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         line: list[str] = []
         reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))
@@ -80,9 +83,23 @@ def test_serve_prints_its_url_first_and_answers_with_the_key_from_the_environmen
 def test_serve_applies_key_file_rate_limit_faults_and_variants(tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n", encoding="utf-8")
-    served = _Served(["--clusters", "4", "--api-key-file", str(key_file), "--rate-limit", "50",
-                      "--fault", "error_500=1.0", "--variant", "camel", "--variant", "bare"],
-                     _env(GPUCOST_API_KEY="some-other-key"))
+    served = _Served(
+        [
+            "--clusters",
+            "4",
+            "--api-key-file",
+            str(key_file),
+            "--rate-limit",
+            "50",
+            "--fault",
+            "error_500=1.0",
+            "--variant",
+            "camel",
+            "--variant",
+            "bare",
+        ],
+        _env(GPUCOST_API_KEY="some-other-key"),
+    )
     try:
         with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}) as http:
             listing = http.get(f"{served.url}/clusters")
@@ -113,16 +130,24 @@ def test_serve_without_a_key_generates_one_in_a_private_file():
     assert code == 0
 
 
-@pytest.mark.parametrize("args", [["--fault", "teapot=0.1"], ["--fault", "error_500=3"],
-                                  ["--variant", "yaml"], ["--start", "yesterday"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--fault", "teapot=0.1"],
+        ["--fault", "error_500=3"],
+        ["--variant", "yaml"],
+        ["--start", "yesterday"],
+    ],
+)
 def test_serve_rejects_bad_options_as_usage_errors(args):
     result = CliRunner().invoke(simulate, ["serve", *args], env={"GPUCOST_API_KEY": KEY})
     assert result.exit_code == 2, result.output
 
 
 def test_truth_prints_the_ground_truth_as_json():
-    result = CliRunner().invoke(simulate, ["truth", "--clusters", "5", "--seed", "7",
-                                           "--nights", "3"])
+    result = CliRunner().invoke(
+        simulate, ["truth", "--clusters", "5", "--seed", "7", "--nights", "3"]
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
     fleet = Fleet(FleetSpec(seed=7, clusters=5, start=START))
@@ -136,9 +161,18 @@ def test_truth_at_explicit_times_equals_the_same_nights():
     by_at = CliRunner().invoke(simulate, ["truth", "--clusters", "3", *at])
     by_nights = CliRunner().invoke(simulate, ["truth", "--clusters", "3", "--nights", "2"])
     assert by_at.exit_code == 0 and by_at.output == by_nights.output
-    other = CliRunner().invoke(simulate, ["truth", "--clusters", "3", "--nights", "2",
-                                          "--start", datetime(2026, 11, 20, 3,
-                                                              tzinfo=UTC).isoformat()])
+    other = CliRunner().invoke(
+        simulate,
+        [
+            "truth",
+            "--clusters",
+            "3",
+            "--nights",
+            "2",
+            "--start",
+            datetime(2026, 11, 20, 3, tzinfo=UTC).isoformat(),
+        ],
+    )
     assert other.output != by_nights.output
 
 

@@ -25,14 +25,27 @@ CANONICAL = {
     "environment": {"variables": {"HF_TOKEN": "x", "world_size": "2"}},
     "metrics": {
         "interval_seconds": 3600,
-        "current": {"timestamp": "2026-11-20T03:00:00Z", "gpu_utilization": 45.5,
-                    "gpus": [{"gpu_id": "0", "utilization": 91.0}]},
-        "historical": {"data_points": [{"timestamp": "2026-11-13T03:00:00Z", "cost": "6.9000",
-                                        "gpus": [{"gpu_id": "0", "utilization": 2.0}]}]},
+        "current": {
+            "timestamp": "2026-11-20T03:00:00Z",
+            "gpu_utilization": 45.5,
+            "gpus": [{"gpu_id": "0", "utilization": 91.0}],
+        },
+        "historical": {
+            "data_points": [
+                {
+                    "timestamp": "2026-11-13T03:00:00Z",
+                    "cost": "6.9000",
+                    "gpus": [{"gpu_id": "0", "utilization": 2.0}],
+                }
+            ]
+        },
     },
-    "cost": {"currency": "USD", "current_hourly_rate": "6.9000",
-             "cost_breakdown": {"gpu_cost_per_hour": "6.2000", "total_cost_to_date": "3091.2000"},
-             "cost_projections": {"daily": "165.6000", "projection_basis": "current_hourly_rate"}},
+    "cost": {
+        "currency": "USD",
+        "current_hourly_rate": "6.9000",
+        "cost_breakdown": {"gpu_cost_per_hour": "6.2000", "total_cost_to_date": "3091.2000"},
+        "cost_projections": {"daily": "165.6000", "projection_basis": "current_hourly_rate"},
+    },
 }
 
 
@@ -78,8 +91,10 @@ def test_string_numbers_quote_every_number_and_money_numbers_unquote_money():
     money = apply_detail(CANONICAL, VariantSpec(money_numbers=True, bare=True))
     assert money["cost"]["current_hourly_rate"] == 6.9
     assert money["cost"]["cost_breakdown"]["total_cost_to_date"] == 3091.2
-    assert money["cost"]["cost_projections"] == {"daily": 165.6,
-                                                 "projection_basis": "current_hourly_rate"}
+    assert money["cost"]["cost_projections"] == {
+        "daily": 165.6,
+        "projection_basis": "current_hourly_rate",
+    }
     assert money["metrics"]["historical"]["data_points"][0]["cost"] == 6.9
     assert money["environment"]["variables"]["world_size"] == "2"  # data, not money
 
@@ -88,7 +103,8 @@ def test_epoch_ms_turns_every_timestamp_into_integer_milliseconds():
     doc = apply_detail(CANONICAL, VariantSpec(epoch_ms=True, string_numbers=True, bare=True))
     assert doc["created_at"] == _epoch_ms("2026-11-01T09:12:00Z") == 1793524320000
     assert doc["metrics"]["historical"]["data_points"][0]["timestamp"] == _epoch_ms(
-        "2026-11-13T03:00:00Z")
+        "2026-11-13T03:00:00Z"
+    )
     assert isinstance(doc["metrics"]["current"]["timestamp"], int)
 
 
@@ -118,8 +134,9 @@ def _get(http, url, path, **params):
 
 
 def test_bare_camel_list_looks_like_the_v2_example(serve, fleet40):
-    _, url, http = serve(fleet40, variants=VariantSpec(bare=True, camel=True, epoch_ms=True,
-                                                       extra_fields=True))
+    _, url, http = serve(
+        fleet40, variants=VariantSpec(bare=True, camel=True, epoch_ms=True, extra_fields=True)
+    )
     items = _get(http, url, "/clusters", limit=100)
     assert isinstance(items, list) and len(items) == len(fleet40.list_summaries())
     v2 = json.loads(Path("/work/shared/api/examples/cluster_list_v2_bare_camel.json").read_text())
@@ -146,10 +163,13 @@ def test_camel_detail_over_http_has_camel_keys_with_the_fleets_values(serve, fle
     cid, canonical = _running_with_gpus(fleet40)
     data = _get(http, url, f"/clusters/{cid}")["data"]
     assert data["configuration"]["gpuType"] == canonical["configuration"]["gpu_type"]
-    assert data["cost"]["costBreakdown"]["gpuCostPerHour"] == (
-        canonical["cost"]["cost_breakdown"]["gpu_cost_per_hour"])
+    assert (
+        data["cost"]["costBreakdown"]["gpuCostPerHour"]
+        == (canonical["cost"]["cost_breakdown"]["gpu_cost_per_hour"])
+    )
     assert len(data["metrics"]["historical"]["dataPoints"]) == len(
-        canonical["metrics"]["historical"]["data_points"])
+        canonical["metrics"]["historical"]["data_points"]
+    )
 
 
 def test_numbers_as_strings_and_epoch_ms_over_http_keep_the_values(serve, fleet40):
@@ -157,8 +177,10 @@ def test_numbers_as_strings_and_epoch_ms_over_http_keep_the_values(serve, fleet4
     cid, canonical = _running_with_gpus(fleet40)
     data = _get(http, url, f"/clusters/{cid}")["data"]
     assert data["configuration"]["gpu_count"] == str(canonical["configuration"]["gpu_count"])
-    point, expected = (data["metrics"]["historical"]["data_points"][-1],
-                       canonical["metrics"]["historical"]["data_points"][-1])
+    point, expected = (
+        data["metrics"]["historical"]["data_points"][-1],
+        canonical["metrics"]["historical"]["data_points"][-1],
+    )
     assert point["timestamp"] == _epoch_ms(expected["timestamp"])
     assert float(point["gpu_utilization"]) == expected["gpu_utilization"]
     assert isinstance(point["gpu_utilization"], str)
@@ -171,8 +193,11 @@ def test_money_as_numbers_over_http_parse_to_the_same_decimal(serve, fleet40):
     data = json.loads(response.content, parse_float=Decimal)["data"]
     assert not isinstance(data["cost"]["current_hourly_rate"], str)
     assert data["cost"]["current_hourly_rate"] == Decimal(canonical["cost"]["current_hourly_rate"])
-    for got, want in zip(data["metrics"]["historical"]["data_points"],
-                         canonical["metrics"]["historical"]["data_points"], strict=True):
+    for got, want in zip(
+        data["metrics"]["historical"]["data_points"],
+        canonical["metrics"]["historical"]["data_points"],
+        strict=True,
+    ):
         if "cost" in want:
             assert Decimal(got["cost"]) == Decimal(want["cost"])
 
@@ -194,7 +219,8 @@ def test_empty_data_points_over_http(serve, fleet40):
     _, url, http = serve(fleet40, variants=VariantSpec(empty_points=True))
     cid, _ = _running_with_gpus(fleet40)
     assert _get(http, url, f"/clusters/{cid}")["data"]["metrics"]["historical"] == {
-        "data_points": []}
+        "data_points": []
+    }
 
 
 def test_extra_fields_are_added_and_the_known_ones_kept(serve, fleet40):
@@ -203,7 +229,8 @@ def test_extra_fields_are_added_and_the_known_ones_kept(serve, fleet40):
     data = _get(http, url, f"/clusters/{cid}")["data"]
     assert {"containerDiskSize", "x_internal"} <= set(data)
     assert {k: v for k, v in data.items() if k in canonical and k != "metrics"} == {
-        k: v for k, v in canonical.items() if k != "metrics"}
+        k: v for k, v in canonical.items() if k != "metrics"
+    }
     assert data["metrics"]["historical"]["data_points"][0]["x_sample_count"] == 60
 
 
@@ -221,7 +248,9 @@ def test_mixed_gives_each_cluster_its_own_stable_subset(serve, fleet40):
         assert isinstance(doc, dict) and (("success" in doc) != flags.bare)
         data = doc if flags.bare else doc["data"]
         assert ("gpuType" in data["configuration"]) == flags.camel
-        assert isinstance(data["created_at" if not flags.camel else "createdAt"],
-                          int) == flags.epoch_ms
+        assert (
+            isinstance(data["created_at" if not flags.camel else "createdAt"], int)
+            == flags.epoch_ms
+        )
         shapes.add(tuple(getattr(flags, name) for name in LOSSLESS))
     assert len(shapes) >= 8  # the fleet really sees many combinations
