@@ -242,6 +242,10 @@ def test_html_summary_shows_hand_computed_totals_per_currency(rendered):
         "$4,176.00",  # open savings: 2160 + 1584 + 432
         "€3,744.00",  # realized: (5.40 - 0.20) x 720
         "58.8 %",  # USD idle share: 264.00 / 448.80
+        # daily projections: cls_a 156.00 + cls_b 54.00, billed exactly that
+        "actual $210.00 against $210.00 projected, 2 projections",
+        # cls_c: 4.80 billed against 129.60 projected -> -96.3 %
+        "actual €4.80 against €129.60 projected, 1 projection<",
     ):
         assert text in html, text
     # currencies never summed: 448.80 + 134.40 = 583.20 must not appear
