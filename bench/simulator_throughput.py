@@ -1,6 +1,7 @@
 """How fast the simulator serves 7-day details, against what a client spends loading them.
 
     .venv/bin/python bench/simulator_throughput.py [--clusters 1000] [--gpus 8] [--workers 8]
+        [--snapshot N] [--only-snapshot] [--quick]
 
 Builds a fleet of CLUSTERS training clusters with GPUS GPUs each (168 hourly buckets with
 per-GPU series), then measures:
@@ -98,7 +99,10 @@ def main() -> None:
         help="also time the pipeline's snapshot of N clusters (0: skip)",
     )
     parser.add_argument("--only-snapshot", action="store_true", help="skip the other measurements")
+    parser.add_argument("--quick", action="store_true", help="100 clusters, snapshot of 100")
     args = parser.parse_args()
+    if args.quick:
+        args.clusters, args.snapshot = 100, 100
     if args.only_snapshot:
         _snapshot_share(
             _fleet(args.snapshot or args.clusters, args.gpus), args.snapshot or args.clusters
