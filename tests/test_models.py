@@ -399,6 +399,10 @@ def test_stop_idle_and_downsize_for_an_idle_cluster():
     # (6.90 - 0.14 storage) x 720 = 4867.20
     assert recs["stop_idle"]["monthly_savings"] == D("4867.20")
     assert "168 of 168" in recs["stop_idle"]["reason"]
+    # per-GPU evidence: each GPU idle all 168 h holding 8 GB -> 16.0 GB held
+    assert (
+        "GPU 0, 1 below 5 % in at least 168 of 168 h, 16.0 GB held" in (recs["stop_idle"]["reason"])
+    )
     # busy P95 = 0 -> keep max(1, 0) = 1 GPU: (2 - 1) x 3.10 x 720 = 2232.00
     assert recs["downsize"]["monthly_savings"] == D("2232.00")
     assert recs["stop_idle"]["status"] == "open"

@@ -16,6 +16,10 @@ presence as (
     select * from intermediate.cluster_presence
 ),
 
+gpu_evidence as (
+    select * from intermediate.latest_gpu_evidence
+),
+
 spans as (
     select
         cluster_id,
@@ -68,6 +72,7 @@ classified as (
             else 'closed'
         end as status,
     from with_now
+    left join gpu_evidence on gpu_evidence.cluster_id = with_now.cluster_id
 ),
 
 final as (
@@ -78,7 +83,15 @@ final as (
         status,
         monthly_savings,
         currency,
-        reason,
+        case
+            -- an open stop_idle or downsize also names its idle GPUs and what they held
+            when status = 'open' and kind in ('stop_idle', 'downsize') and idle_gpus > 0
+                then reason || '; GPU ' || idle_gpu_ids || ' below '
+                || regexp_replace(cast(getvariable('idle_threshold_pct') as varchar), '\.0+$', '')
+                || ' % in at least ' || min_idle_hours || ' of ' || billed_hours || ' h, '
+                || cast(round(idle_memory_gb, 1) as varchar) || ' GB held'
+            else reason
+        end as reason,
         first_seen_at,
         last_seen_at,
         case

@@ -1,0 +1,55 @@
+-- Per cluster, over its latest snapshot's 7-day window, the GPUs that were idle nearly all the
+-- time (>= stop_idle_share_pct of their billed hours) and the memory they held while idle: the
+-- per-GPU evidence of an open stop_idle or downsize recommendation.
+with
+
+presence as (
+    select * from intermediate.cluster_presence
+),
+
+gpu_buckets as (
+    select * from intermediate.gpu_buckets
+),
+
+windows as (
+    select
+        cluster_id,
+        date_trunc('hour', last_snapshot_at) - to_hours(168) as window_start_at,
+        date_trunc('hour', last_snapshot_at) as window_end_at,
+    from presence
+),
+
+per_gpu as (
+    select
+        gpu_buckets.cluster_id,
+        gpu_buckets.gpu_id,
+        count(*) as billed_hours,
+        count(*) filter (where gpu_buckets.is_idle) as idle_hours,
+        max(gpu_buckets.memory_used_gb) filter (where gpu_buckets.is_idle) as max_idle_memory_gb,
+    from gpu_buckets
+    inner join windows
+        on windows.cluster_id = gpu_buckets.cluster_id
+        and gpu_buckets.bucket_at >= windows.window_start_at
+        and gpu_buckets.bucket_at < windows.window_end_at
+    group by gpu_buckets.cluster_id, gpu_buckets.gpu_id
+),
+
+mostly_idle as (
+    select *
+    from per_gpu
+    where 100.0 * idle_hours >= getvariable('stop_idle_share_pct') * billed_hours
+),
+
+final as (
+    select
+        cluster_id,
+        count(*) as idle_gpus,
+        string_agg(gpu_id, ', ' order by try_cast(gpu_id as integer), gpu_id) as idle_gpu_ids,
+        min(idle_hours) as min_idle_hours,
+        max(billed_hours) as billed_hours,
+        sum(coalesce(max_idle_memory_gb, 0)) as idle_memory_gb,
+    from mostly_idle
+    group by cluster_id
+)
+
+select * from final
