@@ -211,9 +211,10 @@ def _snapshot(config: Config, client: Any, store: Store, result: SnapshotResult,
     keep_raw = config.store.raw_retention_days > 0
     batch = LoadBatch(run_id, keep_raw=keep_raw)
     try:
-        # A few results per worker keep HTTP busy while a batch is written; more would only
-        # hold canonical details (~0.7 MB each with 8 GPUs) in memory.
-        depth = 2 * config.api.concurrency
+        # Room for about one batch keeps HTTP busy while the previous batch is written (the
+        # write releases the GIL); more would only hold canonical details (~0.7 MB each with
+        # 8 GPUs) in memory.
+        depth = max(2 * config.api.concurrency, batch_clusters)
         for fetched in _fetch_in_background(client, summaries, depth):
             batch.add_result(fetched)
             if fetched.outcome != "ok":
