@@ -20,9 +20,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.config import Config, StoreSettings
 from pipeline.focus import FOCUS_COLUMNS, build_focus, reconcile
-from pipeline.report import render_report
+from pipeline.report import write_csv
 from tests.report_fixtures import FLEET_DAILY, HOSTILE_FORMULA, IDLE_WASTE_DAILY, create_fixture_db
 
 D = Decimal
@@ -62,9 +61,11 @@ def spec() -> dict[str, dict]:
 def focus_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("focus")
     db = create_fixture_db(tmp / "gpucost.duckdb")
-    # One small render gives the file exactly as users get it.
-    render_report(Config(store=StoreSettings(db=str(db))), tmp / "out", cluster_sections=0)
-    with (tmp / "out" / "focus.csv").open(encoding="utf-8", newline="") as f:
+    con, _rows = _focus(db)
+    # written by the report's own CSV writer: the file exactly as users get it
+    path = write_csv(build_focus(con), tmp / "focus.csv")
+    con.close()
+    with path.open(encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 

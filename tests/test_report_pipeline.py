@@ -26,7 +26,7 @@ D = Decimal
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pipeline")
     config = Config(store=StoreSettings(db=str(tmp / "demo.duckdb")))
-    result = run_demo(config, nights=3, clusters=16, seed=7)
+    result = run_demo(config, nights=2, clusters=12, seed=7)
     return Path(result.index_html).parent
 
 
@@ -42,7 +42,7 @@ def test_focus_export_adds_up_to_fleet_daily_to_the_cent(demo):
         focus[key] += D(row["BilledCost"])
         assert row["BilledCost"] == row["EffectiveCost"] == row["ListCost"]
     marts = {(r["day"], r["currency"]): D(r["cost"]) for r in _rows(demo / "fleet_daily.csv")}
-    assert len(marts) >= 8 and {c for _d, c in marts} >= {"USD"}
+    assert len(marts) >= 7 and {c for _d, c in marts} >= {"USD"}
     # days with no cost at all may have no FOCUS row
     assert set(focus) <= set(marts)
     for key, cost in marts.items():
