@@ -51,7 +51,7 @@ _SECRET_KEYS = frozenset(
 # statuses, GPU ids) fail it, which keeps redaction of a 200 KB document fast.
 _SUSPECT = re.compile(
     r"://|bearer|basic\s|hf_|sk-|akia|asia|-----begin|canary|gh[pousr]_|xox|eyj|pass|pwd"
-    r"|token|secret|private|api.?key|access.?key|credential|auth",
+    r"|token|secret|private|api.?key|access.?key|credential|auth|glpat|aiza|npm_|[sr]k_(?:live|test)",
     re.IGNORECASE,
 )
 
@@ -89,6 +89,10 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{16,}"), REDACTED),
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{8,}"), REDACTED),
     (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),
+    (re.compile(r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{10,}"), REDACTED),
+    (re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), REDACTED),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),
+    (re.compile(r"\bnpm_[A-Za-z0-9]{30,}"), REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),
     # The simulator's canary marks planted secrets: the whole word carrying it goes.
     (re.compile(r"[^\s\"'<>]*CANARY-7f3a9c[^\s\"'<>]*"), REDACTED),

@@ -31,6 +31,10 @@ TEXT_CASES = [
     ("aws AKIAIOSFODNN7EXAMPLE creds", "AKIAIOSFODNN7EXAMPLE", "creds"),
     ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCY", "wJalrXUtnFEMI", "aws"),
     ("gh token ghp_abcdefghijklmnopqrstuvwxyz0123", "ghp_abcdefghijklmnopqrstuvwxyz0123", "gh"),
+    ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc ok", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "ok"),
+    ("gitlab glpat-xXxXxXxXxXxXxXxXxXxX ok", "glpat-xXxXxXxXxXxXxXxXxXxX", "ok"),
+    ("maps AIzaSyA1234567890abcdefghijklmnopqrstu ok", "AIzaSyA1234567890abcdefghij", "ok"),
+    ("slack xoxb-123456789012-abcdefghij ok", "xoxb-123456789012-abcdefghij", "ok"),
     (
         "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n"
         "-----END OPENSSH PRIVATE KEY-----\ndone",
