@@ -96,7 +96,8 @@ class FetchResult:
 
 @dataclass
 class ClientStats:
-    """Counters over the client's life: requests sent, retries, 429s, seconds spent waiting."""
+    """Counters over the client's life: requests sent, retries, 429s received, and seconds
+    spent waiting (backoff, Retry-After and pacing, summed over the workers)."""
 
     requests: int = 0
     retries: int = 0
