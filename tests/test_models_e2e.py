@@ -41,11 +41,9 @@ def _marts(path) -> dict[str, list[tuple]]:
         con.close()
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
+def _simulate(db, clusters: int) -> dict:
     """The database after 14 nights (built after night 7 and night 14), and the truth."""
-    db = tmp_path_factory.mktemp("e2e") / "gpucost.duckdb"
-    fleet = Fleet(FleetSpec(seed=7, clusters=40, start=START))
+    fleet = Fleet(FleetSpec(seed=7, clusters=clusters, start=START))
     times = []
     builds = []
     with pytest.MonkeyPatch.context() as mp:
@@ -69,6 +67,12 @@ def e2e(tmp_path_factory):
         "full": full,
         "full_marts": _marts(db),
     }
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """The demo's fleet: 40 clusters, seed 7, every archetype and event."""
+    return _simulate(tmp_path_factory.mktemp("e2e") / "gpucost.duckdb", 40)
 
 
 def _rows(e2e, sql):
@@ -160,3 +164,14 @@ def test_incremental_nightly_builds_equal_a_full_refresh(e2e):
     assert e2e["full"].incremental_marts == []
     for mart in MARTS:
         assert e2e["incremental"][mart] == e2e["full_marts"][mart], mart
+
+
+@pytest.mark.slow
+def test_a_250_cluster_fleet_agrees_with_the_truth(tmp_path):
+    """The same checks on a fleet large enough to hold rarer combinations of events."""
+    run = _simulate(tmp_path / "gpucost.duckdb", 250)
+    test_idle_gpu_hours_equal_the_truth_exactly(run)
+    test_idle_and_unused_cost_within_half_a_percent_per_cluster_and_fleet(run)
+    test_every_projection_actual_within_one_cent(run)
+    test_recommendation_kinds_and_savings_equal_the_truth(run)
+    test_incremental_nightly_builds_equal_a_full_refresh(run)
