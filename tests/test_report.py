@@ -353,3 +353,42 @@ def test_numbers_and_percentages_are_formatted_for_people():
     assert format_number(D("1234.5"), 1) == "1,234.5"
     assert format_pct(58.82352) == "58.8 %"
     assert format_pct(None) == "–"
+
+
+def test_empty_database_renders_a_report_that_says_so(tmp_path):
+    db = create_fixture_db(tmp_path / "gpucost.duckdb")
+    con = duckdb.connect(str(db))
+    for table in (
+        "marts.fleet_daily",
+        "marts.idle_waste_daily",
+        "marts.projection_drift",
+        "marts.recommendations",
+        "marts.clusters",
+        "snap.metric_points",
+        "snap.gpu_metric_points",
+        "snap.cost_components",
+        "snap.alerts",
+        "snap.cluster_snapshots",
+        "meta.run_failures",
+        "meta.runs",
+    ):
+        con.execute(f"delete from {table}")
+    con.close()
+    result = render_report(Config(store=StoreSettings(db=str(db))), tmp_path / "out")
+    html = result.index_html.read_text(encoding="utf-8")
+    assert "No cost data in this period." in html
+    assert "No snapshot run is recorded" in html
+    assert result.focus_rows == 0 and result.clusters == 0
+    assert _csv_rows(tmp_path / "out" / "focus.csv") == []
+
+
+def test_a_run_that_never_finished_is_called_out(tmp_path):
+    from pipeline.focus import build_focus
+    from pipeline.report import _notes
+
+    db = create_fixture_db(tmp_path / "gpucost.duckdb", latest_run_status="running")
+    con = duckdb.connect(str(db), read_only=True)
+    build_focus(con)
+    notes = _notes(con, {"fleet_daily"})
+    assert [n["level"] for n in notes] == ["warn"]
+    assert "has not finished: it is still running or it crashed" in notes[0]["text"]
