@@ -47,6 +47,20 @@ _SECRET_KEYS = frozenset(
     }
 )
 
+# ... and keys ending like one (`db_password`, `jupyter_token`, `client_secret`, `ssh_key`).
+_SECRET_SUFFIXES = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "privatekey",
+    "apikey",
+    "accesskey",
+    "sshkey",
+    "credentials",
+)
+
 # A cheap test that a string could need any text rule; most strings in a detail (timestamps,
 # statuses, GPU ids) fail it, which keeps redaction of a 200 KB document fast.
 _SUSPECT = re.compile(
@@ -157,7 +171,10 @@ def _key_kind(key: str) -> int:
     kind = _KEY_KIND.get(key)
     if kind is None:
         norm = _norm_key(key)
-        kind = _SECRET if norm in _SECRET_KEYS else _ENVIRONMENT if norm == "environment" else 0
+        if norm in _SECRET_KEYS or norm.endswith(_SECRET_SUFFIXES):
+            kind = _SECRET
+        else:
+            kind = _ENVIRONMENT if norm == "environment" else _PLAIN
         if len(_KEY_KIND) < 10_000:
             _KEY_KIND[key] = kind
     return kind
@@ -179,8 +196,7 @@ def _walk(node: Any) -> Any:
                 for env_key, env_value in value.items():
                     if _norm_key(env_key) == "variables":
                         value[env_key] = _redact_all(env_value)
-                    else:
-                        value[env_key] = _walk(env_value)
+                _walk(value)  # the rest of `environment` by the ordinary rules
             elif t is str:
                 if len(value) > 2 and suspect(value):
                     node[key] = _redact_string(value)

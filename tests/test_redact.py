@@ -153,6 +153,21 @@ def test_redact_document_removes_every_secret_and_keeps_the_rest(camel: bool) ->
     assert data["metrics"]["current"]["gpu_utilization"] == 45.5
 
 
+def test_keys_ending_like_a_secret_are_redacted_anywhere() -> None:
+    doc = redact_document(
+        {
+            "environment": {"registry_password": "regpw", "cuda_version": "12.4"},
+            "extra": {"jupyterToken": "jt-1", "client_secret": "cs-1", "sshKey": "k-1"},
+            "max_tokens": 4096,
+        }
+    )
+    assert doc == {
+        "environment": {"registry_password": REDACTED, "cuda_version": "12.4"},
+        "extra": {"jupyterToken": REDACTED, "client_secret": REDACTED, "sshKey": REDACTED},
+        "max_tokens": 4096,
+    }
+
+
 def test_redact_document_returns_the_same_object_redacted_in_place() -> None:
     doc = _hostile_detail(False)
     assert redact_document(doc) is doc
