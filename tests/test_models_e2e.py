@@ -100,6 +100,11 @@ def test_idle_gpu_hours_equal_the_truth_exactly(e2e):
         assert m["gpu_hours"] == t.gpu_hours, key
         assert m["idle_gpu_hours"] == t.idle_gpu_hours, key
         assert m["memory_held_idle_gpu_hours"] == t.memory_held_idle_gpu_hours, key
+        assert m["per_gpu"] == t.per_gpu, key
+        if t.avg_gpu_utilization is None:
+            assert m["avg_gpu_utilization"] is None, key
+        else:
+            assert m["avg_gpu_utilization"] == pytest.approx(t.avg_gpu_utilization, abs=1e-6)
     assert sum(t.idle_gpu_hours for t in truth.values()) > 0  # the fleet has idle GPUs
 
 
@@ -159,6 +164,24 @@ def test_recommendation_kinds_and_savings_equal_the_truth(e2e):
         assert _close(mine[key], savings, Decimal("0.01")), key
 
 
+def test_recommendation_lifecycle_equals_the_truth(e2e):
+    mine = {
+        (r["cluster_id"], r["kind"]): r for r in _rows(e2e, "select * from marts.recommendations")
+    }
+    truth = {(h.cluster_id, h.kind): h for h in e2e["truth"].recommendation_history}
+    assert set(mine) == set(truth)
+    for key, h in truth.items():
+        m = mine[key]
+        assert m["status"] == h.status, key
+        assert (m["first_seen_at"], m["last_seen_at"]) == (h.first_seen_at, h.last_seen_at), key
+        assert _close(m["monthly_savings"], h.monthly_savings, Decimal("0.01")), key
+        if h.realized_monthly_savings is None:
+            assert m["realized_monthly_savings"] is None, key
+        else:
+            assert _close(m["realized_monthly_savings"], h.realized_monthly_savings, CENT), key
+    assert {h.status for h in truth.values()} >= {"open", "resolved"}
+
+
 def test_incremental_nightly_builds_equal_a_full_refresh(e2e):
     assert "marts.idle_waste_daily" in e2e["builds"][-1].incremental_marts
     assert e2e["full"].incremental_marts == []
@@ -174,4 +197,5 @@ def test_a_250_cluster_fleet_agrees_with_the_truth(tmp_path):
     test_idle_and_unused_cost_within_half_a_percent_per_cluster_and_fleet(run)
     test_every_projection_actual_within_one_cent(run)
     test_recommendation_kinds_and_savings_equal_the_truth(run)
+    test_recommendation_lifecycle_equals_the_truth(run)
     test_incremental_nightly_builds_equal_a_full_refresh(run)
