@@ -39,8 +39,11 @@ from typing import Any
 START = datetime(2026, 11, 13, 3, tzinfo=UTC)
 KEY = "bench-snapshot-key"
 RESULTS = Path(__file__).resolve().parent / "results"
-DETAIL_PARAMS = {"include_metrics": "true", "include_cost_breakdown": "true",
-                 "metrics_window": "7d"}
+DETAIL_PARAMS = {
+    "include_metrics": "true",
+    "include_cost_breakdown": "true",
+    "metrics_window": "7d",
+}
 
 
 def _maxrss_mb() -> float:
@@ -81,29 +84,43 @@ def _child_floor(url: str, concurrency: int) -> dict[str, Any]:
 
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             size = sum(pool.map(fetch, ids))
-    return {"seconds": time.perf_counter() - began, "cpu_seconds": _cpu_seconds() - cpu,
-            "clusters": len(ids), "bytes": size, "maxrss_mb": _maxrss_mb()}
+    return {
+        "seconds": time.perf_counter() - began,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "clusters": len(ids),
+        "bytes": size,
+        "maxrss_mb": _maxrss_mb(),
+    }
 
 
 def _child_pipeline(url: str, concurrency: int, db: str) -> dict[str, Any]:
     from pipeline.config import ApiSettings, Config, StoreSettings
     from pipeline.snapshot import run_snapshot
 
-    config = Config(api=ApiSettings(url=url, concurrency=concurrency),
-                    store=StoreSettings(db=db))
+    config = Config(api=ApiSettings(url=url, concurrency=concurrency), store=StoreSettings(db=db))
     os.environ["GPUCOST_API_KEY"] = KEY
     began = time.perf_counter()
     cpu = _cpu_seconds()
     result = run_snapshot(config)
     seconds = time.perf_counter() - began
-    return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu, "clusters": result.fetched,
-            "status": result.status, "failed": result.failed, "maxrss_mb": _maxrss_mb()}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "clusters": result.fetched,
+        "status": result.status,
+        "failed": result.failed,
+        "maxrss_mb": _maxrss_mb(),
+    }
 
 
 def _run_child(*args: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.snapshot", "--child", *args],
-                          capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.snapshot", "--child", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child {args[0]} failed:\n{proc.stderr}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -117,9 +134,15 @@ def _fleet(clusters: int, gpus: int) -> Any:
     from pipeline.simulator.fleet import ClusterPlan, Fleet, FleetSpec
 
     plans = [
-        ClusterPlan(id=f"cls_{i:05d}", name=f"bench-{i}", created_at=START - timedelta(days=30),
-                    gpu_type="H100", gpu_count=gpus, gpu_price=Decimal("4.5000"),
-                    archetype="training")
+        ClusterPlan(
+            id=f"cls_{i:05d}",
+            name=f"bench-{i}",
+            created_at=START - timedelta(days=30),
+            gpu_type="H100",
+            gpu_count=gpus,
+            gpu_price=Decimal("4.5000"),
+            archetype="training",
+        )
         for i in range(clusters)
     ]
     return Fleet(FleetSpec(seed=1, start=START, plans=plans))
@@ -133,8 +156,9 @@ def _table_rows(db: str) -> tuple[dict[str, int], float]:
             table: store.con.execute(f"select count(*) from snap.{table}").fetchall()[0][0]
             for table in ("cluster_snapshots", "metric_points", "gpu_metric_points")
         }
-        rows["raw.responses"] = store.con.execute(
-            "select count(*) from raw.responses").fetchall()[0][0]
+        rows["raw.responses"] = store.con.execute("select count(*) from raw.responses").fetchall()[
+            0
+        ][0]
     return rows, os.path.getsize(db) / 2**20
 
 
@@ -145,8 +169,13 @@ def run(clusters: int, gpus: int, concurrency: int, out: Path) -> dict[str, Any]
     fleet = _fleet(clusters, gpus)
     sim = Simulator(fleet, api_key=KEY)
     results: dict[str, Any] = {
-        "benchmark": "snapshot", "clusters": clusters, "gpus": gpus, "buckets": 168,
-        "concurrency": concurrency, "cpus": os.cpu_count(), "python": platform.python_version(),
+        "benchmark": "snapshot",
+        "clusters": clusters,
+        "gpus": gpus,
+        "buckets": 168,
+        "concurrency": concurrency,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "loadavg_before": os.getloadavg()[0],
     }
@@ -162,8 +191,9 @@ def run(clusters: int, gpus: int, concurrency: int, out: Path) -> dict[str, Any]
     results["loadavg_after"] = os.getloadavg()[0]
     for night in (1, 2):
         pipeline = results[f"pipeline_night{night}"]["seconds"]
-        results[f"ratio_night{night}"] = round(pipeline / results[f"floor_night{night}"]["seconds"],
-                                               2)
+        results[f"ratio_night{night}"] = round(
+            pipeline / results[f"floor_night{night}"]["seconds"], 2
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
@@ -171,21 +201,27 @@ def run(clusters: int, gpus: int, concurrency: int, out: Path) -> dict[str, Any]
 
 def print_table(results: dict[str, Any]) -> None:
     """The results as a small table on stdout."""
-    print(f"snapshot benchmark: {results['clusters']} clusters x {results['gpus']} GPUs x "
-          f"{results['buckets']} buckets, concurrency {results['concurrency']}, "
-          f"{results['cpus']} CPUs, load {results['loadavg_before']:.1f} -> "
-          f"{results['loadavg_after']:.1f}")
-    print(f"{'run':<20}{'seconds':>10}{'CPU s':>8}{'clusters/s':>12}{'peak RSS MB':>13}"
-          f"{'x floor':>9}")
+    print(
+        f"snapshot benchmark: {results['clusters']} clusters x {results['gpus']} GPUs x "
+        f"{results['buckets']} buckets, concurrency {results['concurrency']}, "
+        f"{results['cpus']} CPUs, load {results['loadavg_before']:.1f} -> "
+        f"{results['loadavg_after']:.1f}"
+    )
+    print(
+        f"{'run':<20}{'seconds':>10}{'CPU s':>8}{'clusters/s':>12}{'peak RSS MB':>13}{'x floor':>9}"
+    )
     for night in (1, 2):
         floor = results[f"floor_night{night}"]
         pipe = results[f"pipeline_night{night}"]
-        for name, row, ratio in ((f"floor night {night}", floor, 1.0),
-                                 (f"pipeline night {night}", pipe,
-                                  results[f"ratio_night{night}"])):
+        for name, row, ratio in (
+            (f"floor night {night}", floor, 1.0),
+            (f"pipeline night {night}", pipe, results[f"ratio_night{night}"]),
+        ):
             rate = row["clusters"] / row["seconds"]
-            print(f"{name:<20}{row['seconds']:>10.2f}{row['cpu_seconds']:>8.1f}{rate:>12.1f}"
-                  f"{row['maxrss_mb']:>13.0f}{ratio:>9.2f}")
+            print(
+                f"{name:<20}{row['seconds']:>10.2f}{row['cpu_seconds']:>8.1f}{rate:>12.1f}"
+                f"{row['maxrss_mb']:>13.0f}{ratio:>9.2f}"
+            )
     rows = results["pipeline_night2"]["rows"]
     print(f"after night 2: {rows} ; database {results['pipeline_night2']['db_mb']} MB")
 

@@ -78,10 +78,17 @@ class SnapshotResult:
     def as_log_fields(self) -> dict[str, Any]:
         """The counts as flat fields for a JSON log record."""
         return {
-            "run_id": self.run_id, "status": self.status, "listed": self.listed,
-            "fetched": self.fetched, "failed": self.failed, "gone": self.gone,
-            "skipped": self.skipped, "requests": self.requests, "retries": self.retries,
-            "seconds": round(self.seconds, 3), "from_raw": self.from_raw,
+            "run_id": self.run_id,
+            "status": self.status,
+            "listed": self.listed,
+            "fetched": self.fetched,
+            "failed": self.failed,
+            "gone": self.gone,
+            "skipped": self.skipped,
+            "requests": self.requests,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+            "from_raw": self.from_raw,
         }
 
 
@@ -105,9 +112,13 @@ class _Progress:
             )
 
             self._bar = Progress(
-                TextColumn("snapshot"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("snapshot"),
+                BarColumn(),
+                MofNCompleteColumn(),
                 TextColumn("failed {task.fields[failed]}  retried {task.fields[retried]}"),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
             )
             self._task = self._bar.add_task("snapshot", total=None, failed=0, retried=0)
             self._bar.start()
@@ -122,17 +133,26 @@ class _Progress:
         elif kind in ("failed", "skipped"):
             self.failed += 1
         if self._bar is not None:
-            self._bar.update(self._task, advance=0 if kind == "retry" else 1,
-                             failed=self.failed, retried=self.retried)
+            self._bar.update(
+                self._task,
+                advance=0 if kind == "retry" else 1,
+                failed=self.failed,
+                retried=self.retried,
+            )
 
     def stop(self) -> None:
         if self._bar is not None:
             self._bar.stop()
 
 
-def run_snapshot(config: Config, *, from_raw: bool = False, progress: bool = False,
-                 transport: httpx.BaseTransport | None = None,
-                 batch_clusters: int = DEFAULT_BATCH_CLUSTERS) -> SnapshotResult:
+def run_snapshot(
+    config: Config,
+    *,
+    from_raw: bool = False,
+    progress: bool = False,
+    transport: httpx.BaseTransport | None = None,
+    batch_clusters: int = DEFAULT_BATCH_CLUSTERS,
+) -> SnapshotResult:
     """Snapshot every cluster into the database of `config.store.db`.
 
     `from_raw=True` rebuilds the normalized tables from the raw store instead of calling the
@@ -180,30 +200,54 @@ def _failure_message(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
-def _finish(store: Store, result: SnapshotResult, client: Any, *, message: str | None = None,
-            raw_retention_days: int | None = None) -> None:
+def _finish(
+    store: Store,
+    result: SnapshotResult,
+    client: Any,
+    *,
+    message: str | None = None,
+    raw_retention_days: int | None = None,
+) -> None:
     result.requests = client.stats.requests
     result.retries = client.stats.retries
     try:
-        store.finish_run(result.run_id, result.status, message=message,
-                         requests_made=result.requests, retries=result.retries,
-                         raw_retention_days=raw_retention_days)
+        store.finish_run(
+            result.run_id,
+            result.status,
+            message=message,
+            requests_made=result.requests,
+            retries=result.retries,
+            raw_retention_days=raw_retention_days,
+        )
     except Exception:  # pragma: no cover - the database itself failed: the next run recovers
         if result.status != "failed":
             raise
         _log.exception("could not record run %s as failed", result.run_id)
 
 
-def _snapshot(config: Config, client: Any, store: Store, result: SnapshotResult,
-              bar: _Progress, batch_clusters: int) -> None:
+def _snapshot(
+    config: Config,
+    client: Any,
+    store: Store,
+    result: SnapshotResult,
+    bar: _Progress,
+    batch_clusters: int,
+) -> None:
     run_id = result.run_id
     try:
         summaries = client.list_clusters()
     except AuthError:
         raise
     except ApiError as exc:
-        store.record_failure(run_id, cluster_id=None, stage="list", outcome="failed",
-                             reason=str(exc), http_status=exc.status, raw_body=exc.body)
+        store.record_failure(
+            run_id,
+            cluster_id=None,
+            stage="list",
+            outcome="failed",
+            reason=str(exc),
+            http_status=exc.status,
+            raw_body=exc.body,
+        )
         raise
     result.listed = len(summaries)
     store.set_listed(run_id, result.listed)
@@ -218,8 +262,7 @@ def _snapshot(config: Config, client: Any, store: Store, result: SnapshotResult,
         for fetched in _fetch_in_background(client, summaries, depth):
             batch.add_result(fetched)
             if fetched.outcome != "ok":
-                _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome,
-                           fetched.reason)
+                _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome, fetched.reason)
             if len(batch) >= batch_clusters:
                 _flush(store, batch, result, client)
                 batch = LoadBatch(run_id, keep_raw=keep_raw)
@@ -238,15 +281,13 @@ def _flush(store: Store, batch: LoadBatch, result: SnapshotResult, client: Any) 
     result.failed += batch.failed
     result.gone += batch.gone
     result.skipped += batch.skipped
-    _log.debug("committed a batch of %d clusters (%d stored so far)", len(batch),
-               result.fetched)
+    _log.debug("committed a batch of %d clusters (%d stored so far)", len(batch), result.fetched)
     for failure in batch.failures:
         if failure["stage"] == "load":
             _log.debug("cluster %s not loaded: %s", failure["cluster_id"], failure["reason"])
 
 
-def _fetch_in_background(client: Any, summaries: list[dict[str, Any]],
-                         depth: int) -> Iterator[Any]:
+def _fetch_in_background(client: Any, summaries: list[dict[str, Any]], depth: int) -> Iterator[Any]:
     """The client's results, fetched by a thread that keeps going while the caller writes."""
     results: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
     stop = threading.Event()
@@ -320,9 +361,13 @@ def _rebuild_from_raw(config: Config, batch_clusters: int) -> SnapshotResult:
                 try:
                     detail = normalize_detail(parse_json(body))
                 except ApiError as exc:
-                    batch.add_failure(cluster_id, "failed",
-                                      f"raw response of run {raw_run} does not normalize: {exc}",
-                                      stage="load", raw_body=body)
+                    batch.add_failure(
+                        cluster_id,
+                        "failed",
+                        f"raw response of run {raw_run} does not normalize: {exc}",
+                        stage="load",
+                        raw_body=body,
+                    )
                 else:
                     batch.add_detail(detail, run_id=raw_run)
                 if len(batch) >= batch_clusters:
@@ -341,7 +386,8 @@ def _rebuild_from_raw(config: Config, batch_clusters: int) -> SnapshotResult:
             raise
         result.status = "complete" if not result.failed else "partial"
         result.seconds = time.monotonic() - started
-        store.finish_run(run_id, result.status,
-                         message=f"rebuilt from the raw responses of {len(covered)} runs")
+        store.finish_run(
+            run_id, result.status, message=f"rebuilt from the raw responses of {len(covered)} runs"
+        )
     _log_summary(config, result)
     return result

@@ -65,9 +65,14 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 _log = get_logger("store")
 # Errors about a value (not about the database): only these make a batch fall back to loading
 # its details one by one; an I/O error aborts the batch.
-_DATA_ERRORS = (duckdb.ConversionException, duckdb.ConstraintException,
-                duckdb.InvalidInputException, duckdb.OutOfRangeException,
-                duckdb.TypeMismatchException, pa.ArrowException)
+_DATA_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+    duckdb.TypeMismatchException,
+    pa.ArrowException,
+)
 
 
 class StoreError(GpucostError):
@@ -114,68 +119,137 @@ _MONEY = pa.decimal128(18, 6)
 # batch (the later one wins a tie on the same key).
 _SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "cluster_snapshots": {
-        "run_id": pa.string(), "cluster_id": pa.string(), "snapshot_at": _TS,
-        "name": pa.string(), "description": pa.string(), "status": pa.string(),
-        "status_message": pa.string(), "last_status_change": _TS, "created_at": _TS,
-        "updated_at": _TS, "gpu_type": pa.string(), "gpu_count": pa.int32(),
-        "cpu_cores": pa.int32(), "memory_gb": pa.float64(), "storage_gb": pa.float64(),
-        "storage_type": pa.string(), "region": pa.string(), "availability_zone": pa.string(),
-        "project_id": pa.string(), "project_name": pa.string(), "owner_id": pa.string(),
-        "template_id": pa.string(), "template_name": pa.string(),
-        "template_version": pa.string(), "docker_image": pa.string(),
-        "cuda_version": pa.string(), "gpu_health": pa.string(), "storage_health": pa.string(),
-        "network_health": pa.string(), "docker_health": pa.string(), "currency": pa.string(),
-        "hourly_rate": _MONEY, "total_cost_to_date": _MONEY, "window_cost": _MONEY,
-        "metrics_window": pa.string(), "interval_seconds": pa.int32(),
-        "has_metrics": pa.bool_(), "has_gpu_series": pa.bool_(),
-        "has_cost_breakdown": pa.bool_(), "current_gpu_utilization": pa.float64(),
+        "run_id": pa.string(),
+        "cluster_id": pa.string(),
+        "snapshot_at": _TS,
+        "name": pa.string(),
+        "description": pa.string(),
+        "status": pa.string(),
+        "status_message": pa.string(),
+        "last_status_change": _TS,
+        "created_at": _TS,
+        "updated_at": _TS,
+        "gpu_type": pa.string(),
+        "gpu_count": pa.int32(),
+        "cpu_cores": pa.int32(),
+        "memory_gb": pa.float64(),
+        "storage_gb": pa.float64(),
+        "storage_type": pa.string(),
+        "region": pa.string(),
+        "availability_zone": pa.string(),
+        "project_id": pa.string(),
+        "project_name": pa.string(),
+        "owner_id": pa.string(),
+        "template_id": pa.string(),
+        "template_name": pa.string(),
+        "template_version": pa.string(),
+        "docker_image": pa.string(),
+        "cuda_version": pa.string(),
+        "gpu_health": pa.string(),
+        "storage_health": pa.string(),
+        "network_health": pa.string(),
+        "docker_health": pa.string(),
+        "currency": pa.string(),
+        "hourly_rate": _MONEY,
+        "total_cost_to_date": _MONEY,
+        "window_cost": _MONEY,
+        "metrics_window": pa.string(),
+        "interval_seconds": pa.int32(),
+        "has_metrics": pa.bool_(),
+        "has_gpu_series": pa.bool_(),
+        "has_cost_breakdown": pa.bool_(),
+        "current_gpu_utilization": pa.float64(),
         "current_gpu_memory_utilization": pa.float64(),
-        "current_cpu_utilization": pa.float64(), "current_memory_utilization": pa.float64(),
+        "current_cpu_utilization": pa.float64(),
+        "current_memory_utilization": pa.float64(),
         "_seq": pa.int32(),
     },
     "cost_components": {
-        "run_id": pa.string(), "cluster_id": pa.string(), "snapshot_at": _TS,
-        "component": pa.string(), "cost_per_hour": _MONEY, "currency": pa.string(),
+        "run_id": pa.string(),
+        "cluster_id": pa.string(),
+        "snapshot_at": _TS,
+        "component": pa.string(),
+        "cost_per_hour": _MONEY,
+        "currency": pa.string(),
         "_seq": pa.int32(),
     },
     "projections": {
-        "run_id": pa.string(), "cluster_id": pa.string(), "snapshot_at": _TS,
-        "horizon": pa.string(), "horizon_hours": pa.int32(), "projected_cost": _MONEY,
-        "currency": pa.string(), "basis": pa.string(), "_seq": pa.int32(),
+        "run_id": pa.string(),
+        "cluster_id": pa.string(),
+        "snapshot_at": _TS,
+        "horizon": pa.string(),
+        "horizon_hours": pa.int32(),
+        "projected_cost": _MONEY,
+        "currency": pa.string(),
+        "basis": pa.string(),
+        "_seq": pa.int32(),
     },
     "alerts": {
-        "run_id": pa.string(), "cluster_id": pa.string(), "snapshot_at": _TS,
-        "alert_id": pa.string(), "severity": pa.string(), "metric": pa.string(),
-        "condition": pa.string(), "threshold": pa.float64(), "current_value": pa.float64(),
-        "duration": pa.string(), "triggered_at": _TS, "resolved_at": _TS,
-        "message": pa.string(), "_seq": pa.int32(),
+        "run_id": pa.string(),
+        "cluster_id": pa.string(),
+        "snapshot_at": _TS,
+        "alert_id": pa.string(),
+        "severity": pa.string(),
+        "metric": pa.string(),
+        "condition": pa.string(),
+        "threshold": pa.float64(),
+        "current_value": pa.float64(),
+        "duration": pa.string(),
+        "triggered_at": _TS,
+        "resolved_at": _TS,
+        "message": pa.string(),
+        "_seq": pa.int32(),
     },
     "gpu_current": {
-        "run_id": pa.string(), "cluster_id": pa.string(), "snapshot_at": _TS,
-        "gpu_id": pa.string(), "utilization": pa.float64(), "memory_used_gb": pa.float64(),
-        "memory_total_gb": pa.float64(), "temperature_c": pa.float64(),
-        "power_draw_w": pa.float64(), "_seq": pa.int32(),
+        "run_id": pa.string(),
+        "cluster_id": pa.string(),
+        "snapshot_at": _TS,
+        "gpu_id": pa.string(),
+        "utilization": pa.float64(),
+        "memory_used_gb": pa.float64(),
+        "memory_total_gb": pa.float64(),
+        "temperature_c": pa.float64(),
+        "power_draw_w": pa.float64(),
+        "_seq": pa.int32(),
     },
     "metric_points": {
-        "run_id": pa.string(), "cluster_id": pa.string(), "bucket_at": _TS,
-        "interval_seconds": pa.int32(), "snapshot_at": _TS, "status": pa.string(),
-        "gpu_utilization": pa.float64(), "gpu_memory_utilization": pa.float64(),
-        "cpu_utilization": pa.float64(), "memory_utilization": pa.float64(),
-        "cost": _MONEY, "currency": pa.string(), "gpu_series_count": pa.int32(),
+        "run_id": pa.string(),
+        "cluster_id": pa.string(),
+        "bucket_at": _TS,
+        "interval_seconds": pa.int32(),
+        "snapshot_at": _TS,
+        "status": pa.string(),
+        "gpu_utilization": pa.float64(),
+        "gpu_memory_utilization": pa.float64(),
+        "cpu_utilization": pa.float64(),
+        "memory_utilization": pa.float64(),
+        "cost": _MONEY,
+        "currency": pa.string(),
+        "gpu_series_count": pa.int32(),
         "_seq": pa.int32(),
     },
     # Staged without the columns its bucket already has: `_pt` points at the bucket's row in
     # the batch's metric_points (`_row`); converting 1.3 M repeated timestamps and ids to Arrow
     # per night cost more than everything else in the loader.
     "gpu_metric_points": {
-        "_pt": pa.int32(), "gpu_id": pa.string(), "utilization": pa.float64(),
-        "memory_used_gb": pa.float64(), "power_draw_w": pa.float64(),
+        "_pt": pa.int32(),
+        "gpu_id": pa.string(),
+        "utilization": pa.float64(),
+        "memory_used_gb": pa.float64(),
+        "power_draw_w": pa.float64(),
     },
 }
-_GPU_POINT_COLUMNS = ("run_id", "cluster_id", "bucket_at", "gpu_id", "snapshot_at",
-                      "utilization", "memory_used_gb", "power_draw_w")
-_SNAPSHOT_TABLES = ("cluster_snapshots", "cost_components", "projections", "alerts",
-                    "gpu_current")
+_GPU_POINT_COLUMNS = (
+    "run_id",
+    "cluster_id",
+    "bucket_at",
+    "gpu_id",
+    "snapshot_at",
+    "utilization",
+    "memory_used_gb",
+    "power_draw_w",
+)
+_SNAPSHOT_TABLES = ("cluster_snapshots", "cost_components", "projections", "alerts", "gpu_current")
 
 
 def _columns(table: str) -> list[str]:
@@ -210,8 +284,9 @@ class _Rows:
 
     def arrow(self, table: str) -> pa.Table:
         schema = _SCHEMAS[table]
-        columns = {name: pa.array(values, type=schema[name])
-                   for name, values in self.cols[table].items()}
+        columns = {
+            name: pa.array(values, type=schema[name]) for name, values in self.cols[table].items()
+        }
         if table == "metric_points":
             columns["_row"] = pa.array(range(self.count(table)), type=pa.int32())
         return pa.table(columns)
@@ -286,8 +361,11 @@ def _interval(metrics: Mapping[str, Any], points: list[Any]) -> int:
     sent = _int(metrics.get("interval_seconds"), "metrics.interval_seconds")
     if sent:
         return sent
-    stamps = sorted(p["timestamp"] for p in points
-                    if isinstance(p, Mapping) and isinstance(p.get("timestamp"), datetime))
+    stamps = sorted(
+        p["timestamp"]
+        for p in points
+        if isinstance(p, Mapping) and isinstance(p.get("timestamp"), datetime)
+    )
     gaps = [int((b - a).total_seconds()) for a, b in zip(stamps, stamps[1:], strict=False)]
     gaps = [g for g in gaps if g > 0]
     return min(gaps) if gaps else 3600
@@ -302,7 +380,8 @@ def detail_rows(run_id: str, detail: Mapping[str, Any], seq: int = 0) -> _Rows:
     snap_at = _ts(snapshot_instant(detail), "metrics.current.timestamp")
     if snap_at is None:
         raise LoadError("no snapshot instant: neither metrics.current.timestamp nor updated_at")
-    cost = detail.get("cost") if isinstance(detail.get("cost"), Mapping) else {}
+    sent_cost = detail.get("cost")
+    cost: Mapping[str, Any] = sent_cost if isinstance(sent_cost, Mapping) else {}
     currency = _str(cost.get("currency"))
     breakdown = cost.get("cost_breakdown")
     metrics = detail.get("metrics") if isinstance(detail.get("metrics"), Mapping) else None
@@ -314,79 +393,104 @@ def detail_rows(run_id: str, detail: Mapping[str, Any], seq: int = 0) -> _Rows:
     key = {"run_id": run_id, "cluster_id": cluster_id, "snapshot_at": snap_at, "_seq": seq}
     health = _get(detail, "status_details", "health_checks") or {}
     config = detail.get("configuration") or {}
-    rows.add("cluster_snapshots", {
-        **key,
-        "name": _str(detail.get("name")),
-        "description": _str(detail.get("description")),
-        "status": _str(detail.get("status")),
-        "status_message": _str(_get(detail, "status_details", "message")),
-        "last_status_change": _ts(_get(detail, "status_details", "last_status_change"),
-                                  "status_details.last_status_change"),
-        "created_at": _ts(detail.get("created_at"), "created_at"),
-        "updated_at": _ts(detail.get("updated_at"), "updated_at"),
-        "gpu_type": _str(config.get("gpu_type")),
-        "gpu_count": _int(config.get("gpu_count"), "configuration.gpu_count"),
-        "cpu_cores": _int(config.get("cpu_cores"), "configuration.cpu_cores"),
-        "memory_gb": _num(config.get("memory_gb"), "configuration.memory_gb"),
-        "storage_gb": _num(config.get("storage_gb"), "configuration.storage_gb"),
-        "storage_type": _str(config.get("storage_type")),
-        "region": _str(config.get("region")),
-        "availability_zone": _str(config.get("availability_zone")),
-        "project_id": _str(_get(detail, "project_info", "project_id")),
-        "project_name": _str(_get(detail, "project_info", "project_name")),
-        "owner_id": _str(_get(detail, "project_info", "owner_id")),
-        "template_id": _str(_get(detail, "template_info", "template_id")),
-        "template_name": _str(_get(detail, "template_info", "template_name")),
-        "template_version": _str(_get(detail, "template_info", "template_version")),
-        "docker_image": _str(_get(detail, "template_info", "docker_image")),
-        "cuda_version": _str(_get(detail, "environment", "cuda_version")),
-        "gpu_health": _str(health.get("gpu_health")),
-        "storage_health": _str(health.get("storage_health")),
-        "network_health": _str(health.get("network_health")),
-        "docker_health": _str(health.get("docker_health")),
-        "currency": currency,
-        "hourly_rate": _money(cost.get("current_hourly_rate"), "cost.current_hourly_rate"),
-        "total_cost_to_date": _money(_get(breakdown, "total_cost_to_date"),
-                                     "cost.cost_breakdown.total_cost_to_date"),
-        "window_cost": _money(_get(breakdown, "window_cost"), "cost.cost_breakdown.window_cost"),
-        "metrics_window": _str(metrics.get("window")) if metrics else None,
-        "interval_seconds": _interval(metrics, points) if metrics else None,
-        "has_metrics": metrics is not None,
-        "has_gpu_series": any(isinstance(p, Mapping) and isinstance(p.get("gpus"), list)
-                              and p["gpus"] for p in points),
-        "has_cost_breakdown": isinstance(breakdown, Mapping),
-        "current_gpu_utilization": _num(_get(current, "gpu_utilization"),
-                                        "metrics.current.gpu_utilization"),
-        "current_gpu_memory_utilization": _num(_get(current, "gpu_memory_utilization"),
-                                               "metrics.current.gpu_memory_utilization"),
-        "current_cpu_utilization": _num(_get(current, "cpu_utilization"),
-                                        "metrics.current.cpu_utilization"),
-        "current_memory_utilization": _num(_get(current, "memory_utilization"),
-                                           "metrics.current.memory_utilization"),
-    })
+    rows.add(
+        "cluster_snapshots",
+        {
+            **key,
+            "name": _str(detail.get("name")),
+            "description": _str(detail.get("description")),
+            "status": _str(detail.get("status")),
+            "status_message": _str(_get(detail, "status_details", "message")),
+            "last_status_change": _ts(
+                _get(detail, "status_details", "last_status_change"),
+                "status_details.last_status_change",
+            ),
+            "created_at": _ts(detail.get("created_at"), "created_at"),
+            "updated_at": _ts(detail.get("updated_at"), "updated_at"),
+            "gpu_type": _str(config.get("gpu_type")),
+            "gpu_count": _int(config.get("gpu_count"), "configuration.gpu_count"),
+            "cpu_cores": _int(config.get("cpu_cores"), "configuration.cpu_cores"),
+            "memory_gb": _num(config.get("memory_gb"), "configuration.memory_gb"),
+            "storage_gb": _num(config.get("storage_gb"), "configuration.storage_gb"),
+            "storage_type": _str(config.get("storage_type")),
+            "region": _str(config.get("region")),
+            "availability_zone": _str(config.get("availability_zone")),
+            "project_id": _str(_get(detail, "project_info", "project_id")),
+            "project_name": _str(_get(detail, "project_info", "project_name")),
+            "owner_id": _str(_get(detail, "project_info", "owner_id")),
+            "template_id": _str(_get(detail, "template_info", "template_id")),
+            "template_name": _str(_get(detail, "template_info", "template_name")),
+            "template_version": _str(_get(detail, "template_info", "template_version")),
+            "docker_image": _str(_get(detail, "template_info", "docker_image")),
+            "cuda_version": _str(_get(detail, "environment", "cuda_version")),
+            "gpu_health": _str(health.get("gpu_health")),
+            "storage_health": _str(health.get("storage_health")),
+            "network_health": _str(health.get("network_health")),
+            "docker_health": _str(health.get("docker_health")),
+            "currency": currency,
+            "hourly_rate": _money(cost.get("current_hourly_rate"), "cost.current_hourly_rate"),
+            "total_cost_to_date": _money(
+                _get(breakdown, "total_cost_to_date"), "cost.cost_breakdown.total_cost_to_date"
+            ),
+            "window_cost": _money(
+                _get(breakdown, "window_cost"), "cost.cost_breakdown.window_cost"
+            ),
+            "metrics_window": _str(metrics.get("window")) if metrics else None,
+            "interval_seconds": _interval(metrics, points) if metrics else None,
+            "has_metrics": metrics is not None,
+            "has_gpu_series": any(
+                isinstance(p, Mapping) and isinstance(p.get("gpus"), list) and p["gpus"]
+                for p in points
+            ),
+            "has_cost_breakdown": isinstance(breakdown, Mapping),
+            "current_gpu_utilization": _num(
+                _get(current, "gpu_utilization"), "metrics.current.gpu_utilization"
+            ),
+            "current_gpu_memory_utilization": _num(
+                _get(current, "gpu_memory_utilization"), "metrics.current.gpu_memory_utilization"
+            ),
+            "current_cpu_utilization": _num(
+                _get(current, "cpu_utilization"), "metrics.current.cpu_utilization"
+            ),
+            "current_memory_utilization": _num(
+                _get(current, "memory_utilization"), "metrics.current.memory_utilization"
+            ),
+        },
+    )
     if isinstance(breakdown, Mapping):
         for name, value in breakdown.items():
             if name.endswith("_cost_per_hour") and value is not None:
-                rows.add("cost_components", {
-                    **key, "component": name.removesuffix("_cost_per_hour"),
-                    "cost_per_hour": _money(value, f"cost.cost_breakdown.{name}"),
-                    "currency": currency,
-                })
+                rows.add(
+                    "cost_components",
+                    {
+                        **key,
+                        "component": name.removesuffix("_cost_per_hour"),
+                        "cost_per_hour": _money(value, f"cost.cost_breakdown.{name}"),
+                        "currency": currency,
+                    },
+                )
     projections = cost.get("cost_projections")
     if isinstance(projections, Mapping):
         for horizon, hours in HORIZON_HOURS.items():
             value = projections.get(horizon)
             if value is not None:
-                rows.add("projections", {
-                    **key, "horizon": horizon, "horizon_hours": hours,
-                    "projected_cost": _money(value, f"cost.cost_projections.{horizon}"),
-                    "currency": currency, "basis": _str(projections.get("projection_basis")),
-                })
+                rows.add(
+                    "projections",
+                    {
+                        **key,
+                        "horizon": horizon,
+                        "horizon_hours": hours,
+                        "projected_cost": _money(value, f"cost.cost_projections.{horizon}"),
+                        "currency": currency,
+                        "basis": _str(projections.get("projection_basis")),
+                    },
+                )
     if metrics:
         _alert_rows(rows, key, metrics.get("alerts"))
         _gpu_current_rows(rows, key, _get(current, "gpus"))
-        _point_rows(rows, run_id, cluster_id, snap_at, seq, currency,
-                    _interval(metrics, points), points)
+        _point_rows(
+            rows, run_id, cluster_id, snap_at, seq, currency, _interval(metrics, points), points
+        )
     return rows
 
 
@@ -401,8 +505,11 @@ def _alert_rows(rows: _Rows, key: dict[str, Any], alerts: Any) -> None:
         # The key needs an id; an alert the provider sent without one is kept by position.
         alert_id = _str(alert.get("alert_id")) or f"#{i}"
         by_id[alert_id] = {
-            **key, "alert_id": alert_id, "severity": _str(alert.get("severity")),
-            "metric": _str(alert.get("metric")), "condition": _str(alert.get("condition")),
+            **key,
+            "alert_id": alert_id,
+            "severity": _str(alert.get("severity")),
+            "metric": _str(alert.get("metric")),
+            "condition": _str(alert.get("condition")),
             "threshold": _num(alert.get("threshold"), f"{where}.threshold"),
             "current_value": _num(alert.get("current_value"), f"{where}.current_value"),
             "duration": _str(alert.get("duration")),
@@ -424,7 +531,8 @@ def _gpu_current_rows(rows: _Rows, key: dict[str, Any], gpus: Any) -> None:
             raise LoadError(f"{where}: no gpu_id")
         gpu_id = str(gpu["gpu_id"])
         by_id[gpu_id] = {
-            **key, "gpu_id": gpu_id,
+            **key,
+            "gpu_id": gpu_id,
             "utilization": _num(gpu.get("utilization"), f"{where}.utilization"),
             "memory_used_gb": _num(gpu.get("memory_used_gb"), f"{where}.memory_used_gb"),
             "memory_total_gb": _num(gpu.get("memory_total_gb"), f"{where}.memory_total_gb"),
@@ -451,8 +559,16 @@ def _check_numbers(values: list[Any], where: Any) -> None:
             values[k] = _num(v, where(k))
 
 
-def _point_rows(rows: _Rows, run_id: str, cluster_id: str, snap_at: datetime, seq: int,
-                currency: str | None, interval: int, points: list[Any]) -> None:
+def _point_rows(
+    rows: _Rows,
+    run_id: str,
+    cluster_id: str,
+    snap_at: datetime,
+    seq: int,
+    currency: str | None,
+    interval: int,
+    points: list[Any],
+) -> None:
     """The hot loop (168 points x 8 GPUs per cluster): whole columns at a time."""
     latest: dict[datetime, tuple[int, Mapping[str, Any]]] = {}
     for i, point in enumerate(points):
@@ -476,14 +592,20 @@ def _point_rows(rows: _Rows, run_id: str, cluster_id: str, snap_at: datetime, se
     mp["currency"].extend([currency] * n_points)
     mp["_seq"].extend([seq] * n_points)
     mp["status"].extend([_str(p.get("status")) for _, p in entries])
-    for name in ("gpu_utilization", "gpu_memory_utilization", "cpu_utilization",
-                 "memory_utilization"):
+    for name in (
+        "gpu_utilization",
+        "gpu_memory_utilization",
+        "cpu_utilization",
+        "memory_utilization",
+    ):
         column = [p.get(name) for _, p in entries]
-        _check_numbers(column, lambda k, n=name: f"metrics.historical.data_points"
-                                                 f"[{entries[k][0]}].{n}")
+        _check_numbers(
+            column, lambda k, n=name: f"metrics.historical.data_points[{entries[k][0]}].{n}"
+        )
         mp[name].extend(column)
-    mp["cost"].extend([_money(p.get("cost"), f"metrics.historical.data_points[{i}].cost")
-                       for i, p in entries])
+    mp["cost"].extend(
+        [_money(p.get("cost"), f"metrics.historical.data_points[{i}].cost") for i, p in entries]
+    )
     counts = mp["gpu_series_count"]
     gpu_points = []
     for position, (i, point) in enumerate(entries):
@@ -504,18 +626,23 @@ def _point_rows(rows: _Rows, run_id: str, cluster_id: str, snap_at: datetime, se
             memory = [g.get("memory_used_gb") for g in gpus]
             power = [g.get("power_draw_w") for g in gpus]
         except (KeyError, TypeError, AttributeError):
-            raise LoadError(f"metrics.historical.data_points[{i}].gpus: an entry without gpu_id"
-                            ) from None
+            raise LoadError(
+                f"metrics.historical.data_points[{i}].gpus: an entry without gpu_id"
+            ) from None
         if not all(g.__class__ is str for g in ids):
             if any(g is None for g in ids):
                 raise LoadError(f"metrics.historical.data_points[{i}].gpus: no gpu_id")
             ids = [str(g) for g in ids]
         if len(set(ids)) != n:
             raise LoadError(f"metrics.historical.data_points[{i}].gpus: a gpu_id sent twice")
-        for column, name in ((utilization, "utilization"), (memory, "memory_used_gb"),
-                             (power, "power_draw_w")):
-            _check_numbers(column, lambda k, n=name, i=i: f"metrics.historical.data_points[{i}]"
-                                                     f".gpus[{k}].{n}")
+        for column, name in (
+            (utilization, "utilization"),
+            (memory, "memory_used_gb"),
+            (power, "power_draw_w"),
+        ):
+            _check_numbers(
+                column, lambda k, n=name, i=i: f"metrics.historical.data_points[{i}].gpus[{k}].{n}"
+            )
         gm["gpu_id"].extend(ids)
         gm["utilization"].extend(utilization)
         gm["memory_used_gb"].extend(memory)
@@ -556,8 +683,14 @@ class LoadBatch:
     def __len__(self) -> int:
         return len(self.pending) + len(self.failures)
 
-    def add_detail(self, detail: Mapping[str, Any], *, raw_body: bytes | None = None,
-                   fetched_at: datetime | None = None, run_id: str | None = None) -> bool:
+    def add_detail(
+        self,
+        detail: Mapping[str, Any],
+        *,
+        raw_body: bytes | None = None,
+        fetched_at: datetime | None = None,
+        run_id: str | None = None,
+    ) -> bool:
         """Queue one canonical detail; a detail that cannot be loaded becomes a failure.
 
         `run_id` (default: the batch's run) is what the rows carry: `--from-raw` keeps the
@@ -568,30 +701,49 @@ class LoadBatch:
         try:
             rows = detail_rows(run_id or self.run_id, detail, self._seq)
         except LoadError as exc:
-            self.add_failure(cluster_id or None, "failed", f"cannot load: {exc}", stage="load",
-                             raw_body=raw_body)
+            self.add_failure(
+                cluster_id or None, "failed", f"cannot load: {exc}", stage="load", raw_body=raw_body
+            )
             return False
         raw = None
         if raw_body is not None and self.keep_raw:
-            raw = (self.run_id, cluster_id, fetched_at or datetime.now(UTC),
-                   snapshot_instant(detail),
-                   gzip.compress(raw_body, compresslevel=RAW_COMPRESSLEVEL, mtime=0))
+            raw = (
+                self.run_id,
+                cluster_id,
+                fetched_at or datetime.now(UTC),
+                snapshot_instant(detail),
+                gzip.compress(raw_body, compresslevel=RAW_COMPRESSLEVEL, mtime=0),
+            )
         self.pending.append(_Pending(cluster_id, rows, raw))
         self.fetched += 1
         return True
 
-    def add_failure(self, cluster_id: str | None, outcome: str, reason: str, *,
-                    stage: str = "details", http_status: int | None = None,
-                    raw_body: bytes | None = None) -> None:
+    def add_failure(
+        self,
+        cluster_id: str | None,
+        outcome: str,
+        reason: str,
+        *,
+        stage: str = "details",
+        http_status: int | None = None,
+        raw_body: bytes | None = None,
+    ) -> None:
         """Queue a cluster that failed, was gone (404) or skipped, with its reason."""
         if outcome not in ("failed", "gone", "skipped"):
             raise ValueError(f"unknown outcome {outcome!r}")
         body = raw_body[:MAX_FAILURE_BODY_BYTES] if raw_body is not None else None
-        self.failures.append({
-            "run_id": self.run_id, "cluster_id": cluster_id, "stage": stage,
-            "outcome": outcome, "http_status": http_status, "reason": reason or outcome,
-            "raw_body": body, "recorded_at": datetime.now(UTC),
-        })
+        self.failures.append(
+            {
+                "run_id": self.run_id,
+                "cluster_id": cluster_id,
+                "stage": stage,
+                "outcome": outcome,
+                "http_status": http_status,
+                "reason": reason or outcome,
+                "raw_body": body,
+                "recorded_at": datetime.now(UTC),
+            }
+        )
         setattr(self, outcome, getattr(self, outcome) + 1)
 
     def add_result(self, result: Any) -> None:
@@ -599,11 +751,20 @@ class LoadBatch:
         if result.outcome == "ok" and result.detail is not None:
             self.add_detail(result.detail, raw_body=result.raw_body)
         elif result.outcome in ("gone", "skipped"):
-            self.add_failure(result.cluster_id, result.outcome, result.reason or result.outcome,
-                             http_status=result.http_status)
+            self.add_failure(
+                result.cluster_id,
+                result.outcome,
+                result.reason or result.outcome,
+                http_status=result.http_status,
+            )
         else:
-            self.add_failure(result.cluster_id, "failed", result.reason or "failed",
-                             http_status=result.http_status, raw_body=result.raw_body)
+            self.add_failure(
+                result.cluster_id,
+                "failed",
+                result.reason or "failed",
+                http_status=result.http_status,
+                raw_body=result.raw_body,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,8 +800,9 @@ def lock_path(db_path: str | os.PathLike[str]) -> Path:
 class Store:
     """An open gpucost database. Use `Store.open(path)`; close it (or use `with`)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool,
-                 lock: FileLock | None) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool, lock: FileLock | None
+    ) -> None:
         self.con = con
         self.path = path
         self.read_only = read_only
@@ -650,8 +812,9 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, read_only: bool = False,
-             lock: bool = True) -> Store:
+    def open(
+        cls, path: str | os.PathLike[str], *, read_only: bool = False, lock: bool = True
+    ) -> Store:
         """Open (creating on first use, mode 0600) and migrate the database at `path`.
 
         A writer takes the lock `<db>.lock` first, without waiting: if another run holds it,
@@ -790,21 +953,38 @@ class Store:
 
     def set_listed(self, run_id: str, count: int) -> None:
         """Record how many clusters the list returned."""
-        self.con.execute("update meta.runs set clusters_listed = ? where run_id = ?",
-                         [count, run_id])
+        self.con.execute(
+            "update meta.runs set clusters_listed = ? where run_id = ?", [count, run_id]
+        )
 
-    def record_failure(self, run_id: str, *, cluster_id: str | None, stage: str, outcome: str,
-                       reason: str, http_status: int | None = None,
-                       raw_body: bytes | None = None) -> None:
+    def record_failure(
+        self,
+        run_id: str,
+        *,
+        cluster_id: str | None,
+        stage: str,
+        outcome: str,
+        reason: str,
+        http_status: int | None = None,
+        raw_body: bytes | None = None,
+    ) -> None:
         """Record one failure now, in its own transaction (e.g. the list stage failed)."""
         batch = LoadBatch(run_id)
-        batch.add_failure(cluster_id, outcome, reason, stage=stage, http_status=http_status,
-                          raw_body=raw_body)
+        batch.add_failure(
+            cluster_id, outcome, reason, stage=stage, http_status=http_status, raw_body=raw_body
+        )
         self.write_batch(batch)
 
-    def finish_run(self, run_id: str, status: str, *, message: str | None = None,
-                   requests_made: int | None = None, retries: int | None = None,
-                   raw_retention_days: int | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        message: str | None = None,
+        requests_made: int | None = None,
+        retries: int | None = None,
+        raw_retention_days: int | None = None,
+    ) -> None:
         """Mark the run finished with `status`, pruning old raw responses, in one transaction."""
         if status not in ("complete", "partial", "failed"):
             raise ValueError(f"unknown run status {status!r}")
@@ -834,8 +1014,9 @@ class Store:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def load_detail(self, run_id: str, detail: Mapping[str, Any], *,
-                    raw_body: bytes | None = None) -> None:
+    def load_detail(
+        self, run_id: str, detail: Mapping[str, Any], *, raw_body: bytes | None = None
+    ) -> None:
         """Write one canonical detail (and its raw body) in its own transaction.
 
         Raises `LoadError` when the detail cannot be turned into rows. For many details use a
@@ -847,9 +1028,15 @@ class Store:
         batch.fetched = 0  # a direct load is not a fetch the ledger should count
         self.write_batch(batch, count=False)
 
-    def write_batch(self, batch: LoadBatch, *, requests_made: int | None = None,
-                    retries: int | None = None, count: bool = True,
-                    transaction: bool = True) -> int:
+    def write_batch(
+        self,
+        batch: LoadBatch,
+        *,
+        requests_made: int | None = None,
+        retries: int | None = None,
+        count: bool = True,
+        transaction: bool = True,
+    ) -> int:
         """Commit a batch: rows, raw bodies, failures and the ledger's counters, atomically.
 
         If the database refuses the batch as a whole (a value no column can hold), each detail
@@ -871,14 +1058,20 @@ class Store:
                 good.append(item)
             except _DATA_ERRORS as exc:
                 batch.fetched -= 1
-                batch.add_failure(item.cluster_id, "failed", f"cannot load: {exc}",
-                                  stage="load")
+                batch.add_failure(item.cluster_id, "failed", f"cannot load: {exc}", stage="load")
         self._write(batch, good, requests_made, retries, count, transaction)
         return len(good)
 
-    def _write(self, batch: LoadBatch, pending: list[_Pending], requests_made: int | None,
-               retries: int | None, count: bool, transaction: bool,
-               dry_run: bool = False) -> None:
+    def _write(
+        self,
+        batch: LoadBatch,
+        pending: list[_Pending],
+        requests_made: int | None,
+        retries: int | None,
+        count: bool,
+        transaction: bool,
+        dry_run: bool = False,
+    ) -> None:
         rows = _Rows()
         for item in pending:
             rows.extend(item.rows)
@@ -897,13 +1090,18 @@ class Store:
                 raws = [item.raw for item in pending if item.raw is not None]
                 if raws:
                     # executemany prepares per row: an Arrow table is one insert
-                    con.register("_in_raw", pa.table({
-                        "run_id": pa.array([r[0] for r in raws], pa.string()),
-                        "cluster_id": pa.array([r[1] for r in raws], pa.string()),
-                        "fetched_at": pa.array([r[2] for r in raws], _TS),
-                        "snapshot_at": pa.array([r[3] for r in raws], _TS),
-                        "body": pa.array([r[4] for r in raws], pa.binary()),
-                    }))
+                    con.register(
+                        "_in_raw",
+                        pa.table(
+                            {
+                                "run_id": pa.array([r[0] for r in raws], pa.string()),
+                                "cluster_id": pa.array([r[1] for r in raws], pa.string()),
+                                "fetched_at": pa.array([r[2] for r in raws], _TS),
+                                "snapshot_at": pa.array([r[3] for r in raws], _TS),
+                                "body": pa.array([r[4] for r in raws], pa.binary()),
+                            }
+                        ),
+                    )
                     registered.append("_in_raw")
                     con.execute(
                         "insert into raw.responses (run_id, cluster_id, fetched_at, snapshot_at,"
@@ -914,8 +1112,19 @@ class Store:
                 con.executemany(
                     "insert into meta.run_failures (run_id, cluster_id, stage, outcome,"
                     " http_status, reason, raw_body, recorded_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(f["run_id"], f["cluster_id"], f["stage"], f["outcome"], f["http_status"],
-                      f["reason"], f["raw_body"], f["recorded_at"]) for f in batch.failures],
+                    [
+                        (
+                            f["run_id"],
+                            f["cluster_id"],
+                            f["stage"],
+                            f["outcome"],
+                            f["http_status"],
+                            f["reason"],
+                            f["raw_body"],
+                            f["recorded_at"],
+                        )
+                        for f in batch.failures
+                    ],
                 )
             if count and not dry_run:
                 con.execute(
@@ -924,8 +1133,15 @@ class Store:
                     " clusters_skipped = clusters_skipped + ?,"
                     " requests_made = coalesce(?, requests_made),"
                     " retries = coalesce(?, retries) where run_id = ?",
-                    [batch.fetched, batch.failed, batch.gone, batch.skipped, requests_made,
-                     retries, batch.run_id],
+                    [
+                        batch.fetched,
+                        batch.failed,
+                        batch.gone,
+                        batch.skipped,
+                        requests_made,
+                        retries,
+                        batch.run_id,
+                    ],
                 )
             if transaction:
                 if dry_run:

@@ -15,8 +15,15 @@ from pipeline.config import ApiSettings, Config, StoreSettings
 
 API_KEY = "snapshot-test-key-1"
 START = datetime(2026, 11, 13, 3, tzinfo=UTC)
-SNAP_TABLES = ("cluster_snapshots", "cost_components", "projections", "alerts", "gpu_current",
-               "metric_points", "gpu_metric_points")
+SNAP_TABLES = (
+    "cluster_snapshots",
+    "cost_components",
+    "projections",
+    "alerts",
+    "gpu_current",
+    "metric_points",
+    "gpu_metric_points",
+)
 
 
 def make_config(db: Path, url: str, **api: Any) -> Config:

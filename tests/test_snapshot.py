@@ -50,25 +50,37 @@ def test_every_cluster_is_stored_with_the_fleets_bucket_values(tmp_path, fleet40
         api_requests = _api_requests(sim)
     listed = {s["id"] for s in fleet40.list_summaries()}
     assert (result.status, result.exit_code) == ("complete", 0)
-    assert (result.listed, result.fetched, result.failed, result.gone) == (len(listed),
-                                                                         len(listed), 0, 0)
+    assert (result.listed, result.fetched, result.failed, result.gone) == (
+        len(listed),
+        len(listed),
+        0,
+        0,
+    )
     assert result.requests == api_requests
     with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
         con = store.con
-        stored = {r[0] for r in con.execute(
-            "select cluster_id from snap.cluster_snapshots").fetchall()}
+        stored = {
+            r[0] for r in con.execute("select cluster_id from snap.cluster_snapshots").fetchall()
+        }
         assert stored == listed
         for cid in sorted(listed):
             assert stored_buckets(con, cid) == fleet_buckets(fleet40.detail(cid)), cid
         run = store.run(result.run_id)
-        assert (run["status"], run["clusters_listed"], run["clusters_fetched"],
-                run["requests_made"]) == ("complete", len(listed), len(listed), api_requests)
-        rates = dict(con.execute(
-            "select cluster_id, hourly_rate from snap.cluster_snapshots").fetchall())
+        assert (
+            run["status"],
+            run["clusters_listed"],
+            run["clusters_fetched"],
+            run["requests_made"],
+        ) == ("complete", len(listed), len(listed), api_requests)
+        rates = dict(
+            con.execute("select cluster_id, hourly_rate from snap.cluster_snapshots").fetchall()
+        )
         some = sorted(listed)[0]
         assert str(rates[some].normalize()) == str(
-            __import__("decimal").Decimal(fleet40.detail(some)["cost"]["current_hourly_rate"])
-            .normalize())
+            __import__("decimal")
+            .Decimal(fleet40.detail(some)["cost"]["current_hourly_rate"])
+            .normalize()
+        )
 
 
 def test_nightly_snapshots_keep_each_bucket_once_with_the_newest_value(tmp_path, fleet40):
@@ -95,29 +107,44 @@ def test_nightly_snapshots_keep_each_bucket_once_with_the_newest_value(tmp_path,
             assert stored_buckets(store.con, cid) == buckets, cid
 
 
-@pytest.mark.parametrize("kind", ["error_500", "error_502", "error_503", "drop", "truncated",
-                                  "invalid_json", "slow", "timeout", "storm_429", "duplicate"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "error_500",
+        "error_502",
+        "error_503",
+        "drop",
+        "truncated",
+        "invalid_json",
+        "slow",
+        "timeout",
+        "storm_429",
+        "duplicate",
+    ],
+)
 def test_transient_fault_is_retried_and_every_cluster_is_stored(tmp_path, kind):
     fleet = Fleet(FleetSpec(seed=11, clusters=16, start=START))
     # storms hold every request while they last: a few are enough
     rate = {"storm_429": 0.1, "duplicate": 0.9}.get(kind, 0.3)
-    faults = FaultSpec(rates={kind: rate}, seed=3, timeout_seconds=1.0, slow_seconds=0.05,
-                       storm_seconds=0.2)
+    faults = FaultSpec(
+        rates={kind: rate}, seed=3, timeout_seconds=1.0, slow_seconds=0.05, storm_seconds=0.2
+    )
     sim = Simulator(fleet, api_key=API_KEY, faults=faults)
     with sim.run_in_thread(port=0) as url:
         # small pages: list pages get faults too, and page boundaries exist to duplicate across
-        config = make_config(tmp_path / "g.duckdb", url, timeout_seconds=0.5,
-                             retry_max_seconds=20.0, page_size=5)
+        config = make_config(
+            tmp_path / "g.duckdb", url, timeout_seconds=0.5, retry_max_seconds=20.0, page_size=5
+        )
         result = run_snapshot(config)
         stats = sim.stats()
     listed = {s["id"] for s in fleet.list_summaries()}
     assert stats["faults"].get(kind, 0) > 0, "the fault never fired: the test proves nothing"
-    assert (result.status, result.listed, result.fetched) == ("complete", len(listed),
-                                                            len(listed))
+    assert (result.status, result.listed, result.fetched) == ("complete", len(listed), len(listed))
     if kind not in ("slow", "duplicate"):
         assert result.retries >= 1
-    assert result.requests == sum(sum(c.values()) for p, c in stats["requests"].items()
-                                  if p.startswith("/v1"))
+    assert result.requests == sum(
+        sum(c.values()) for p, c in stats["requests"].items() if p.startswith("/v1")
+    )
     with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
         assert duplicate_keys(store.con) == []
         for cid in sorted(listed):
@@ -142,8 +169,10 @@ def test_permanent_fault_is_recorded_with_its_reason_and_the_rest_stored(tmp_pat
         failures = store.con.execute(
             "select cluster_id, outcome, reason, http_status, raw_body from meta.run_failures"
         ).fetchall()
-        stored = {r[0] for r in store.con.execute(
-            "select cluster_id from snap.cluster_snapshots").fetchall()}
+        stored = {
+            r[0]
+            for r in store.con.execute("select cluster_id from snap.cluster_snapshots").fetchall()
+        }
         run = store.run(result.run_id)
     assert {f[0] for f in failures} == hit
     assert stored == set(listed) - hit
@@ -155,8 +184,12 @@ def test_permanent_fault_is_recorded_with_its_reason_and_the_rest_stored(tmp_pat
 
 
 # Each lossless variant, two at a time (a run per pair keeps the suite inside its budget).
-LOSSLESS = [["bare", "camel"], ["string_numbers", "epoch_ms"], ["money_numbers", "extra_fields"],
-            ["mixed"]]
+LOSSLESS = [
+    ["bare", "camel"],
+    ["string_numbers", "epoch_ms"],
+    ["money_numbers", "extra_fields"],
+    ["mixed"],
+]
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +214,10 @@ def test_lossless_variants_store_the_same_tables(tmp_path, fleet40, plain_dump, 
             assert dump(store.con, table, with_run_id=False) == plain_dump[table], table
 
 
-@pytest.mark.parametrize("variants", [["no_stopped_metrics", "no_gpus", "no_breakdown"],
-                                      ["empty_points"]], ids="+".join)
-def test_variants_with_missing_parts_load_what_is_there(tmp_path, fleet40, plain_dump,
-                                                        variants):
+@pytest.mark.parametrize(
+    "variants", [["no_stopped_metrics", "no_gpus", "no_breakdown"], ["empty_points"]], ids="+".join
+)
+def test_variants_with_missing_parts_load_what_is_there(tmp_path, fleet40, plain_dump, variants):
     fleet40.set_clock(START)
     with _serve(fleet40, variants=VariantSpec.parse(variants, seed=1)) as url:
         result = run_snapshot(make_config(tmp_path / "g.duckdb", url))
@@ -193,11 +226,13 @@ def test_variants_with_missing_parts_load_what_is_there(tmp_path, fleet40, plain
         con = store.con
         flags = con.execute(
             "select count(*), sum(has_metrics::int), sum(has_gpu_series::int),"
-            " sum(has_cost_breakdown::int) from snap.cluster_snapshots").fetchall()[0]
+            " sum(has_cost_breakdown::int) from snap.cluster_snapshots"
+        ).fetchall()[0]
         counts = {t: len(dump(con, t)) for t in SNAP_TABLES}
         # what is there equals the plain run's values for the same keys
         kept = con.execute(
-            "select * exclude (run_id) from snap.projections order by all").fetchall()
+            "select * exclude (run_id) from snap.projections order by all"
+        ).fetchall()
     plain = {t: len(v) for t, v in plain_dump.items()}
     snapshots, with_metrics, with_gpus, with_breakdown = flags
     assert snapshots == plain["cluster_snapshots"]

@@ -104,44 +104,72 @@ def test_second_writer_gets_locked_error_and_touches_nothing(db, store):
 
 def test_loads_every_table_of_a_detail(store):
     run_id = _load(store, detail(hours=3, gpu_count=2))
-    counts = {t: _count(store, t) for t in (
-        "cluster_snapshots", "cost_components", "projections", "alerts", "gpu_current",
-        "metric_points", "gpu_metric_points")}
-    assert counts == {"cluster_snapshots": 1, "cost_components": 4, "projections": 3,
-                      "alerts": 1, "gpu_current": 2, "metric_points": 3,
-                      "gpu_metric_points": 6}
+    counts = {
+        t: _count(store, t)
+        for t in (
+            "cluster_snapshots",
+            "cost_components",
+            "projections",
+            "alerts",
+            "gpu_current",
+            "metric_points",
+            "gpu_metric_points",
+        )
+    }
+    assert counts == {
+        "cluster_snapshots": 1,
+        "cost_components": 4,
+        "projections": 3,
+        "alerts": 1,
+        "gpu_current": 2,
+        "metric_points": 3,
+        "gpu_metric_points": 6,
+    }
     row = store.con.execute(
         "select run_id, snapshot_at, hourly_rate, has_gpu_series, docker_health, interval_seconds"
-        " from snap.cluster_snapshots").fetchall()[0]
+        " from snap.cluster_snapshots"
+    ).fetchall()[0]
     assert row == (run_id, T0, Decimal("6.900000"), True, "degraded", 3600)
-    comps = dict(store.con.execute(
-        "select component, cost_per_hour from snap.cost_components").fetchall())
-    assert comps == {"gpu": Decimal("6.2"), "cpu": Decimal("0.32"), "storage": Decimal("0.14"),
-                     "network": Decimal("0.24")}
-    proj = dict(store.con.execute(
-        "select horizon, horizon_hours from snap.projections").fetchall())
+    comps = dict(
+        store.con.execute("select component, cost_per_hour from snap.cost_components").fetchall()
+    )
+    assert comps == {
+        "gpu": Decimal("6.2"),
+        "cpu": Decimal("0.32"),
+        "storage": Decimal("0.14"),
+        "network": Decimal("0.24"),
+    }
+    proj = dict(store.con.execute("select horizon, horizon_hours from snap.projections").fetchall())
     assert proj == {"daily": 24, "weekly": 168, "monthly": 720}
 
 
 def test_money_round_trips_as_exact_decimal(store):
-    pts = [point(T0 - (3 - h) * HOUR, cost=c, gpus=[1.0]) for h, c in
-           enumerate(["0.1", "0.2", "0.123456"])]
+    pts = [
+        point(T0 - (3 - h) * HOUR, cost=c, gpus=[1.0])
+        for h, c in enumerate(["0.1", "0.2", "0.123456"])
+    ]
     _load(store, detail(points=pts, gpu_count=1, rate="0.1"))
     total = store.con.execute("select sum(cost) from snap.metric_points").fetchall()[0][0]
     assert isinstance(total, Decimal)
     assert total == Decimal("0.423456")  # a float sum would give 0.42345600000000003
-    types = dict(store.con.execute(
-        "select column_name, data_type from information_schema.columns"
-        " where table_schema = 'snap' and column_name in ('cost', 'hourly_rate')").fetchall())
+    types = dict(
+        store.con.execute(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 'snap' and column_name in ('cost', 'hourly_rate')"
+        ).fetchall()
+    )
     assert set(types.values()) == {"DECIMAL(18,6)"}
 
 
 def test_more_than_six_decimal_places_round_half_even(store):
-    pts = [point(T0 - HOUR, cost="0.00000050", gpus=[1.0]),
-           point(T0 - 2 * HOUR, cost="0.00000150", gpus=[1.0])]
+    pts = [
+        point(T0 - HOUR, cost="0.00000050", gpus=[1.0]),
+        point(T0 - 2 * HOUR, cost="0.00000150", gpus=[1.0]),
+    ]
     _load(store, detail(points=pts, gpu_count=1))
-    costs = sorted(r[0] for r in store.con.execute(
-        "select cost from snap.metric_points").fetchall())
+    costs = sorted(
+        r[0] for r in store.con.execute("select cost from snap.metric_points").fetchall()
+    )
     assert costs == [Decimal("0.000000"), Decimal("0.000002")]
 
 
@@ -152,11 +180,11 @@ def test_revised_bucket_keeps_the_newest_snapshots_value(store):
     _load(store, older)
     _load(store, newer)
     assert store.con.execute(
-        "select gpu_utilization, cost, snapshot_at from snap.metric_points").fetchall() == [
-        (80.0, Decimal("2"), T0 + HOUR)]
-    assert sorted(store.con.execute(
-        "select gpu_id, utilization from snap.gpu_metric_points").fetchall()) == [
-        ("0", 80.0), ("1", 70.0)]
+        "select gpu_utilization, cost, snapshot_at from snap.metric_points"
+    ).fetchall() == [(80.0, Decimal("2"), T0 + HOUR)]
+    assert sorted(
+        store.con.execute("select gpu_id, utilization from snap.gpu_metric_points").fetchall()
+    ) == [("0", 80.0), ("1", 70.0)]
 
 
 def test_older_snapshot_loaded_later_does_not_overwrite_a_newer_bucket(store):
@@ -164,9 +192,11 @@ def test_older_snapshot_loaded_later_does_not_overwrite_a_newer_bucket(store):
     _load(store, detail(at=T0 + HOUR, points=[point(b, util=80.0, gpus=[80.0])], gpu_count=1))
     _load(store, detail(at=T0, points=[point(b, util=10.0, gpus=[10.0])], gpu_count=1))
     assert store.con.execute("select gpu_utilization from snap.metric_points").fetchall() == [
-        (80.0,)]
+        (80.0,)
+    ]
     assert store.con.execute("select utilization from snap.gpu_metric_points").fetchall() == [
-        (80.0,)]
+        (80.0,)
+    ]
     # the older snapshot's own snapshot-grain rows are still kept (its projections are history)
     assert _count(store, "cluster_snapshots") == 2
 
@@ -176,9 +206,9 @@ def test_resize_replaces_the_per_gpu_rows_of_a_bucket_as_a_set(store):
     _load(store, detail(at=T0, points=[point(b, gpus=[50.0] * 8)], gpu_count=8))
     _load(store, detail(at=T0 + HOUR, points=[point(b, gpus=[60.0] * 4)], gpu_count=4))
     assert store.con.execute(
-        "select count(*), max(utilization) from snap.gpu_metric_points").fetchall() == [(4, 60.0)]
-    assert store.con.execute("select gpu_series_count from snap.metric_points").fetchall() == [
-        (4,)]
+        "select count(*), max(utilization) from snap.gpu_metric_points"
+    ).fetchall() == [(4, 60.0)]
+    assert store.con.execute("select gpu_series_count from snap.metric_points").fetchall() == [(4,)]
 
 
 def test_overlapping_windows_store_each_bucket_once(store):
@@ -188,25 +218,41 @@ def test_overlapping_windows_store_each_bucket_once(store):
     assert _count(store, "metric_points") == 192
     assert _count(store, "gpu_metric_points") == 192 * 2
     assert _dup_keys(store) == []
-    by_snap = dict(store.con.execute(
-        "select snapshot_at, count(*) from snap.metric_points group by all").fetchall())
+    by_snap = dict(
+        store.con.execute(
+            "select snapshot_at, count(*) from snap.metric_points group by all"
+        ).fetchall()
+    )
     assert by_snap == {T0: 24, T0 + DAY: 168}
 
 
 def test_rerun_of_the_same_night_adds_no_rows(store):
-    tables = ("cluster_snapshots", "cost_components", "projections", "alerts", "gpu_current",
-              "metric_points", "gpu_metric_points")
+    tables = (
+        "cluster_snapshots",
+        "cost_components",
+        "projections",
+        "alerts",
+        "gpu_current",
+        "metric_points",
+        "gpu_metric_points",
+    )
     _load(store, detail("cls_a", hours=24), detail("cls_b", hours=24, gpu_count=4))
     first = {t: _count(store, t) for t in tables}
     snapshot = store.con.execute(
-        "select * exclude (run_id) from snap.gpu_metric_points order by all").fetchall()
+        "select * exclude (run_id) from snap.gpu_metric_points order by all"
+    ).fetchall()
     second_run = _load(store, detail("cls_a", hours=24), detail("cls_b", hours=24, gpu_count=4))
     assert {t: _count(store, t) for t in tables} == first
-    assert store.con.execute(
-        "select * exclude (run_id) from snap.gpu_metric_points order by all").fetchall() == snapshot
+    assert (
+        store.con.execute(
+            "select * exclude (run_id) from snap.gpu_metric_points order by all"
+        ).fetchall()
+        == snapshot
+    )
     # the rows now belong to the run that wrote them last
     assert store.con.execute("select distinct run_id from snap.metric_points").fetchall() == [
-        (second_run,)]
+        (second_run,)
+    ]
 
 
 def test_same_cluster_twice_in_one_batch_keeps_the_later_detail(store):
@@ -216,7 +262,8 @@ def test_same_cluster_twice_in_one_batch_keeps_the_later_detail(store):
     batch.add_detail(detail(util=90.0, gpu_count=1, hours=2))
     store.write_batch(batch)
     assert store.con.execute(
-        "select distinct gpu_utilization from snap.metric_points").fetchall() == [(90.0,)]
+        "select distinct gpu_utilization from snap.metric_points"
+    ).fetchall() == [(90.0,)]
     assert _count(store, "gpu_metric_points") == 2
     assert _count(store, "gpu_current") == 1
     assert _dup_keys(store) == []
@@ -231,12 +278,21 @@ def test_bad_detail_is_a_load_failure_and_the_others_load(store):
     batch.add_detail(bad, raw_body=b'{"id": "cls_bad"}')
     store.write_batch(batch)
     assert store.con.execute("select distinct cluster_id from snap.metric_points").fetchall() == [
-        ("cls_ok",)]
+        ("cls_ok",)
+    ]
     failure = store.con.execute(
-        "select cluster_id, stage, outcome, reason, raw_body from meta.run_failures").fetchall()
-    assert failure == [("cls_bad", "load", "failed",
-                        "cannot load: metrics.historical.data_points[1].cost: money must be a "
-                        "decimal, got float", b'{"id": "cls_bad"}')]
+        "select cluster_id, stage, outcome, reason, raw_body from meta.run_failures"
+    ).fetchall()
+    assert failure == [
+        (
+            "cls_bad",
+            "load",
+            "failed",
+            "cannot load: metrics.historical.data_points[1].cost: money must be a "
+            "decimal, got float",
+            b'{"id": "cls_bad"}',
+        )
+    ]
     run = store.run(run_id)
     assert (run["clusters_fetched"], run["clusters_failed"]) == (1, 1)
 
@@ -284,11 +340,21 @@ def test_batch_counters_and_failures_commit_with_the_rows(store):
     batch.add_failure("cls_d", "failed", "invalid JSON", http_status=200, raw_body=b"{oops")
     store.write_batch(batch, requests_made=7, retries=2)
     run = store.run(run_id)
-    assert [run[k] for k in ("clusters_fetched", "clusters_failed", "clusters_gone",
-                             "clusters_skipped", "requests_made", "retries", "status")] == [
-        1, 1, 1, 1, 7, 2, "running"]
+    assert [
+        run[k]
+        for k in (
+            "clusters_fetched",
+            "clusters_failed",
+            "clusters_gone",
+            "clusters_skipped",
+            "requests_made",
+            "retries",
+            "status",
+        )
+    ] == [1, 1, 1, 1, 7, 2, "running"]
     assert store.con.execute(
-        "select count(*) from meta.run_failures where run_id = ?", [run_id]).fetchall() == [(3,)]
+        "select count(*) from meta.run_failures where run_id = ?", [run_id]
+    ).fetchall() == [(3,)]
 
 
 def test_a_refused_batch_writes_nothing(store, monkeypatch):
