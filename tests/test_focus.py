@@ -1,7 +1,8 @@
 """The FOCUS 1.2 export against the specification's column constraints and the marts.
 
 The constraints come from the FinOps FOCUS 1.2 column pages, extracted to
-/work/shared/focus/focus-1.2-columns.json (env GPUCOST_FOCUS_SPEC to point elsewhere): every
+/work/shared/focus/focus-1.2-columns.json (env GPUCOST_FOCUS_SPEC to point elsewhere; a copy is
+embedded at the end of this file for a clean clone, and checked equal to the JSON): every
 Mandatory column present, types, nullability, allowed values, date/time, numeric, currency, unit
 and JSON formats. The numbers are the hand-computed fixture's (tests/report_fixtures.py).
 """
@@ -49,12 +50,44 @@ UNIT = re.compile(r"[A-Za-z]+(-[A-Za-z]+)*")
 ISO_4217_SEEN = {"USD", "EUR"}
 
 
+def _spec_tuple(column: dict) -> tuple:
+    return (
+        column["column"],
+        column["feature_level"],
+        column["allows_nulls"],
+        column["data_type"],
+        column["value_format"],
+        tuple(column.get("allowed_values", ())),
+        column.get("number_range", ""),
+    )
+
+
 @pytest.fixture(scope="module")
 def spec() -> dict[str, dict]:
-    assert SPEC_PATH.is_file(), f"FOCUS column spec missing at {SPEC_PATH} (GPUCOST_FOCUS_SPEC)"
+    """The FOCUS 1.2 columns: the shared JSON when present, else the embedded copy of it."""
+    if SPEC_PATH.is_file():
+        data = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+        assert data["focus_version"] == "1.2"
+        rows = [_spec_tuple(c) for c in data["columns"]]
+    else:
+        rows = list(EMBEDDED_SPEC)
+    keys = (
+        "column",
+        "feature_level",
+        "allows_nulls",
+        "data_type",
+        "value_format",
+        "allowed_values",
+        "number_range",
+    )
+    return {row[0]: dict(zip(keys, row, strict=True)) for row in rows}
+
+
+def test_embedded_spec_is_the_shared_json():
+    if not SPEC_PATH.is_file():
+        pytest.skip(f"{SPEC_PATH} is not on this machine; the embedded copy is used")
     data = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
-    assert data["focus_version"] == "1.2"
-    return {c["column"]: c for c in data["columns"]}
+    assert [_spec_tuple(c) for c in data["columns"]] == EMBEDDED_SPEC
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +288,314 @@ def test_reconcile_reports_a_day_where_the_marts_disagree(tmp_path):
     con, _rows = _focus(db)
     mismatches = reconcile(con)
     assert [(str(m[0]), m[1]) for m in mismatches] == [("2026-11-19", "EUR")]
+
+
+# Extracted from the FinOps FOCUS 1.2 column pages (CC-BY-4.0) via focus-1.2-columns.json:
+# (column, feature level, allows nulls, data type, value format, allowed values, number range).
+# Used when the shared JSON is absent (a clean clone); checked equal to it when present.
+EMBEDDED_SPEC: list[tuple[str, str, str, str, str, tuple[str, ...], str]] = [
+    ("AvailabilityZone", "Recommended", "True", "String", "\\<not specified>", (), ""),
+    (
+        "BilledCost",
+        "Mandatory",
+        "False",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid decimal value",
+    ),
+    ("BillingAccountId", "Mandatory", "False", "String", "\\<not specified>", (), ""),
+    ("BillingAccountName", "Mandatory", "True", "String", "\\<not specified>", (), ""),
+    ("BillingAccountType", "Conditional", "False", "String", "\\<not specified>", (), ""),
+    ("BillingCurrency", "Mandatory", "False", "String", "Currency Format", (), ""),
+    ("BillingPeriodEnd", "Mandatory", "False", "Date/Time", "Date/Time Format", (), ""),
+    ("BillingPeriodStart", "Mandatory", "False", "Date/Time", "Date/Time Format", (), ""),
+    ("CapacityReservationId", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    (
+        "CapacityReservationStatus",
+        "Conditional",
+        "True",
+        "String",
+        "Allowed Values",
+        ("Used", "Unused"),
+        "",
+    ),
+    (
+        "ChargeCategory",
+        "Mandatory",
+        "False",
+        "String",
+        "Allowed values",
+        ("Usage", "Purchase", "Tax", "Credit", "Adjustment"),
+        "",
+    ),
+    ("ChargeClass", "Mandatory", "True", "String", "Allowed values", ("Correction",), ""),
+    ("ChargeDescription", "Mandatory", "True", "String", "\\<not specified>", (), ""),
+    (
+        "ChargeFrequency",
+        "Recommended",
+        "False",
+        "String",
+        "Allowed values",
+        ("One-Time", "Recurring", "Usage-Based"),
+        "",
+    ),
+    ("ChargePeriodEnd", "Mandatory", "False", "Date/Time", "Date/Time Format", (), ""),
+    ("ChargePeriodStart", "Mandatory", "False", "Date/Time", "Date/Time Format", (), ""),
+    (
+        "CommitmentDiscountCategory",
+        "Conditional",
+        "True",
+        "String",
+        "Allowed Values",
+        ("Spend", "Usage"),
+        "",
+    ),
+    ("CommitmentDiscountId", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("CommitmentDiscountName", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    (
+        "CommitmentDiscountQuantity",
+        "Conditional",
+        "True",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid decimal value",
+    ),
+    (
+        "CommitmentDiscountStatus",
+        "Conditional",
+        "True",
+        "String",
+        "Allowed Values",
+        ("Used", "Unused"),
+        "",
+    ),
+    ("CommitmentDiscountType", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("CommitmentDiscountUnit", "Conditional", "True", "String", "Unit Format", (), ""),
+    (
+        "ConsumedQuantity",
+        "Conditional",
+        "True",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid decimal value",
+    ),
+    ("ConsumedUnit", "Conditional", "True", "String", "Unit Format recommended", (), ""),
+    (
+        "ContractedCost",
+        "Mandatory",
+        "False",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid decimal value",
+    ),
+    (
+        "ContractedUnitPrice",
+        "Conditional",
+        "True",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid non-negative decimal value",
+    ),
+    (
+        "EffectiveCost",
+        "Mandatory",
+        "False",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid decimal value",
+    ),
+    ("InvoiceId", "Recommended", "True", "String", "\\<not specified>", (), ""),
+    ("InvoiceIssuerName", "Mandatory", "False", "String", "\\<not specified>", (), ""),
+    ("ListCost", "Mandatory", "False", "Decimal", "Numeric Format", (), "Any valid decimal value"),
+    (
+        "ListUnitPrice",
+        "Conditional",
+        "True",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid non-negative decimal value",
+    ),
+    (
+        "PricingCategory",
+        "Conditional",
+        "True",
+        "String",
+        "Allowed values",
+        ("Standard", "Dynamic", "Committed", "Other"),
+        "",
+    ),
+    ("PricingCurrency", "Conditional", "True", "String", "Currency Format", (), ""),
+    (
+        "PricingCurrencyContractedUnitPrice",
+        "Conditional",
+        "True",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid non-negative decimal value",
+    ),
+    (
+        "PricingCurrencyEffectiveCost",
+        "Conditional",
+        "True",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid decimal value",
+    ),
+    (
+        "PricingCurrencyListUnitPrice",
+        "Conditional",
+        "True",
+        "Decimal",
+        "Numeric Format",
+        (),
+        "Any valid non-negative decimal value",
+    ),
+    ("PricingQuantity", "Mandatory", "True", "Decimal", "Numeric Format", (), ""),
+    ("PricingUnit", "Mandatory", "True", "String", "Unit Format", (), ""),
+    ("ProviderName", "Mandatory", "False", "String", "\\<not specified>", (), ""),
+    ("PublisherName", "Mandatory", "False", "String", "\\<not specified>", (), ""),
+    ("RegionId", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("RegionName", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("ResourceId", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("ResourceName", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("ResourceType", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    (
+        "ServiceCategory",
+        "Mandatory",
+        "False",
+        "String",
+        "Allowed Values",
+        (
+            "AI and Machine Learning",
+            "Analytics",
+            "Business Applications",
+            "Compute",
+            "Databases",
+            "Developer Tools",
+            "Multicloud",
+            "Identity",
+            "Integration",
+            "Internet of Things",
+            "Management and Governance",
+            "Media",
+            "Migration",
+            "Mobile",
+            "Networking",
+            "Security",
+            "Storage",
+            "Web",
+            "Other",
+        ),
+        "",
+    ),
+    ("ServiceName", "Mandatory", "False", "String", "\\<not specified>", (), ""),
+    (
+        "ServiceSubcategory",
+        "Recommended",
+        "False",
+        "String",
+        "Allowed Values",
+        (
+            "AI Platforms",
+            "Bots",
+            "Generative AI",
+            "Machine Learning",
+            "Natural Language Processing",
+            "Other (AI and Machine Learning)",
+            "Analytics Platforms",
+            "Business Intelligence",
+            "Data Processing",
+            "Search",
+            "Streaming Analytics",
+            "Other (Analytics)",
+            "Productivity and Collaboration",
+            "Other (Business Applications)",
+            "Containers",
+            "End User Computing",
+            "Quantum Compute",
+            "Serverless Compute",
+            "Virtual Machines",
+            "Other (Compute)",
+            "Caching",
+            "Data Warehouses",
+            "Ledger Databases",
+            "NoSQL Databases",
+            "Relational Databases",
+            "Time Series Databases",
+            "Other (Databases)",
+            "Developer Platforms",
+            "Continuous Integration and Deployment",
+            "Development Environments",
+            "Source Code Management",
+            "Quality Assurance",
+            "Other (Developer Tools)",
+            "Identity and Access Management",
+            "Other (Identity)",
+            "API Management",
+            "Messaging",
+            "Workflow Orchestration",
+            "Other (Integration)",
+            "IoT Analytics",
+            "IoT Platforms",
+            "Other (Internet of Things)",
+            "Architecture",
+            "Compliance",
+            "Cost Management",
+            "Data Governance",
+            "Disaster Recovery",
+            "Endpoint Management",
+            "Observability",
+            "Support",
+            "Other (Management and Governance)",
+            "Content Creation",
+            "Gaming",
+            "Media Streaming",
+            "Mixed Reality",
+            "Other (Media)",
+            "Data Migration",
+            "Resource Migration",
+            "Other (Migration)",
+            "Other (Mobile)",
+            "Multicloud Integration",
+            "Other (Multicloud)",
+            "Application Networking",
+            "Content Delivery",
+            "Network Connectivity",
+            "Network Infrastructure",
+            "Network Routing",
+            "Network Security",
+            "Other (Networking)",
+            "Secret Management",
+            "Security Posture Management",
+            "Threat Detection and Response",
+            "Other (Security)",
+            "Backup Storage",
+            "Block Storage",
+            "File Storage",
+            "Object Storage",
+            "Storage Platforms",
+            "Other (Storage)",
+            "Application Platforms",
+            "Other (Web)",
+            "Other (Other)",
+        ),
+        "",
+    ),
+    ("SkuId", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("SkuMeter", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("SkuPriceDetails", "Conditional", "True", "JSON", "KeyValueFormat", (), ""),
+    ("SkuPriceId", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("SubAccountId", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("SubAccountName", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("SubAccountType", "Conditional", "True", "String", "\\<not specified>", (), ""),
+    ("Tags", "Conditional", "True", "JSON", "Key-Value Format", (), ""),
+]
