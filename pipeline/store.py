@@ -23,9 +23,10 @@ that looks complete (only `finish_run` marks that). Keys make reloads idempotent
   across overlapping windows. A bucket is written when the incoming snapshot is at least as new
   as the stored one (so a revised bucket takes the newest snapshot's value, whatever the load
   order), and its per-GPU rows are replaced as a set (a resize changes the GPU count).
-  These two tables carry no PRIMARY KEY on purpose: measured on DuckDB 2.0, an index made the
-  nightly delete-then-insert 8x slower and the file 20x larger; uniqueness is the loader's job
-  and is tested.
+  These two tables carry no PRIMARY KEY on purpose: measured on DuckDB 2.0
+  (bench/store_keys.py), an index made the nightly delete-then-insert ~30x slower and the file
+  ~18x larger, and INSERT OR REPLACE cannot drop the GPUs a resize removed; uniqueness is the
+  loader's job and is tested.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FILE_MODE = 0o600
 DEFAULT_BATCH_CLUSTERS = 50
 RAW_ENCODING = "gzip"
-# Level 1 compresses these JSON bodies about 8x at a fraction of level 6's CPU time.
+# Level 1 compresses these JSON bodies about 6x at a fraction of level 6's CPU time.
 RAW_COMPRESSLEVEL = 1
 # A failure's raw body is kept for diagnosis, not as an archive: bound it.
 MAX_FAILURE_BODY_BYTES = 256 * 1024

@@ -141,8 +141,8 @@ create table if not exists snap.gpu_current (
 -- One row per cluster per bucket, stored once across overlapping windows; a later snapshot's
 -- value replaces an earlier one (late-data revisions). snapshot_at says which snapshot wrote it.
 -- Unique on (cluster_id, bucket_at), enforced by the loader (pipeline/store.py) rather than a
--- PRIMARY KEY: on DuckDB an index made the nightly delete-then-insert of ~1.3 M per-GPU rows 8x
--- slower and the file 20x larger. tests/test_store.py checks the uniqueness.
+-- PRIMARY KEY: on DuckDB an index made the nightly delete-then-insert of ~1.3 M per-GPU rows ~30x
+-- slower and the file ~18x larger (bench/store_keys.py). tests/test_store.py checks uniqueness.
 create table if not exists snap.metric_points (
     run_id                  varchar not null,
     cluster_id              varchar not null,
