@@ -281,3 +281,35 @@ def test_wrong_key_raises_auth_error_and_records_the_run_failed(tmp_path, fleet4
         runs = store.con.execute("select status, message from meta.runs").fetchall()
     assert len(runs) == 1 and runs[0][0] == "failed" and "AuthError" in runs[0][1]
     assert "not-the-key" not in runs[0][1]
+
+
+def test_clusters_beyond_the_request_budget_are_recorded_skipped_and_the_run_partial(tmp_path):
+    from pipeline.simulator import RateLimit
+
+    fleet = Fleet(FleetSpec(seed=11, clusters=16, start=START))
+    listed = {s["id"] for s in fleet.list_summaries()}
+    # 10 requests an hour: the list and 9 details fit, the rest cannot within the 1 s allowed
+    sim = Simulator(fleet, api_key=API_KEY, rate_limit=RateLimit(10, 3600))
+    with sim.run_in_thread(port=0) as url:
+        result = run_snapshot(make_config(tmp_path / "g.duckdb", url, retry_max_seconds=1.0))
+    assert (result.status, result.exit_code) == ("partial", 3)
+    assert result.skipped > 0 and result.fetched > 0
+    assert (result.failed, result.fetched + result.skipped) == (0, len(listed))
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        skipped = store.con.execute(
+            "select cluster_id, reason from meta.run_failures where outcome = 'skipped'"
+        ).fetchall()
+        stored = {
+            r[0]
+            for r in store.con.execute("select cluster_id from snap.cluster_snapshots").fetchall()
+        }
+    assert len(skipped) == result.skipped and all("budget" in r for _, r in skipped)
+    assert stored | {c for c, _ in skipped} == listed
+
+
+def test_progress_bar_run_completes_and_reports(tmp_path, capsys):
+    fleet = Fleet(FleetSpec(seed=11, clusters=5, start=START))
+    with _serve(fleet) as url:
+        result = run_snapshot(make_config(tmp_path / "g.duckdb", url), progress=True)
+    assert (result.status, result.fetched) == ("complete", result.listed)
+    assert "snapshot" in capsys.readouterr().err
