@@ -22,10 +22,11 @@ from pipeline.client import ApiClient, FetchResult
 from pipeline.config import load_config
 from pipeline.errors import ApiError, AuthError, ConfigError
 from pipeline.normalize import normalize_detail, parse_json
+from tests.shared import api_example
 
 KEY = "sk-test-KEY-4f1d9e2a7b"
 BASE = "https://api.gpu.test/v1"
-EXAMPLE = Path("/work/shared/api/examples/cluster_detail.json")
+EXAMPLE = api_example("cluster_detail.json")
 if not EXAMPLE.is_file():
     EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "api" / "examples" / EXAMPLE.name
 _DETAIL = json.loads(EXAMPLE.read_text())["data"]

@@ -7,7 +7,6 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +22,9 @@ from pipeline.normalize import (
     to_snake,
     unwrap,
 )
+from tests.shared import api_examples_dir
 
-EXAMPLES = Path("/work/shared/api/examples")
-if not EXAMPLES.is_dir():  # the examples beside the design; a copy may live in the checkout
-    EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "api" / "examples"
+EXAMPLES = api_examples_dir()
 
 
 def _example(name: str) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +16,11 @@ from pipeline.simulator.fleet import (
     Fleet,
     FleetSpec,
 )
+from tests.shared import api_example
 
 from .conftest import START
 
-EXAMPLE = Path("/work/shared/api/examples/cluster_detail.json")
+EXAMPLE = api_example("cluster_detail.json")
 
 
 def _keys(obj: object, prefix: str = "") -> set[str]:
@@ -74,7 +74,7 @@ def test_detail_has_every_key_of_the_contract_example(fleet40: Fleet) -> None:
 
 
 def test_summary_has_every_key_of_the_contract_list_example(fleet40: Fleet) -> None:
-    example = json.loads(Path("/work/shared/api/examples/cluster_list.json").read_text())
+    example = json.loads(api_example("cluster_list.json").read_text())
     wanted = set(example["data"]["clusters"][0])
     for summary in fleet40.list_summaries():
         assert set(summary) == wanted

@@ -6,17 +6,17 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 
 from pipeline.simulator.fleet import Fleet, FleetSpec
 from pipeline.simulator.server import RateLimit
+from tests.shared import api_examples_dir
 
 from .conftest import API_KEY, START
 
-EXAMPLES = Path("/work/shared/api/examples")
+EXAMPLES = api_examples_dir()
 ERROR_KEYS = {"error", "message", "code", "details", "request_id", "timestamp"}
 
 

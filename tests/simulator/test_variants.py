@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +15,7 @@ from pipeline.simulator.variants import (
     apply_detail,
     snake_to_camel,
 )
+from tests.shared import api_example
 
 CANONICAL = {
     "id": "cls_1",
@@ -139,7 +139,7 @@ def test_bare_camel_list_looks_like_the_v2_example(serve, fleet40):
     )
     items = _get(http, url, "/clusters", limit=100)
     assert isinstance(items, list) and len(items) == len(fleet40.list_summaries())
-    v2 = json.loads(Path("/work/shared/api/examples/cluster_list_v2_bare_camel.json").read_text())
+    v2 = json.loads(api_example("cluster_list_v2_bare_camel.json").read_text())
     assert set(v2[0]) - {"hourlyRate"} <= set(items[0])  # gpuType, gpuCount, volumeSize, ...
     assert isinstance(items[0]["createdAt"], int) and "x_internal" in items[0]
 
