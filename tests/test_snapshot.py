@@ -313,3 +313,26 @@ def test_progress_bar_run_completes_and_reports(tmp_path, capsys):
         result = run_snapshot(make_config(tmp_path / "g.duckdb", url), progress=True)
     assert (result.status, result.fetched) == ("complete", result.listed)
     assert "snapshot" in capsys.readouterr().err
+
+
+def test_unreadable_list_records_a_failed_run_with_the_reason(tmp_path):
+    import httpx
+
+    from pipeline.errors import ApiError
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            400, json={"error": "VALIDATION_ERROR", "message": "bad page", "code": 400}
+        )
+
+    config = make_config(tmp_path / "g.duckdb", "http://127.0.0.1:9/v1")
+    with pytest.raises(ApiError):
+        run_snapshot(config, transport=httpx.MockTransport(provider))
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        runs = store.con.execute("select status, message from meta.runs").fetchall()
+        failures = store.con.execute(
+            "select cluster_id, stage, outcome, reason from meta.run_failures"
+        ).fetchall()
+    assert runs[0][0] == "failed" and "ApiError" in runs[0][1]
+    assert len(failures) == 1 and failures[0][:3] == (None, "list", "failed")
+    assert "400" in failures[0][3] or "bad page" in failures[0][3]

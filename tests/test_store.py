@@ -58,13 +58,10 @@ def test_new_database_and_lock_file_are_owner_only(db):
 
 
 def test_wal_written_while_open_is_owner_only(db, store):
-    old = os.umask(0o022)
-    os.umask(old)  # the store holds 0o077 while open; the WAL appears on the first write
-    _load(store, detail())
+    store.load_detail("r1", detail())
     wal = f"{db}.wal"
-    if os.path.exists(wal):
-        assert stat.S_IMODE(os.stat(wal).st_mode) == 0o600
-    assert old == 0o077
+    assert os.path.exists(wal), "DuckDB wrote no WAL: the test proves nothing"
+    assert stat.S_IMODE(os.stat(wal).st_mode) == 0o600
 
 
 def test_umask_is_restored_after_close(db):
