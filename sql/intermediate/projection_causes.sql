@@ -15,18 +15,8 @@ buckets as (
     select * from intermediate.buckets
 ),
 
-runs as (
-    select * from staging.runs
-),
-
-failures as (
-    select * from staging.run_failures
-),
-
-last_seen as (
-    select cluster_id, max(snapshot_at) as last_snapshot_at
-    from rates
-    group by cluster_id
+presence as (
+    select * from intermediate.cluster_presence
 ),
 
 origin as (
@@ -83,8 +73,7 @@ horizon_buckets as (
     group by origin.cluster_id, origin.projected_at, origin.horizon
 ),
 
--- a run inside the horizon, after the cluster's last snapshot, that did not see the cluster and
--- did not fail or skip it: the cluster was deleted
+-- the first run that no longer saw the cluster came inside the horizon
 deletions as (
     select
         origin.cluster_id,
@@ -92,19 +81,10 @@ deletions as (
         origin.horizon,
         true as has_deleted,
     from origin
-    inner join last_seen on last_seen.cluster_id = origin.cluster_id
-    inner join runs
-        on runs.run_data_at > last_seen.last_snapshot_at
-        and runs.run_data_at > origin.projected_at
-        and runs.run_data_at <= origin.elapsed_at
-    where runs.status in ('complete', 'partial')
-    and not exists (
-        select 1 from failures
-        where failures.run_id = runs.run_id
-        and failures.cluster_id = origin.cluster_id
-        and failures.outcome <> 'gone'
-    )
-    group by origin.cluster_id, origin.projected_at, origin.horizon
+    inner join presence on presence.cluster_id = origin.cluster_id
+    where presence.is_deleted
+    and presence.deleted_by_run_at > origin.projected_at
+    and presence.deleted_by_run_at <= origin.elapsed_at
 ),
 
 final as (
