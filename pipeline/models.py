@@ -316,8 +316,9 @@ def _run_tests(con: duckdb.DuckDBPyConnection, tests: Iterable[Path]) -> tuple[i
         try:
             cursor = con.execute(sql)
         except duckdb.Error as exc:
+            # the error aborts the build's transaction: the remaining tests cannot run
             failures.append(f"{path.stem}: the test itself fails: {exc}")
-            continue
+            break
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchmany(MAX_FAILING_ROWS_SHOWN + 1)
         if not rows:
@@ -409,8 +410,14 @@ def build_on_connection(
         con.execute("drop table if exists _gpucost_new_runs")
         con.execute("drop table if exists _gpucost_days")
     result.seconds = time.perf_counter() - started
-    log.info(result.summary_line())
+    # the CLI prints the summary line; the log keeps the per-model timings for diagnosis
+    log.debug("%s; slowest models: %s", result.summary_line(), _slowest(result.model_seconds))
     return result
+
+
+def _slowest(seconds: dict[str, float], count: int = 3) -> str:
+    ranked = sorted(seconds.items(), key=lambda item: -item[1])[:count]
+    return ", ".join(f"{name} {value:.2f} s" for name, value in ranked)
 
 
 def build_models(config: Config, *, full_refresh: bool = False) -> BuildResult:

@@ -723,3 +723,15 @@ def test_marts_have_exactly_the_contract_columns_in_order():
             [mart],
         )
         assert [r["column_name"] for r in found] == columns.split(", "), mart
+
+
+def test_a_data_test_that_cannot_run_fails_the_build(tmp_path):
+    from pipeline.config import Thresholds
+
+    _write(tmp_path, "marts", "m", "select cluster_id from snap.cluster_snapshots")
+    _write(tmp_path, "tests", "broken", "select * from marts.no_such_mart")
+    db = FixtureDB()
+    with pytest.raises(DataTestError, match="broken: the test itself fails"):
+        build_on_connection(db.con, Thresholds(), root=tmp_path)
+    tables = db.con.execute("select table_name from duckdb_tables() where schema_name = 'marts'")
+    assert tables.fetchall() == []  # rolled back
