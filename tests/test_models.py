@@ -735,3 +735,20 @@ def test_a_data_test_that_cannot_run_fails_the_build(tmp_path):
         build_on_connection(db.con, Thresholds(), root=tmp_path)
     tables = db.con.execute("select table_name from duckdb_tables() where schema_name = 'marts'")
     assert tables.fetchall() == []  # rolled back
+
+
+def test_started_is_the_cause_when_a_stopped_cluster_starts():
+    db = FixtureDB()
+    db.snapshot("c1", T0, status="stopped")  # rate 0.14: projected 0.14 x 24 = 3.36
+    db.snapshot("c1", T0 + DAY)
+    for i, at in enumerate(hours(T0, 24)):
+        if i < 12:
+            db.bucket("c1", at, util=0.0, cost=D("0.14"), status="stopped", snapshot_at=T0 + DAY)
+        else:
+            db.bucket("c1", at, gpus=[(80.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=T0 + DAY)
+    db.build()
+    drift = db.one("select * from marts.projection_drift where projected_at = ?", [T0])
+    # 12 x 0.14 + 12 x 6.90 = 1.68 + 82.80 = 84.48
+    assert (drift["projected_cost"], drift["actual_cost"]) == (D("3.36"), D("84.48"))
+    assert drift["cause"] == "started"
+    assert drift["is_flagged"] is True
