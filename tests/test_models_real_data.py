@@ -1,5 +1,6 @@
 """The idle models on real GPU utilization: Alibaba's GenTD26 trace (143 inference pods, a
-sample every ~57 s for ~22.8 h), read from /work/shared/data (never copied into the repo).
+sample every ~57 s for ~22.8 h), read from the shared data folder beside the project (never
+copied into the repo).
 
 Each pod becomes a one-GPU cluster; its samples become hourly buckets holding the mean of the
 hour's samples (utilization in %, memory in bytes / 1e9 = GB). The expected numbers come from a
@@ -21,8 +22,9 @@ import polars as pl
 import pytest
 
 from tests.models_fixtures import FixtureDB
+from tests.shared import real_data_dir
 
-DATA = Path("/work/shared/data/alibaba-genai-2026")
+DATA = real_data_dir("alibaba-genai-2026") or Path("/nonexistent/alibaba-genai-2026")
 UTIL_ARCHIVE = DATA / "pod_gpu_duty_cycle_anon.tar.gz"
 MEMORY_ARCHIVE = DATA / "pod_gpu_memory_used_bytes_anon.tar.gz"
 # One GPU at 2.00 per hour, plus cpu 0.30, storage 0.10, network 0.10: 2.50 per hour.
