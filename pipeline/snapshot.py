@@ -255,10 +255,10 @@ def _snapshot(
     keep_raw = config.store.raw_retention_days > 0
     batch = LoadBatch(run_id, keep_raw=keep_raw)
     try:
-        # Room for about one batch keeps HTTP busy while the previous batch is written (the
-        # write releases the GIL); more would only hold canonical details (~0.7 MB each with
-        # 8 GPUs) in memory.
-        depth = max(2 * config.api.concurrency, batch_clusters)
+        # A batch write takes a fraction of a second and releases the GIL: a few results per
+        # worker keep HTTP busy meanwhile; more would only hold canonical details (~0.7 MB
+        # each with 8 GPUs) in memory.
+        depth = max(4 * config.api.concurrency, 32)
         for fetched in _fetch_in_background(client, summaries, depth):
             batch.add_result(fetched)
             if fetched.outcome != "ok":

@@ -51,7 +51,8 @@ from pipeline.log import get_logger
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FILE_MODE = 0o600
-DEFAULT_BATCH_CLUSTERS = 50
+# Measured (8-GPU details): 25 -> 4.3 ms per cluster to write, 50 -> 3.4, 100 -> 2.2, 200 -> 2.0.
+DEFAULT_BATCH_CLUSTERS = 100
 RAW_ENCODING = "gzip"
 # Level 1 compresses these JSON bodies about 6x at a fraction of level 6's CPU time.
 RAW_COMPRESSLEVEL = 1
