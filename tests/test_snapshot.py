@@ -336,3 +336,23 @@ def test_unreadable_list_records_a_failed_run_with_the_reason(tmp_path):
     assert runs[0][0] == "failed" and "ApiError" in runs[0][1]
     assert len(failures) == 1 and failures[0][:3] == (None, "list", "failed")
     assert "400" in failures[0][3] or "bad page" in failures[0][3]
+
+
+@pytest.mark.slow
+def test_a_week_of_nights_over_a_large_fleet_stores_every_bucket_once(tmp_path):
+    fleet = Fleet(FleetSpec(seed=5, clusters=300, start=START))
+    db = tmp_path / "g.duckdb"
+    expected: dict[str, dict] = {}
+    with _serve(fleet) as url:
+        for _night in range(7):
+            result = run_snapshot(make_config(db, url))
+            assert (result.status, result.fetched) == ("complete", result.listed)
+            for s in fleet.list_summaries():
+                expected.setdefault(s["id"], {}).update(fleet_buckets(fleet.detail(s["id"])))
+            fleet.advance(DAY)
+    with Store.open(db, read_only=True) as store:
+        assert duplicate_keys(store.con) == []
+        runs = store.con.execute("select distinct status from meta.runs").fetchall()
+        assert runs == [("complete",)]
+        for cid, buckets in sorted(expected.items()):
+            assert stored_buckets(store.con, cid) == buckets, cid
