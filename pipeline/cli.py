@@ -138,8 +138,9 @@ def snapshot(db, config_path, log_format, verbose, api_url, api_key_file, from_r
     from pipeline.snapshot import run_snapshot
 
     try:
-        config = _config(db, config_path, log_format, verbose, api_url=api_url,
-                         api_key_file=api_key_file)
+        config = _config(
+            db, config_path, log_format, verbose, api_url=api_url, api_key_file=api_key_file
+        )
         result = run_snapshot(config, from_raw=from_raw, progress=sys.stderr.isatty())
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
@@ -169,8 +170,13 @@ def build(db, config_path, log_format, verbose, full_refresh):
 
 @cli.command()
 @common_options
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output folder [default reports/out].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder [default reports/out].",
+)
 def report(db, config_path, log_format, verbose, out_dir):
     """Render the HTML report, the CSV exports and the FOCUS export; print the report's path.
 
@@ -191,8 +197,13 @@ def report(db, config_path, log_format, verbose, out_dir):
 @cli.command()
 @common_options
 @api_options
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Report folder [default reports/out].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Report folder [default reports/out].",
+)
 def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
     """Snapshot, build and report, as cron calls it; exit 3 if some clusters failed.
 
@@ -205,8 +216,15 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
     from pipeline.snapshot import run_snapshot
 
     try:
-        config = _config(db, config_path, log_format, verbose, api_url=api_url,
-                         api_key_file=api_key_file, out_dir=out_dir)
+        config = _config(
+            db,
+            config_path,
+            log_format,
+            verbose,
+            api_url=api_url,
+            api_key_file=api_key_file,
+            out_dir=out_dir,
+        )
         snap = run_snapshot(config, progress=sys.stderr.isatty())
         click.echo(snap.summary_line(), err=True)
         built = build_models(config)
@@ -220,12 +238,27 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
 
 @cli.command()
 @common_options
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Report folder [default reports/out].")
-@click.option("--nights", type=click.IntRange(1, 60), default=14, show_default=True,
-              help="Simulated nightly snapshots.")
-@click.option("--clusters", type=click.IntRange(1, 100_000), default=40, show_default=True,
-              help="Clusters in the simulated fleet.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Report folder [default reports/out].",
+)
+@click.option(
+    "--nights",
+    type=click.IntRange(1, 60),
+    default=14,
+    show_default=True,
+    help="Simulated nightly snapshots.",
+)
+@click.option(
+    "--clusters",
+    type=click.IntRange(1, 100_000),
+    default=40,
+    show_default=True,
+    help="Clusters in the simulated fleet.",
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Fleet seed.")
 def demo(db, config_path, log_format, verbose, out_dir, nights, clusters, seed):
     """Run the whole pipeline against the built-in simulator and print the report's path.
@@ -240,10 +273,10 @@ def demo(db, config_path, log_format, verbose, out_dir, nights, clusters, seed):
     from pipeline.demo import run_demo
 
     try:
-        config = _config(db or "demo.duckdb", config_path, log_format, verbose,
-                         out_dir=out_dir)
-        result = run_demo(config, nights=nights, clusters=clusters, seed=seed,
-                          progress=sys.stderr.isatty())
+        config = _config(db or "demo.duckdb", config_path, log_format, verbose, out_dir=out_dir)
+        result = run_demo(
+            config, nights=nights, clusters=clusters, seed=seed, progress=sys.stderr.isatty()
+        )
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     for line in result.lines():

@@ -154,8 +154,12 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         raise TypeError(f"unsupported config type {annotation} for {key}")
     if not ok:
         article = "an" if base[0] in "aeiou" else "a"
-        names = {"bool": "boolean (true or false)", "int": "integer", "float": "number",
-                 "str": "string"}
+        names = {
+            "bool": "boolean (true or false)",
+            "int": "integer",
+            "float": "number",
+            "str": "string",
+        }
         raise ConfigError(f"{key} must be {article} {names[base]}, got {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(f"{key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")

@@ -47,7 +47,7 @@ class DemoResult:
         out.append(
             f"demo: {self.nights} simulated nights of {self.clusters} clusters in "
             f"{self.seconds:.1f} s; explore the data with: duckdb {self.db} "
-            "\"select * from marts.recommendations order by monthly_savings desc\""
+            '"select * from marts.recommendations order by monthly_savings desc"'
         )
         return out
 
@@ -126,8 +126,10 @@ def run_demo(
                     fleet.set_clock(start + timedelta(days=night))
                     snap = run_snapshot(night_config, progress=progress)
                     built = build_models(night_config)
-                    line = f"night {night + 1:2d}/{nights} {fleet.now:%Y-%m-%d %H:%M}Z: " \
-                           f"{snap.summary_line()}; {built.summary_line()}"
+                    line = (
+                        f"night {night + 1:2d}/{nights} {fleet.now:%Y-%m-%d %H:%M}Z: "
+                        f"{snap.summary_line()}; {built.summary_line()}"
+                    )
                     summaries.append(line)
                     log.info(line)
             finally:

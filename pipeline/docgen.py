@@ -16,9 +16,7 @@ from pipeline.cli import cli
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
-def iter_commands(
-    group: click.Group = cli, prefix: tuple[str, ...] = ()
-) -> list[tuple[str, ...]]:
+def iter_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command path of the CLI, groups included, in help order (`("simulate", "serve")`)."""
     paths: list[tuple[str, ...]] = []
     ctx = click.Context(group)

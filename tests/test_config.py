@@ -83,7 +83,7 @@ def test_missing_named_file_is_an_error(tmp_path):
 
 def test_default_file_is_read_from_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _write(tmp_path, "[report]\nout_dir = \"elsewhere\"\n")
+    _write(tmp_path, '[report]\nout_dir = "elsewhere"\n')
     assert load_config(env={}).report.out_dir == "elsewhere"
 
 

@@ -14,8 +14,15 @@ COMMANDS = iter_commands()
 
 def test_the_design_cards_commands_exist():
     names = {" ".join(path) for path in COMMANDS}
-    for expected in ["snapshot", "build", "report", "run", "demo", "simulate serve",
-                     "simulate truth"]:
+    for expected in [
+        "snapshot",
+        "build",
+        "report",
+        "run",
+        "demo",
+        "simulate serve",
+        "simulate truth",
+    ]:
         assert expected in names
 
 
@@ -39,9 +46,10 @@ def test_cli_reference_is_generated_from_help():
 
 def test_bad_config_exits_with_usage_code_and_names_the_key(tmp_path):
     config = tmp_path / "bad.toml"
-    config.write_text("[api]\nconcurrency = \"many\"\n", encoding="utf-8")
-    result = CliRunner().invoke(cli, ["build", "--config", str(config),
-                                      "--db", str(tmp_path / "x.duckdb")])
+    config.write_text('[api]\nconcurrency = "many"\n', encoding="utf-8")
+    result = CliRunner().invoke(
+        cli, ["build", "--config", str(config), "--db", str(tmp_path / "x.duckdb")]
+    )
     assert result.exit_code == 2
     assert "api.concurrency" in result.output
 
