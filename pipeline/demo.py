@@ -128,7 +128,9 @@ def run_demo(
                     built = build_models(night_config)
                     line = (
                         f"night {night + 1:2d}/{nights} {fleet.now:%Y-%m-%d %H:%M}Z: "
-                        f"{snap.summary_line()}; {built.summary_line()}"
+                        f"{snap.fetched} clusters stored, {snap.gone} gone, {snap.failed} "
+                        f"failed ({snap.status}); {len(built.models_built)} models built, "
+                        f"{built.tests_passed} data tests passed"
                     )
                     summaries.append(line)
                     log.info(line)
