@@ -192,6 +192,7 @@ def _connect(db: str) -> duckdb.DuckDBPyConnection:
             f"database {path} does not exist: run gpucost snapshot, then gpucost build first"
         )
     try:
+        # read_only: the report never writes into the database (temp tables live in memory)
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
         raise ReportError(f"cannot open {path} read-only: {exc}") from None
@@ -288,7 +289,15 @@ def render_report(
     `ReportError` when it cannot be opened.
     """
     started = time.monotonic()
-    con = _connect(config.store.db)
+    # DuckDB may create files beside the database while it is open (a spill directory for
+    # temp tables): cost data, so readable by the owner only. The umask is process-wide, so it
+    # is restored as soon as the connection is closed.
+    saved_umask = os.umask(0o077)
+    try:
+        con = _connect(config.store.db)
+    except BaseException:
+        os.umask(saved_umask)
+        raise
     try:
         missing = [m for m in REQUIRED_MARTS if m not in _tables(con, "marts")]
         if missing:
@@ -311,6 +320,7 @@ def render_report(
         files.insert(0, index)
     finally:
         con.close()
+        os.umask(saved_umask)
     notes = tuple(n["text"] for n in context["notes"])
     result = ReportResult(
         index_html=index,

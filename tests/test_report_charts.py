@@ -1,0 +1,159 @@
+"""The hand-written utilization heatmap, and what the report does to the database it reads.
+
+The heatmap's cells are one PNG inside the SVG: it is decoded here (zlib, one filter byte per
+row) and its pixels compared with the colour map's end colours, so a cell in the wrong row or
+hour, or a missing hour drawn as idle, shows up as a wrong colour.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import struct
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from pipeline import _charts, report
+from pipeline.config import Config, StoreSettings
+from tests.report_fixtures import create_fixture_db
+
+START = datetime(2026, 11, 20, 3, tzinfo=UTC)
+PALE = (0xFB, 0xF3, 0xE4)  # 0 %: the colour map's first stop
+DARK = (0x1F, 0x3F, 0x73)  # 100 %: its last stop
+GREY = (0xD9, 0xD9, 0xD9)  # no data
+
+
+def _pngs(svg: str) -> list[np.ndarray]:
+    """Every embedded PNG of an SVG as a rows x columns x 3 array (8-bit RGB, filter 0)."""
+    images = []
+    for b64 in re.findall(r'href="data:image/png;base64,([^"]+)"', svg):
+        png = base64.b64decode(b64)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        chunks: dict[bytes, bytes] = {}
+        at = 8
+        while at < len(png):
+            (length,) = struct.unpack(">I", png[at : at + 4])
+            chunks[png[at + 4 : at + 8]] = png[at + 8 : at + 8 + length]
+            at += 12 + length
+        width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+        assert (depth, colour) == (8, 2)
+        raw = zlib.decompress(chunks[b"IDAT"])
+        rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, 1 + width * 3)
+        assert (rows[:, 0] == 0).all()
+        images.append(rows[:, 1:].reshape(height, width, 3))
+    return images
+
+
+def test_heatmap_cells_have_the_colour_of_their_utilization_and_grey_without_data():
+    matrix = np.full((3, 168), 50.0)
+    matrix[0, 0] = 0.0
+    matrix[1, 5] = 100.0
+    matrix[2, 167] = np.nan
+    svg = _charts.utilization_heatmap(
+        ["0", "1", "2"], START, 168, matrix, idle_threshold_pct=5, salt="x"
+    )
+    cells, bar = _pngs(svg)
+    assert cells.shape == (3, 168, 3)
+    assert tuple(cells[0, 0]) == PALE
+    assert tuple(cells[1, 5]) == DARK
+    assert tuple(cells[2, 167]) == GREY
+    assert tuple(cells[0, 1]) not in (PALE, DARK, GREY)  # 50 % is neither end
+    # the colour bar runs from 100 % at the top to 0 % at the bottom
+    assert tuple(bar[0, 0]) == DARK and tuple(bar[-1, 0]) == PALE
+    assert 'aria-label="GPU utilization, per GPU, last 7 days (idle &lt; 5 %)"' in svg
+    assert svg.startswith('<svg class="chart" role="img"')
+
+
+def test_heatmap_labels_one_tick_per_utc_midnight_and_every_gpu():
+    svg = _charts.utilization_heatmap(
+        [str(i) for i in range(8)], START, 168, np.zeros((8, 168)), idle_threshold_pct=5, salt="x"
+    )
+    # 03:00 on Fri 20 Nov + 168 h: midnights of Sat 21 to Fri 27 Nov
+    days = re.findall(r">((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d\d Nov)<", svg)
+    assert days == [
+        "Sat 21 Nov",
+        "Sun 22 Nov",
+        "Mon 23 Nov",
+        "Tue 24 Nov",
+        "Wed 25 Nov",
+        "Thu 26 Nov",
+        "Fri 27 Nov",
+    ]
+    assert re.findall(r'dominant-baseline="central">(\d)</text>', svg) == list("01234567")
+    assert ">Hour (UTC)<" in svg and ">Utilization (%)<" in svg and ">GPU<" in svg
+
+
+def test_heatmap_escapes_hostile_labels():
+    svg = _charts.utilization_heatmap(
+        ['<b x="1">&', "ok"], START, 168, np.zeros((2, 168)), idle_threshold_pct=5, salt="x"
+    )
+    assert "<b " not in svg
+    assert "&lt;b x=&quot;1&quot;&gt;&amp;" in svg
+
+
+def test_cluster_wide_heatmap_has_one_row_and_no_gpu_axis():
+    svg = _charts.utilization_heatmap(
+        ["all GPUs"],
+        START,
+        168,
+        np.full((1, 168), 30.0),
+        idle_threshold_pct=5,
+        salt="x",
+        cluster_wide=True,
+    )
+    cells, _bar = _pngs(svg)
+    assert cells.shape == (1, 168, 3)
+    assert "cluster average" in svg and ">GPU<" not in svg
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()
+    }
+
+
+def test_report_reads_the_database_under_an_owner_only_umask_and_never_writes_it(
+    tmp_path, monkeypatch
+):
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    db = create_fixture_db(db_dir / "gpucost.duckdb")
+    before = _files(db_dir)
+    seen: list[int] = []
+    real_connect = duckdb.connect
+
+    def spy(*args, **kwargs):
+        mask = os.umask(0)
+        os.umask(mask)
+        seen.append(mask)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(report.duckdb, "connect", spy)
+    previous = os.umask(0o022)
+    try:
+        report.render_report(Config(store=StoreSettings(db=str(db))), tmp_path / "out")
+        after_mask = os.umask(0o022)
+    finally:
+        os.umask(previous)
+    assert seen == [0o077]
+    assert after_mask == 0o022  # restored once the connection is closed
+    assert _files(db_dir) == before  # same files, same bytes: nothing written, no WAL left
+
+
+def test_umask_is_restored_when_the_database_cannot_be_opened(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with pytest.raises(report.MartsMissingError):
+            report.render_report(
+                Config(store=StoreSettings(db=str(tmp_path / "nope.duckdb"))), tmp_path / "out"
+            )
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(previous)
