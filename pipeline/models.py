@@ -14,9 +14,23 @@ The whole build, data tests included, is one transaction: when a data test in `s
 returns rows, the transaction is rolled back (the marts stay as the last good build) and
 `DataTestError` shows the failing rows.
 
-Incremental builds: a mart whose file starts with `-- incremental: day` is rebuilt only for the
-UTC days touched by runs not yet built (recorded in `marts.build_runs`); `full_refresh=True`, a
-new mart, or a changed model file rebuilds it from all history. Both give identical tables.
+Incremental builds: the runs not yet built (not in `marts.build_runs`) decide a scope, the
+temporary table `_gpucost_scope(cluster_id, from_at, from_day)`: per cluster, the first instant
+whose rows may have changed (the first bucket the new runs wrote, and the span of buckets whose
+nearest snapshot a new snapshot changed, and at least its latest 7-day window); every cluster is
+in it from the newest snapshot already built, so that projections whose horizon has just elapsed
+are scored. A table model whose file starts with
+
+    -- incremental: per cluster where <predicate>     (or `fleet where <predicate>`)
+
+keeps its rows outside the scope and recomputes the rest: the rows of a scoped cluster (or, for
+`fleet`, the rows at all) for which the predicate over the model's columns and the scope's
+`from_at` / `from_day` holds are deleted, and the model's rows for which it holds are inserted.
+A model may read `_gpucost_scope` and the variables `build_from_at` / `build_from_day_at` (the
+earliest `from_at` / `from_day` of the scope) to compute only what is needed; only tables may,
+as they exist only during a build. `full_refresh=True`, a new model or a changed model file or
+threshold rebuilds from all history (the scope is then every cluster from -infinity). Both give
+identical tables.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import dataclasses
 import graphlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,7 +73,7 @@ class Model:
     path: Path
     sql: str
     materialized: str  # view | table
-    incremental_key: str | None  # e.g. "day" for `-- incremental: day`
+    incremental_key: str | None  # e.g. "per cluster where day >= from_day"
     depends_on: frozenset[str]
     lineage: str = ""  # hash of this model's text and of everything it reads, transitively
 
@@ -90,7 +105,7 @@ class BuildResult:
         )
 
 
-def _header_value(sql: str, key: str) -> str | None:
+def _header_value(sql: str, key: str, *, lower: bool = True) -> str | None:
     """The value of a `-- key: value` comment among the file's leading comment lines."""
     for line in sql.splitlines():
         stripped = line.strip()
@@ -100,7 +115,8 @@ def _header_value(sql: str, key: str) -> str | None:
             break
         body = stripped[2:].strip()
         if body.lower().startswith(f"{key}:"):
-            return body.split(":", 1)[1].strip().lower()
+            value = body.split(":", 1)[1].strip()
+            return value.lower() if lower else value
     return None
 
 
@@ -129,6 +145,22 @@ def _parse_references(sql: str, path: Path) -> frozenset[str]:
     return frozenset(refs)
 
 
+_BUILD_ONLY_NAMES = ("_gpucost_scope", "build_from_at", "build_from_day_at")
+_INCREMENTAL = re.compile(r"^(per cluster|fleet) where (.+)$", re.IGNORECASE)
+
+
+def _incremental_header(sql: str, path: Path) -> str | None:
+    value = _header_value(sql, "incremental", lower=False)
+    if value is None:
+        return None
+    if not _INCREMENTAL.match(value):
+        raise BuildError(
+            f"{path}: `-- incremental:` must be `per cluster where <predicate>` or "
+            f"`fleet where <predicate>`, got {value!r}"
+        )
+    return value
+
+
 def discover_models(root: Path | None = None) -> list[Model]:
     """Read every model under `root` (default: the project's `sql/`), in build order.
 
@@ -155,13 +187,16 @@ def discover_models(root: Path | None = None) -> list[Model]:
         materialized = _header_value(sql, "materialized") or default
         if materialized not in ("view", "table"):
             raise BuildError(f"{path}: materialized must be view or table, got {materialized}")
+        if materialized == "view" and any(name in sql for name in _BUILD_ONLY_NAMES):
+            # a view is read after the build too, when the scope no longer exists
+            raise BuildError(f"{path}: only a table may read the build's scope")
         models[relation] = Model(
             layer=layer,
             name=name,
             path=path,
             sql=sql,
             materialized=materialized,
-            incremental_key=_header_value(sql, "incremental"),
+            incremental_key=_incremental_header(sql, path),
             depends_on=frozenset(deps),
         )
     sorter = graphlib.TopologicalSorter({r: sorted(m.depends_on) for r, m in models.items()})
@@ -213,29 +248,191 @@ def _relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> 
 def _ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "create table if not exists marts.build_runs ("
-        "run_id varchar primary key, built_at timestamptz not null)"
+        "run_id varchar primary key, built_at timestamptz not null, fingerprint varchar)"
     )
+    # databases built before fingerprints: their runs count as not built once
+    con.execute("alter table marts.build_runs add column if not exists fingerprint varchar")
     con.execute(
         "create table if not exists marts.build_models ("
         "relation varchar primary key, checksum varchar not null, built_at timestamptz not null)"
     )
 
 
+# What a run wrote, in one number per table: a run rewritten after it was built (a replay,
+# `snapshot --from-raw`) counts as not built. XOR of row hashes does not depend on row order.
+_FINGERPRINT_SQL = """
+create or replace temp table _gpucost_fingerprints as
+select run_id, string_agg(part, '/' order by part) as fingerprint
+from (
+    select run_id, 's' || count(*) || ':' || bit_xor(hash(
+        cluster_id, snapshot_at, status, gpu_count, hourly_rate, total_cost_to_date
+    )) as part
+    from snap.cluster_snapshots group by run_id
+    union all
+    select run_id, 'p' || count(*) || ':' || bit_xor(hash(
+        cluster_id, bucket_at, snapshot_at, status, gpu_utilization, cost, gpu_series_count
+    )) as part
+    from snap.metric_points group by run_id
+)
+group by run_id
+"""
+
+
 def _unbuilt_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Runs with snapshots that were not built, or were rewritten since they were."""
+    con.execute(_FINGERPRINT_SQL)
     rows = con.execute(
-        "select distinct run_id from snap.cluster_snapshots "
-        "where run_id not in (select run_id from marts.build_runs) order by run_id"
+        "select f.run_id from _gpucost_fingerprints as f "
+        "where f.run_id in (select run_id from snap.cluster_snapshots) "
+        "and not exists (select 1 from marts.build_runs as b "
+        "where b.run_id = f.run_id and b.fingerprint = f.fingerprint) order by f.run_id"
     ).fetchall()
     return [r[0] for r in rows]
 
 
-def _touched_days_sql() -> str:
-    """The UTC days whose buckets or snapshots were written by runs not built yet."""
-    return (
-        "select distinct day from staging.metric_points "
-        "where run_id in (select run_id from _gpucost_new_runs) "
-        "union select distinct snapshot_day from staging.cluster_snapshots "
-        "where run_id in (select run_id from _gpucost_new_runs)"
+# The scope of an incremental build (see the module docstring). DuckDB SQL over the `snap`
+# tables, as the views of `staging` may not exist yet when it runs. `bills_gpus` follows
+# sql/intermediate/snapshot_rates.sql: a GPU component above 0 and GPUs.
+_SCOPE_SQL = """
+with
+
+new_runs as (select run_id from _gpucost_new_runs),
+
+touched as (
+    select distinct cluster_id from snap.cluster_snapshots
+    where run_id in (select run_id from new_runs)
+),
+
+gpu_rates as (
+    select cluster_id, snapshot_at, sum(cost_per_hour) as gpu_per_hour
+    from snap.cost_components
+    where lower(component) = 'gpu' and cluster_id in (select cluster_id from touched)
+    group by cluster_id, snapshot_at
+),
+
+snapshots as (
+    select
+        s.cluster_id,
+        s.snapshot_at,
+        s.run_id in (select run_id from new_runs) as is_new,
+        coalesce(g.gpu_per_hour > 0, false) and s.gpu_count > 0 as bills_gpus,
+    from snap.cluster_snapshots as s
+    left join gpu_rates as g
+        on g.cluster_id = s.cluster_id and g.snapshot_at = s.snapshot_at
+    where s.cluster_id in (select cluster_id from touched)
+),
+
+ordered as (
+    select
+        *,
+        lag(snapshot_at) over w as previous_at,
+        max(case when bills_gpus then snapshot_at end) over (
+            w rows between unbounded preceding and 1 preceding
+        ) as previous_billing_at,
+        max(snapshot_at) over (partition by cluster_id) as last_at,
+        max(case when not is_new then snapshot_at end) over (
+            partition by cluster_id
+        ) as last_built_at,
+    from snapshots
+    window w as (partition by cluster_id order by snapshot_at)
+),
+
+-- a new snapshot changes which snapshot is nearest from the midpoint with the previous one
+-- (of its family); the latest 7-day window is always recomputed
+from_snapshots as (
+    select
+        cluster_id,
+        min(least(
+            case
+                when bills_gpus then coalesce(previous_billing_at, '-infinity'::timestamptz)
+                else coalesce(previous_at, '-infinity'::timestamptz)
+            end,
+            date_trunc('hour', last_at) - to_hours(168),
+            -- the evidence of the latest snapshot built before is replaced
+            coalesce(date_trunc('hour', last_built_at) - to_hours(1), 'infinity'::timestamptz)
+        )) as from_at,
+        min(date_trunc('hour', snapshot_at)) - to_hours(1) as first_new_hour,
+    from ordered
+    where is_new
+    group by cluster_id
+),
+
+-- without an earlier snapshot the new one reaches back to the cluster's first bucket
+first_buckets as (
+    select cluster_id, min(bucket_at) as first_bucket_at
+    from snap.metric_points
+    where cluster_id in (
+        select cluster_id from from_snapshots where from_at = '-infinity'::timestamptz
+    )
+    group by cluster_id
+),
+
+from_new_snapshots as (
+    select
+        f.cluster_id,
+        case
+            when f.from_at = '-infinity'::timestamptz and b.first_bucket_at is not null
+                then least(b.first_bucket_at, f.first_new_hour)
+            else f.from_at
+        end as from_at,
+    from from_snapshots as f
+    left join first_buckets as b on b.cluster_id = f.cluster_id
+),
+
+from_points as (
+    select cluster_id, min(bucket_at) as from_at
+    from snap.metric_points
+    where run_id in (select run_id from new_runs)
+    group by cluster_id
+),
+
+-- every cluster from the newest snapshot built before: horizons that elapse now get scored,
+-- a cluster a new run no longer sees gets its deletion
+everyone as (
+    select distinct cluster_id, cast(? as timestamptz) as from_at
+    from snap.cluster_snapshots
+),
+
+combined as (
+    select * from from_new_snapshots
+    union all select * from from_points
+    union all select * from everyone
+)
+
+select cluster_id, min(from_at) as from_at, cast(min(from_at) as date) as from_day
+from combined
+group by cluster_id
+"""
+
+# Every cluster from the beginning: what a full refresh computes.
+_FULL_SCOPE_SQL = """
+select cluster_id, '-infinity'::timestamptz as from_at, '-infinity'::date as from_day
+from (
+    select cluster_id from snap.cluster_snapshots
+    union select cluster_id from snap.metric_points
+)
+"""
+
+
+def _make_scope(con: duckdb.DuckDBPyConnection, *, full: bool) -> None:
+    """Create `_gpucost_scope` and the variables `build_from_at` / `build_from_day_at`."""
+    if full:
+        con.execute(f"create or replace temp table _gpucost_scope as {_FULL_SCOPE_SQL}")
+    else:
+        row = con.execute(
+            "select max(snapshot_at) from snap.cluster_snapshots "
+            "where run_id in (select run_id from marts.build_runs)"
+        ).fetchone()
+        built_until = "-infinity" if row is None or row[0] is None else row[0]
+        con.execute(f"create or replace temp table _gpucost_scope as {_SCOPE_SQL}", [built_until])
+    # an empty scope: nothing to recompute
+    con.execute(
+        "set variable build_from_at = (select coalesce(min(from_at), 'infinity'::timestamptz) "
+        "from _gpucost_scope)"
+    )
+    con.execute(
+        "set variable build_from_day_at = (select coalesce(cast(cast(min(from_at) as date) "
+        "as timestamptz), 'infinity'::timestamptz) from _gpucost_scope)"
     )
 
 
@@ -269,12 +466,30 @@ def _build_model(
         and existing.get(model.relation) == "table"
     )
     if incremental:
-        key = model.incremental_key
-        con.execute(f'delete from {target} where "{key}" in (select day from _gpucost_days)')
-        con.execute(
-            f"insert into {target} select * from ({select}) as model "
-            f'where model."{key}" in (select day from _gpucost_days)'
-        )
+        assert model.incremental_key is not None
+        match = _INCREMENTAL.match(model.incremental_key)
+        assert match is not None
+        kind, predicate = match.group(1).lower(), match.group(2)
+        if kind == "per cluster":
+            con.execute(
+                f"delete from {target} using _gpucost_scope "
+                f"where {target}.cluster_id = _gpucost_scope.cluster_id and ({predicate})"
+            )
+            con.execute(
+                f"insert into {target} select model.* from ({select}) as model "
+                "semi join _gpucost_scope "
+                f"on model.cluster_id = _gpucost_scope.cluster_id and ({predicate})"
+            )
+        else:
+            bounds = (
+                "(select min(from_at) as from_at, min(from_day) as from_day "
+                "from _gpucost_scope) as _gpucost_bounds"
+            )
+            con.execute(f"delete from {target} using {bounds} where ({predicate})")
+            con.execute(
+                f"insert into {target} select model.* from ({select}) as model, {bounds} "
+                f"where ({predicate})"
+            )
         return True
     _create_or_replace(
         con, "table", model, f"create or replace table {target} as {select}", existing
@@ -361,18 +576,25 @@ def build_on_connection(
         con.execute("create or replace temp table _gpucost_new_runs (run_id varchar)")
         if new_runs:
             con.executemany("insert into _gpucost_new_runs values (?)", [[r] for r in new_runs])
-        days_ready = False
+        # An incremental model rebuilt whole (new, changed, thresholds changed) needs the whole
+        # scope, and so do the models it feeds: one such model makes the build a full one.
+        full_scope = full_refresh or any(
+            model.incremental_key is not None
+            and (
+                built.get(model.relation) != _checksum(model, thresholds)
+                or existing.get(model.relation) != "table"
+            )
+            for model in models
+        )
+        _make_scope(con, full=full_scope)
         for model in models:
-            if model.materialized == "table" and model.incremental_key and not days_ready:
-                con.execute(f"create or replace temp table _gpucost_days as {_touched_days_sql()}")
-                days_ready = True
             checksum = _checksum(model, thresholds)
             model_started = time.perf_counter()
             try:
                 if _build_model(
                     con,
                     model,
-                    full_refresh=full_refresh,
+                    full_refresh=full_scope,
                     checksum=checksum,
                     built=built,
                     existing=existing,
@@ -387,9 +609,10 @@ def build_on_connection(
                 [model.relation, checksum],
             )
         if new_runs:
-            con.executemany(
-                "insert or replace into marts.build_runs values (?, now())",
-                [[r] for r in new_runs],
+            con.execute(
+                "insert or replace into marts.build_runs (run_id, built_at, fingerprint) "
+                "select run_id, now(), fingerprint from _gpucost_fingerprints "
+                "where run_id in (select run_id from _gpucost_new_runs)"
             )
         passed, failures = _run_tests(con, tests)
         if failures:
@@ -408,7 +631,8 @@ def build_on_connection(
         raise
     finally:
         con.execute("drop table if exists _gpucost_new_runs")
-        con.execute("drop table if exists _gpucost_days")
+        con.execute("drop table if exists _gpucost_scope")
+        con.execute("drop table if exists _gpucost_fingerprints")
     result.seconds = time.perf_counter() - started
     # the CLI prints the summary line; the log keeps the per-model timings for diagnosis
     log.debug("%s; slowest models: %s", result.summary_line(), _slowest(result.model_seconds))

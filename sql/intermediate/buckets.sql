@@ -1,15 +1,26 @@
 -- materialized: table
+-- incremental: per cluster where bucket_at >= from_at
 -- One row per cluster per bucket: billed or not, its GPU count, idle GPUs, and its GPU cost,
 -- priced by the nearest snapshot in time (DESIGN "Definitions"). Every mart about waste reads
 -- this, so it is a table.
 with
 
+-- an incremental build computes only the buckets of its scope (every bucket on a full one)
 points as (
-    select * from staging.metric_points
+    select *
+    from staging.metric_points as points
+    where points.bucket_at >= getvariable('build_from_at')
+    and exists (
+        select 1 from _gpucost_scope as scope
+        where scope.cluster_id = points.cluster_id
+        and points.bucket_at >= scope.from_at
+    )
 ),
 
 gpu_stats as (
-    select * from intermediate.gpu_bucket_stats
+    select *
+    from intermediate.gpu_bucket_stats
+    where bucket_at >= getvariable('build_from_at')
 ),
 
 ranges as (

@@ -1,16 +1,26 @@
 -- materialized: table
+-- incremental: per cluster where window_end_at > from_at
 -- For every snapshot of every cluster, what its 7-day window of buckets shows
 -- ([floor_hour(snapshot) - 168 h, floor_hour(snapshot))): billed and all-idle buckets, the P95
 -- of busy GPUs, and the runs of whole-cluster idleness. Recommendations are evaluated at every
 -- snapshot so that their history (first seen, last seen, resolved) follows from the data.
 with
 
+-- an incremental build recomputes the windows that reach into its scope
 rates as (
-    select * from intermediate.snapshot_rates
+    select *
+    from intermediate.snapshot_rates as rates
+    where exists (
+        select 1 from _gpucost_scope as scope
+        where scope.cluster_id = rates.cluster_id
+        and date_trunc('hour', rates.snapshot_at) > scope.from_at
+    )
 ),
 
 buckets as (
-    select * from intermediate.buckets
+    select *
+    from intermediate.buckets
+    where bucket_at >= getvariable('build_from_at') - to_hours(168)
 ),
 
 windows as (

@@ -1,9 +1,12 @@
--- incremental: day
+-- incremental: fleet where day >= from_day
 -- The whole fleet per UTC day and currency (currencies are never summed together).
 with
 
+-- an incremental build recomputes the days of its scope
 cluster_daily as (
-    select * from intermediate.cluster_daily
+    select *
+    from intermediate.cluster_daily
+    where day >= cast(getvariable('build_from_day_at') as date)
 ),
 
 final as (

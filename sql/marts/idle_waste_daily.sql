@@ -1,9 +1,12 @@
--- incremental: day
+-- incremental: per cluster where day >= from_day
 -- Idle GPU waste per cluster per UTC day (DESIGN "Definitions": idle cost, unused capacity).
 with
 
+-- an incremental build recomputes the days of its scope
 cluster_daily as (
-    select * from intermediate.cluster_daily
+    select *
+    from intermediate.cluster_daily
+    where day >= cast(getvariable('build_from_day_at') as date)
 ),
 
 final as (

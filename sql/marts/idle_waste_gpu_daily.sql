@@ -1,9 +1,12 @@
--- incremental: day
+-- incremental: per cluster where day >= from_day
 -- Idle GPU waste per GPU per UTC day, for clusters that send the per-GPU series.
 with
 
+-- an incremental build recomputes the days of its scope
 gpu_buckets as (
-    select * from intermediate.gpu_buckets
+    select *
+    from intermediate.gpu_buckets
+    where bucket_at >= getvariable('build_from_day_at')
 ),
 
 final as (

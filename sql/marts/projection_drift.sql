@@ -1,13 +1,20 @@
+-- incremental: per cluster where projected_at + to_hours(720) > from_at
 -- Each scored projection against what the horizon actually cost (DESIGN "Definitions"):
 -- horizons fully elapsed and at least drift_min_coverage_pct covered.
 with
 
+-- an incremental build rescores the projections whose horizon (at most 720 h) reaches into
+-- its scope
 actuals as (
-    select * from intermediate.projection_actuals
+    select *
+    from intermediate.projection_actuals
+    where projected_at > getvariable('build_from_at') - to_hours(720)
 ),
 
 causes as (
-    select * from intermediate.projection_causes
+    select *
+    from intermediate.projection_causes
+    where projected_at > getvariable('build_from_at') - to_hours(720)
 ),
 
 scored as (
