@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.errors import DataTestError
 from pipeline.models import BuildError, build_on_connection, discover_models
-from tests.models_fixtures import DAY, HOUR, T0, D, FixtureDB, hours
+from tests.models_fixtures import DAY, HOUR, T0, D, FixtureDB, hours, run_id_for
 
 MARTS = (
     "idle_waste_daily",
@@ -551,6 +551,65 @@ def test_incremental_builds_equal_a_full_refresh():
     assert full.incremental_marts == []
     assert _marts(db) == incremental
     assert incremental["projection_drift"]  # the comparison is not between empty tables
+
+
+def _night_of_events(db: FixtureDB, night: int) -> None:
+    """Night `night` of a fleet where something happens every night: `nap` stops on nights 2-3
+    and restarts (its pricing snapshot is then days back), `gone` is deleted after night 2,
+    `new` appears on night 3, `idle` shrinks from 2 GPUs to 1 on night 4, `busy` just runs."""
+    at = T0 + night * DAY
+    since = at - (7 * DAY if night == 0 else DAY + 3 * HOUR)  # revises 3 buckets each night
+    plan = {
+        "busy": ("running", 2, [(80.0, 30.0), (65.0, 20.0)]),
+        "nap": ("stopped" if night in (2, 3) else "running", 2, [(1.0, 4.0), (50.0, 9.0)]),
+        "idle": ("running", 2 if night < 4 else 1, [(0.0, 2.0)]),
+    }
+    if night <= 2:
+        plan["gone"] = ("running", 2, [(2.0, 0.0), (3.0, 0.0)])
+    if night >= 3:
+        plan["new"] = ("running", 2, [(1.0, 0.0), (90.0, 10.0)])
+    for cid, (status, gpu_count, gpus) in plan.items():
+        series = (gpus * gpu_count)[:gpu_count]
+        db.snapshot(cid, at, status=status, gpu_count=gpu_count)
+        start = max(since, at - 2 * DAY) if cid == "new" else since
+        for i, bucket in enumerate(hours(start, int((at - start) / HOUR))):
+            util = [(u + (i % 3), m) for u, m in series]
+            if status == "stopped":
+                db.bucket(cid, bucket, util=0.0, cost=D("0.14"), status="stopped", snapshot_at=at)
+            else:
+                db.bucket(cid, bucket, gpus=util, cost=D("6.90"), snapshot_at=at)
+    if night >= 3:
+        db.failure(run_id_for(at), "gone", outcome="gone")
+
+
+def test_nightly_incremental_builds_through_stops_deletions_and_new_clusters_equal_full():
+    incremental, full = FixtureDB(), FixtureDB()
+    for night in range(7):
+        for db in (incremental, full):
+            _night_of_events(db, night)
+        result = incremental.build()
+        full.build(full_refresh=True)
+        if night:
+            assert "intermediate.buckets" in result.incremental_marts, night
+        assert _marts(incremental) == _marts(full), night
+    marts = _marts(full)
+    assert {r[0] for r in marts["clusters"]} == {"busy", "nap", "idle", "gone", "new"}
+    # the comparison has teeth: the events reached the marts
+    assert {r[2] for r in marts["clusters"] if r[0] == "gone"} == {"deleted"}
+    assert {r[7] for r in marts["projection_drift"]} >= {"stopped", "started", "resize"}
+    assert {r[3] for r in marts["recommendations"]} >= {"open", "resolved"}
+
+
+def test_a_run_rewritten_after_it_was_built_is_built_again():
+    db = FixtureDB()
+    db.snapshot("c1", T0)
+    db.buckets("c1", hours(T0 - 2 * HOUR, 2), gpus=[(0.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=T0)
+    db.build()
+    # the same run's bucket gets a new value (a replay from the raw store)
+    db.bucket("c1", T0 - HOUR, gpus=[(90.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=T0)
+    result = db.build()
+    assert "marts.idle_waste_daily" in result.incremental_marts
+    assert db.one("select idle_gpu_hours from marts.idle_waste_daily")["idle_gpu_hours"] == 2
 
 
 def test_failing_data_test_raises_and_keeps_the_last_good_build():
