@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 import tenacity
 
 from pipeline.config import Config, check_api_url, read_api_key
@@ -49,8 +50,9 @@ from pipeline.log import get_logger
 from pipeline.normalize import (
     InexactMoneyError,
     NormalizeError,
+    PointColumns,
     dump_json,
-    normalize_detail,
+    normalize_detail_columns,
     normalize_list_page,
     parse_json,
 )
@@ -92,6 +94,31 @@ class FetchResult:
     http_status: int | None
     reason: str | None  # why it failed / was gone / was skipped
     attempts: int  # requests made for this cluster (retries = attempts - 1)
+    # The detail's data points as columns (the store loads them without walking the dicts);
+    # None when the points took normalization's general path.
+    columns: PointColumns | None = None
+
+
+def _fast_loads(body: bytes) -> Any:
+    """Parse a 200 body quickly: orjson, numbers as floats (money is checked afterwards).
+
+    orjson refuses a few things the JSON grammar or the stdlib allow (NaN, lone surrogates,
+    numbers beyond a double): those bodies go through the stdlib parser, so both accept the
+    same documents; ValueError when neither can parse it.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
+def _fast_dumps(doc: Any) -> bytes:
+    """Compact JSON of a parsed body; what orjson cannot write (an integer beyond 64 bits from
+    the stdlib fallback) goes through `dump_json`."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return dump_json(doc)
 
 
 @dataclass
@@ -497,7 +524,7 @@ class ApiClient:
                 # Plain (fast) parse: numbers as floats. Money normally arrives as strings and
                 # becomes Decimal from them; an amount sent as a JSON number makes the caller
                 # parse again with parse_json (InexactMoneyError), so it never goes via a float.
-                response.doc = json.loads(body)
+                response.doc = _fast_loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 reason = f"invalid JSON: {exc}"
                 raise _Transient(reason, status=status, body=body, malformed=True) from None
@@ -702,17 +729,19 @@ class ApiClient:
                 attempts,
             )
         doc = redact_document(response.doc)
+        raw = None
         try:
             try:
-                detail = normalize_detail(doc, exact_money=True)
-                raw = json.dumps(doc, separators=(",", ":")).encode()
+                # Serialized before normalizing: the canonical detail may share parts with doc.
+                raw = _fast_dumps(doc)
+                detail, columns = normalize_detail_columns(doc, exact_money=True)
             except InexactMoneyError:
                 # Money sent as JSON numbers: the exact path (Decimal from the text).
                 doc = redact_document(parse_json(response.body))
                 raw = dump_json(doc)
-                detail = normalize_detail(doc)
+                detail, columns = normalize_detail_columns(doc)
         except NormalizeError as exc:
-            raw = dump_json(doc)
+            raw = raw if raw is not None else dump_json(doc)
             return FetchResult(
                 cluster_id, "failed", None, raw, 200, f"malformed detail: {exc}", attempts
             )
@@ -726,7 +755,7 @@ class ApiClient:
                 f"malformed detail: asked for {cluster_id}, the response is for {detail['id']}",
                 attempts,
             )
-        return FetchResult(cluster_id, "ok", detail, raw, 200, None, attempts)
+        return FetchResult(cluster_id, "ok", detail, raw, 200, None, attempts, columns)
 
     def fetch_details(
         self, cluster_ids_or_summaries: Iterable[str | dict[str, Any]]

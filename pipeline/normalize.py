@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import chain, repeat
 from typing import Any
 
 from pipeline.errors import ApiError
@@ -169,6 +170,9 @@ def _int(value: Any) -> Any:
             if d.is_finite() and d == d.to_integral_value():
                 return int(d)
         elif t is float and value.is_integer():
+            if abs(value) >= 2**53 and _EXACT_MONEY.get():
+                # A fast parser turns integers beyond 64 bits into floats: parse exactly.
+                raise InexactMoneyError("an integer too large for a binary float")
             return int(value)
     except (InvalidOperation, ValueError):
         pass
@@ -387,6 +391,156 @@ _DATA_POINT = _Obj(
     },
     required=("timestamp",),
 )
+@dataclass
+class PointColumns:
+    """The historical data points of one canonical detail as columns, for the store.
+
+    Built by the fast path of normalization for the bulk of a detail (168 hourly points x N
+    GPUs) so that the store does not walk the canonical dicts again. Only produced when every
+    point is clean: snake_case keys, ISO or epoch timestamps, utilizations as finite floats,
+    distinct buckets and distinct GPU ids within a point. `gpu_point[k]` is the index (in the
+    point columns) of the point that GPU row k belongs to.
+    """
+
+    bucket_at: list[datetime]
+    status: list[str | None]
+    gpu_utilization: list[float | None]
+    gpu_memory_utilization: list[float | None]
+    cpu_utilization: list[float | None]
+    memory_utilization: list[float | None]
+    cost: list[Decimal | None]
+    gpu_series_count: list[int | None]
+    gpu_point: list[int]
+    gpu_id: list[str]
+    utilization: list[float | None]
+    memory_used_gb: list[float | None]
+    power_draw_w: list[float | None]
+
+
+_COLUMNS: contextvars.ContextVar[list[PointColumns] | None] = contextvars.ContextVar(
+    "point_columns", default=None
+)
+_POINT_KEYS = frozenset(_DATA_POINT.fields)
+_GPU_KEYS = frozenset(_GPU_POINT.fields)
+_FLOAT_TYPES = frozenset({float, type(None)})
+_TEXT_TYPES = frozenset({str, type(None)})
+_TS_CACHE: dict[str, datetime] = {}
+
+
+def _clean_floats(column: list[Any]) -> bool:
+    """True when every value is a finite float or None (checked in C, not value by value)."""
+    types = set(map(type, column))
+    if not _FLOAT_TYPES.issuperset(types):
+        return False
+    values = column if type(None) not in types else [v for v in column if v is not None]
+    # An infinity or NaN makes the sum one (an overflow too: then the general path decides).
+    return math.isfinite(sum(values))
+
+
+def _cached_timestamp(value: Any) -> Any:
+    # Every cluster of a fleet reports the same hourly buckets: parse each text once.
+    if type(value) is str:
+        out = _TS_CACHE.get(value)
+        if out is None:
+            out = _timestamp(value)
+            if len(_TS_CACHE) >= 50_000:
+                _TS_CACHE.clear()
+            _TS_CACHE[value] = out
+        return out
+    return _timestamp(value)
+
+
+def _shapes_within(items: list[Any], allowed: frozenset[str], required: str) -> bool:
+    """Every item is a dict whose keys are all `allowed` and include `required`."""
+    if frozenset(map(type, items)) != frozenset({dict}):
+        return False
+    return all(allowed.issuperset(shape) and required in shape for shape in set(map(tuple, items)))
+
+
+def _points_fast(points: list[Any]) -> tuple[list[dict[str, Any]], PointColumns] | None:
+    """The canonical data points and their columns, or None when anything is unusual (the
+    general path then converts the points, or names the bad field)."""
+    if not points or not _shapes_within(points, _POINT_KEYS, "timestamp"):
+        return None
+    bucket_at = [_cached_timestamp(p["timestamp"]) for p in points]
+    if None in bucket_at or len(set(bucket_at)) != len(bucket_at):
+        return None
+    status = [p.get("status") for p in points]
+    if not _TEXT_TYPES.issuperset(map(type, status)):
+        return None
+    utilizations = {}
+    for name in _UTILIZATIONS:
+        column = [p.get(name) for p in points]
+        if not _clean_floats(column):
+            return None
+        utilizations[name] = column
+    cost = [_money(p.get("cost")) for p in points]
+    series = [p.get("gpus") for p in points]
+    flat: list[Any] = []
+    counts: list[int | None] = []
+    for gpus in series:
+        if gpus is None:
+            counts.append(None)
+        elif type(gpus) is list:
+            counts.append(len(gpus))
+            flat += gpus
+        else:
+            return None
+    if flat and not _shapes_within(flat, _GPU_KEYS, "gpu_id"):
+        return None
+    gpu_ids = [g["gpu_id"] for g in flat]
+    if frozenset(map(type, gpu_ids)) - {str}:
+        return None
+    gpu_point = list(chain.from_iterable(repeat(i, c) for i, c in enumerate(counts) if c))
+    if len(set(zip(gpu_point, gpu_ids, strict=True))) != len(gpu_ids):
+        return None
+    gpu_columns = {}
+    for name in ("utilization", "memory_used_gb", "power_draw_w"):
+        column = [g.get(name) for g in flat]
+        if not _clean_floats(column):
+            return None
+        gpu_columns[name] = column
+    canonical = []
+    for i, point in enumerate(points):
+        # The keys are canonical already and the GPU entries are canonical as sent (checked
+        # above): only the timestamp and the cost change type.
+        out = dict(point)
+        out["timestamp"] = bucket_at[i]
+        if "cost" in out:
+            out["cost"] = cost[i]
+        canonical.append(out)
+    columns = PointColumns(
+        bucket_at=bucket_at,
+        status=status,
+        cost=cost,
+        gpu_series_count=counts,
+        gpu_point=gpu_point,
+        gpu_id=gpu_ids,
+        **utilizations,
+        **gpu_columns,
+    )
+    return canonical, columns
+
+
+class _Points:
+    """`metrics.historical.data_points`: the fast path for the usual shape, else `_List`."""
+
+    general = _List(_DATA_POINT)
+
+    def __call__(self, value: Any) -> Any:
+        if type(value) is list:
+            try:
+                fast = _points_fast(value)
+            except (NormalizeError, KeyError, TypeError, ValueError, OverflowError):
+                fast = None
+            if fast is not None:
+                holder = _COLUMNS.get()
+                if holder is not None:
+                    holder.append(fast[1])
+                return fast[0]
+        return self.general(value)
+
+
 _ALERT = _Obj(
     {
         "alert_id": _str,
@@ -406,7 +560,7 @@ _METRICS = _Obj(
         "window": _str,
         "interval_seconds": _int,
         "current": _Obj({"timestamp": _timestamp, **_UTILIZATIONS, "gpus": _List(_GPU_CURRENT)}),
-        "historical": _Obj({"data_points": _List(_DATA_POINT)}),
+        "historical": _Obj({"data_points": _Points()}),
         "alerts": _List(_ALERT),
     }
 )
@@ -555,6 +709,22 @@ def normalize_detail(doc: Any, *, exact_money: bool = False) -> dict[str, Any]:
     finally:
         _EXACT_MONEY.reset(token)
     return out
+
+
+def normalize_detail_columns(
+    doc: Any, *, exact_money: bool = False
+) -> tuple[dict[str, Any], PointColumns | None]:
+    """`normalize_detail`, plus the data points as columns when they took the fast path.
+
+    The canonical detail may share unchanged parts (GPU entries of data points) with `doc`.
+    """
+    holder: list[PointColumns] = []
+    token = _COLUMNS.set(holder)
+    try:
+        detail = normalize_detail(doc, exact_money=exact_money)
+    finally:
+        _COLUMNS.reset(token)
+    return detail, (holder[0] if len(holder) == 1 else None)
 
 
 def normalize_summary(doc: Any) -> dict[str, Any]:

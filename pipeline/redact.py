@@ -19,6 +19,10 @@ missing a harmless word costs less than a leaked key.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from decimal import Decimal
+from itertools import chain, compress, repeat
+from operator import is_
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -180,6 +184,59 @@ def _key_kind(key: str) -> int:
     return kind
 
 
+# Strings seen not to need any rule (timestamps, statuses, amounts repeat across a fleet): a
+# set lookup instead of the regex. Only strings that matched nothing are kept, so no secret.
+_CLEAN: set[str] = set()
+_CLEAN_MAX = 50_000
+# A list this long of records (the data points of a metrics window) is first checked as a
+# whole, column by column, before it is walked record by record.
+_RECORDS_MIN = 16
+_SCALARS = frozenset({float, int, bool, type(None), Decimal})
+_CONTAINED = _SCALARS | {str, list}
+
+
+def _string_is_clean(value: str) -> bool:
+    if len(value) <= 2 or value in _CLEAN:
+        return True
+    if _SUSPECT.search(value):
+        return False
+    if len(_CLEAN) >= _CLEAN_MAX:
+        _CLEAN.clear()
+    _CLEAN.add(value)
+    return True
+
+
+def _of_type(values: list[Any], kind: type) -> Iterator[Any]:
+    # The values of one type, picked by C loops (no Python-level loop over the values).
+    return compress(values, map(is_, map(type, values), repeat(kind)))
+
+
+def _records_clean(items: list[Any], depth: int = 0) -> bool:
+    """True when `_walk` would change nothing in `items`, a list of dicts: every key plain,
+    every string matching no rule, nested lists again such records. The whole list is checked
+    at once with C loops (its keys, the types of its values, its distinct strings), not value
+    by value in Python; anything else (a nested object, a secret-looking key, a suspect
+    string) answers False and the list is walked as usual."""
+    if depth > 3 or set(map(type, items)) != {dict}:
+        return False
+    for key in set(chain.from_iterable(items)):
+        if type(key) is not str or _key_kind(key) != _PLAIN:
+            return False
+    values = list(chain.from_iterable(map(dict.values, items)))
+    types = set(map(type, values))
+    if _SCALARS.issuperset(types):
+        return True
+    if not _CONTAINED.issuperset(types):
+        return False
+    if str in types and not all(map(_string_is_clean, set(_of_type(values, str)))):
+        return False
+    if list in types:
+        nested = list(chain.from_iterable(_of_type(values, list)))
+        if nested and not _records_clean(nested, depth + 1):
+            return False
+    return True
+
+
 def _walk(node: Any) -> Any:
     # The hot loop of redaction (a 7-day detail holds thousands of numbers): type checks by
     # identity, one cached lookup per key, the regex only on strings that could hold a secret.
@@ -198,12 +255,14 @@ def _walk(node: Any) -> Any:
                         value[env_key] = _redact_all(env_value)
                 _walk(value)  # the rest of `environment` by the ordinary rules
             elif t is str:
-                if len(value) > 2 and suspect(value):
+                if len(value) > 2 and value not in _CLEAN and suspect(value):
                     node[key] = _redact_string(value)
             elif t is dict or t is list:
                 _walk(value)
         return node
     if type(node) is list:
+        if len(node) >= _RECORDS_MIN and _records_clean(node):
+            return node
         for i, value in enumerate(node):
             t = type(value)
             if t is dict or t is list:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -48,6 +48,9 @@ from filelock import FileLock, Timeout
 
 from pipeline.errors import ConfigError, GpucostError, LockedError
 from pipeline.log import get_logger
+
+if TYPE_CHECKING:
+    from pipeline.normalize import PointColumns
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FILE_MODE = 0o600
@@ -373,8 +376,14 @@ def _interval(metrics: Mapping[str, Any], points: list[Any]) -> int:
     return min(gaps) if gaps else 3600
 
 
-def detail_rows(run_id: str, detail: Mapping[str, Any], seq: int = 0) -> _Rows:
-    """One canonical detail as rows of every snap table; `LoadError` names a bad field."""
+def detail_rows(
+    run_id: str, detail: Mapping[str, Any], seq: int = 0, columns: PointColumns | None = None
+) -> _Rows:
+    """One canonical detail as rows of every snap table; `LoadError` names a bad field.
+
+    `columns` (from `normalize_detail_columns`, for this very detail) lets the data points be
+    taken as columns instead of walking their dicts again.
+    """
     rows = _Rows()
     cluster_id = detail.get("id")
     if not isinstance(cluster_id, str) or not cluster_id:
@@ -490,9 +499,11 @@ def detail_rows(run_id: str, detail: Mapping[str, Any], seq: int = 0) -> _Rows:
     if metrics:
         _alert_rows(rows, key, metrics.get("alerts"))
         _gpu_current_rows(rows, key, _get(current, "gpus"))
-        _point_rows(
-            rows, run_id, cluster_id, snap_at, seq, currency, _interval(metrics, points), points
-        )
+        interval = _interval(metrics, points)
+        if columns is not None and len(columns.bucket_at) == len(points):
+            _column_rows(rows, run_id, cluster_id, snap_at, seq, currency, interval, columns)
+        else:
+            _point_rows(rows, run_id, cluster_id, snap_at, seq, currency, interval, points)
     return rows
 
 
@@ -559,6 +570,47 @@ def _check_numbers(values: list[Any], where: Any) -> None:
     for k, v in enumerate(values):
         if v.__class__ not in _NUMBER_TYPES:
             values[k] = _num(v, where(k))
+
+
+def _column_rows(
+    rows: _Rows,
+    run_id: str,
+    cluster_id: str,
+    snap_at: datetime,
+    seq: int,
+    currency: str | None,
+    interval: int,
+    columns: PointColumns,
+) -> None:
+    """The data points from normalization's columns: already typed, buckets and GPU ids
+    distinct, so they are appended whole; only money is checked against DECIMAL(18, 6)."""
+    mp = rows.cols["metric_points"]
+    gm = rows.cols["gpu_metric_points"]
+    n_points = len(columns.bucket_at)
+    mp["run_id"].extend([run_id] * n_points)
+    mp["cluster_id"].extend([cluster_id] * n_points)
+    mp["bucket_at"].extend(columns.bucket_at)
+    mp["interval_seconds"].extend([interval] * n_points)
+    mp["snapshot_at"].extend([snap_at] * n_points)
+    mp["currency"].extend([currency] * n_points)
+    mp["_seq"].extend([seq] * n_points)
+    mp["status"].extend(columns.status)
+    mp["gpu_utilization"].extend(columns.gpu_utilization)
+    mp["gpu_memory_utilization"].extend(columns.gpu_memory_utilization)
+    mp["cpu_utilization"].extend(columns.cpu_utilization)
+    mp["memory_utilization"].extend(columns.memory_utilization)
+    mp["cost"].extend(
+        [
+            _money(c, f"metrics.historical.data_points[{i}].cost") if c is not None else None
+            for i, c in enumerate(columns.cost)
+        ]
+    )
+    mp["gpu_series_count"].extend(columns.gpu_series_count)
+    gm["_pt"].extend(columns.gpu_point)
+    gm["gpu_id"].extend(columns.gpu_id)
+    gm["utilization"].extend(columns.utilization)
+    gm["memory_used_gb"].extend(columns.memory_used_gb)
+    gm["power_draw_w"].extend(columns.power_draw_w)
 
 
 def _point_rows(
@@ -692,6 +744,7 @@ class LoadBatch:
         raw_body: bytes | None = None,
         fetched_at: datetime | None = None,
         run_id: str | None = None,
+        columns: PointColumns | None = None,
     ) -> bool:
         """Queue one canonical detail; a detail that cannot be loaded becomes a failure.
 
@@ -701,7 +754,7 @@ class LoadBatch:
         self._seq += 1
         cluster_id = str(detail.get("id") or "")
         try:
-            rows = detail_rows(run_id or self.run_id, detail, self._seq)
+            rows = detail_rows(run_id or self.run_id, detail, self._seq, columns)
         except LoadError as exc:
             self.add_failure(
                 cluster_id or None, "failed", f"cannot load: {exc}", stage="load", raw_body=raw_body
@@ -751,7 +804,11 @@ class LoadBatch:
     def add_result(self, result: Any) -> None:
         """Queue a `pipeline.client.FetchResult` (ok, gone, failed or skipped)."""
         if result.outcome == "ok" and result.detail is not None:
-            self.add_detail(result.detail, raw_body=result.raw_body)
+            self.add_detail(
+                result.detail,
+                raw_body=result.raw_body,
+                columns=getattr(result, "columns", None),
+            )
         elif result.outcome in ("gone", "skipped"):
             self.add_failure(
                 result.cluster_id,
