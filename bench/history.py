@@ -182,7 +182,8 @@ def _write_buckets(
     price = _price_sql(midyear)
     # hour of day and weekday of the bucket drive the diurnal archetype
     con.execute(
-        "create or replace temp table _h_buckets as "
+        "create or replace temp table _h_buckets as select *, "
+        "strftime(snapshot_at, '%Y%m%dT%H%M%SZ') || '-bench' as run_id from ("
         "select c.cluster_no, c.cluster_id, c.archetype, h as hour_no, t_at, "
         f"{state} as status, {price} as gpu_price, "
         "hour(t_at) as hod, isodow(t_at) as dow, "
@@ -193,7 +194,10 @@ def _write_buckets(
         " as snapshot_at "
         "from _h_clusters c cross join ("
         f"select h, timestamptz '{since.isoformat()}' + to_hours(cast(h as integer)) as t_at "
-        f"from range({hours}) t(h)) hours"
+        f"from range({hours}) t(h)) hours) "
+        # stored in time order, as nightly runs append them: old row groups then hold old
+        # buckets only, and a bound on bucket_at skips them
+        "order by t_at, cluster_no"
     )
     # utilization in hundredths of a percent, by archetype; GPU g of the bucket
     g_key = "cluster_no * 7919 + hour_no * 104729 + g * 1299709"
@@ -208,32 +212,41 @@ def _write_buckets(
         f"else {_rand(g_key, 200)} end "
         f"else 3000 + {_rand(g_key, 5000)} end"
     )
-    memory = (
-        "case when archetype = 5 then 12.0 + g "
-        f"when {util} < 500 then 0.0 else 20.0 + {_rand(g_key, 60)} end"
-    )
     con.execute(
-        "insert into snap.gpu_metric_points select "
-        "strftime(snapshot_at, '%Y%m%dT%H%M%SZ') || '-bench', cluster_id, t_at, "
-        f"cast(g as varchar), snapshot_at, ({util}) / 100.0, {memory}, "
-        f"case when ({util}) < 500 then 70.0 else 450.0 end "
-        f"from _h_buckets cross join range({GPUS}) gpus(g) "
-        "where status <> 'stopped'"
+        "insert into snap.gpu_metric_points select run_id, cluster_id, t_at, gpu_id, "
+        "snapshot_at, util / 100.0, "
+        f"case when archetype = 5 then 12.0 + g when util < 500 then 0.0 "
+        f"else 20.0 + {_rand(g_key, 60)} end, "
+        "case when util < 500 then 70.0 else 450.0 end "
+        f"from (select *, {util} as util from _h_buckets "
+        f"cross join (select g, cast(g as varchar) as gpu_id from range({GPUS}) t(g)) gpus "
+        "where status <> 'stopped')"
     )
     cost = (
         f"case when status = 'stopped' then {_storage_per_hour()} "
         f"else gpu_price * {GPUS} + {_other_per_hour()} end"
     )
-    # the cluster's utilization: the mean of its GPUs, as the provider reports it
+    # the cluster's utilization: the mean of its GPUs, as the provider reports it (the same
+    # expression per GPU, summed, rather than an aggregate over 70 M rows)
+    mean = (
+        "("
+        + " + ".join(
+            "("
+            + util.replace(g_key, g_key.replace("g * ", f"{g} * ")).replace(
+                f"when g < {GPUS // 2}", f"when {g} < {GPUS // 2}"
+            )
+            + ")"
+            for g in range(GPUS)
+        )
+        + f") / {GPUS} / 100.0"
+    )
     con.execute(
-        "insert into snap.metric_points select b.run_id, b.cluster_id, b.t_at, 3600, "
-        "b.snapshot_at, b.status, g.util, g.util * 0.9, 35.0, 40.0, b.cost, 'USD', g.gpus "
-        "from (select strftime(snapshot_at, '%Y%m%dT%H%M%SZ') || '-bench' as run_id, "
-        f"cluster_id, t_at, snapshot_at, status, {cost} as cost from _h_buckets) b "
-        "left join (select cluster_id, bucket_at, avg(utilization) as util, "
-        "cast(count(*) as integer) as gpus from snap.gpu_metric_points "
-        f"where bucket_at >= timestamptz '{since.isoformat()}' group by all) g "
-        "on g.cluster_id = b.cluster_id and g.bucket_at = b.t_at"
+        "insert into snap.metric_points select "
+        "run_id, cluster_id, t_at, 3600, "
+        f"snapshot_at, status, case when status = 'stopped' then 0.0 else {mean} end, "
+        f"35.0, 35.0, 40.0, {cost}, 'USD', "
+        f"case when status = 'stopped' then null else {GPUS} end "
+        "from _h_buckets"
     )
 
 
