@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from pipeline.errors import ApiError
@@ -16,6 +17,7 @@ from pipeline.normalize import (
     NormalizeError,
     dump_json,
     normalize_detail,
+    normalize_detail_columns,
     normalize_list_page,
     normalize_summary,
     parse_json,
@@ -334,3 +336,51 @@ def test_summary_normalizes_numbers_sent_as_strings() -> None:
         "hourly_rate": Decimal("12.50"),
         "memory_gb": 64.0,
     }
+
+
+def _fleet_detail_text() -> str:
+    from pipeline.simulator.fleet import Fleet, FleetSpec
+
+    fleet = Fleet(FleetSpec(seed=7, clusters=4, start=datetime(2026, 11, 13, 3, tzinfo=UTC)))
+    running = [s["id"] for s in fleet.list_summaries() if s["status"] == "running"]
+    return json.dumps(fleet.detail(running[0], window="7d"))
+
+
+def test_fast_path_gives_the_general_paths_detail_and_matching_columns() -> None:
+    text = _fleet_detail_text()
+    # parse_json yields Decimals, which the fast path declines: the general path's answer.
+    expected = normalize_detail(parse_json(text))
+    detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
+    assert detail == expected
+    assert columns is not None
+    points = expected["metrics"]["historical"]["data_points"]
+    assert len(points) == 168
+    assert columns.bucket_at == [p["timestamp"] for p in points]
+    assert columns.cost == [p.get("cost") for p in points]
+    assert columns.gpu_utilization == [p.get("gpu_utilization") for p in points]
+    assert columns.gpu_series_count == [len(p["gpus"]) for p in points]
+    gpus = [(i, g) for i, p in enumerate(points) for g in p["gpus"]]
+    assert columns.gpu_point == [i for i, _ in gpus]
+    assert columns.gpu_id == [g["gpu_id"] for _, g in gpus]
+    assert columns.utilization == [g["utilization"] for _, g in gpus]
+    assert columns.power_draw_w == [g["power_draw_w"] for _, g in gpus]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda pts: pts[3]["gpus"][0].update(utilization=100),  # an integer: becomes 100.0
+        lambda pts: pts[4].update(timestamp=pts[5]["timestamp"]),  # a bucket sent twice
+        lambda pts: pts[6]["gpus"][1].update(gpu_id=pts[6]["gpus"][0]["gpu_id"]),
+        lambda pts: pts[7].update(gpuUtilization=3.5),  # a camelCase key
+        lambda pts: pts[8]["gpus"][2].update(utilization="7.5"),  # a number as a string
+    ],
+    ids=["int", "dup-bucket", "dup-gpu", "camel", "string"],
+)
+def test_unusual_points_take_the_general_path_with_the_same_result(change) -> None:
+    doc = json.loads(_fleet_detail_text())
+    change(doc["metrics"]["historical"]["data_points"])
+    text = json.dumps(doc)
+    detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
+    assert columns is None
+    assert detail == normalize_detail(parse_json(text))

@@ -189,3 +189,50 @@ def test_redact_text_clears_json_secret_keys_in_a_broken_body() -> None:
     out = redact_text('{"ssh_connection": {"password": "pw-1", "privateKey": "abc", "host": "h"')
     assert "pw-1" not in out and '"abc"' not in out
     assert '"host": "h"' in out
+
+
+def _bulk_points(n: int = 40) -> list[dict]:
+    # The shape of a metrics window: many records, each with a nested list of GPU records.
+    return [
+        {
+            "timestamp": f"2026-11-20T{i % 24:02d}:00:00Z",
+            "status": "running",
+            "gpu_utilization": 50.5,
+            "cost": "1.2000",
+            "gpus": [
+                {"gpu_id": str(g), "utilization": 12.5, "memory_used_gb": 1.0} for g in range(4)
+            ],
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        lambda pts: pts[17]["gpus"][2].update(note=f"run {CANARY}-x"),
+        lambda pts: pts[33]["gpus"][0].update(gpu_id="token=abcdef123456"),
+        lambda pts: pts[5].update(status="Bearer zzzzzz-token-42"),
+        lambda pts: pts[39]["gpus"][3].update(api_key="plain-value-1"),
+        lambda pts: pts[2].update(environment={"variables": {"X": "plain-value-1"}}),
+        lambda pts: pts[9]["gpus"][1].update(extra={"db_password": "plain-value-1"}),
+        lambda pts: pts[12]["gpus"][1].update(tags=["ok", "sk-proj-1234567890abcdefXYZ"]),
+    ],
+    ids=["canary", "token-in-id", "bearer", "secret-key", "environment", "nested", "list"],
+)
+def test_a_secret_anywhere_in_a_long_list_of_records_is_redacted(plant) -> None:
+    # Long lists are checked as a whole before being walked: a secret planted in one record
+    # among many must still be found, whatever its place or kind.
+    points = _bulk_points()
+    plant(points)
+    doc = redact_document({"metrics": {"historical": {"data_points": points}}})
+    text = json.dumps(doc)
+    for secret in (CANARY, "abcdef123456", "zzzzzz-token-42", "plain-value-1", "sk-proj-123"):
+        assert secret not in text
+    assert REDACTED in text
+
+
+def test_a_clean_long_list_of_records_is_left_exactly_as_it_was() -> None:
+    points = _bulk_points()
+    doc = redact_document({"data_points": json.loads(json.dumps(points))})
+    assert doc["data_points"] == points

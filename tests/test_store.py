@@ -401,3 +401,31 @@ def test_read_only_open_of_a_missing_database_is_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="no gpucost database"):
         Store.open(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_points_given_as_columns_store_the_same_rows_as_the_dicts(tmp_path):
+    import json
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from pipeline.normalize import normalize_detail_columns
+    from pipeline.simulator.fleet import Fleet, FleetSpec
+
+    fleet = Fleet(FleetSpec(seed=7, clusters=6, start=datetime(2026, 11, 13, 3, tzinfo=UTC)))
+    docs = [json.dumps(fleet.detail(s["id"], window="7d")) for s in fleet.list_summaries()]
+    tables = {}
+    for use_columns in (False, True):
+        with Store.open(tmp_path / f"{use_columns}.duckdb") as s:
+            batch = LoadBatch("r1")
+            for text in docs:
+                detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
+                assert columns is not None
+                batch.add_detail(detail, columns=columns if use_columns else None)
+            s.write_batch(batch)
+            tables[use_columns] = {
+                t: s.con.execute(f"select * from snap.{t} order by all").fetchall()
+                for t in ("metric_points", "gpu_metric_points", "cluster_snapshots")
+            }
+    assert tables[True] == tables[False]
+    assert len(tables[True]["gpu_metric_points"]) > 1000
