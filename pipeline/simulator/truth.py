@@ -27,8 +27,11 @@ in one of them. Where DESIGN.md leaves a choice open, the choice made here is wr
   per-GPU series when there is one, else the cluster utilization. `downsize` P95 is linear
   interpolation (numpy's default, SQL `quantile_cont`), and is recommended only when
   max(1, need) < gpu_count (a downsize that removes nothing is not one). `schedule`: maximal runs
-  of consecutive idle billed hourly buckets, a run qualifies at >= 8 h; the days are the distinct
-  UTC days its buckets fall on; savings = hours in qualifying runs / 7 x 30 x (rate - storage).
+  of consecutive idle billed hourly buckets, a run qualifies at >= 8 h; a UTC day counts when a
+  qualifying run holds >= 8 of its hours, and a run that holds 8 h on no single day (a night
+  across midnight) counts on the day holding most of its hours (a tie: the later day), so a
+  12-hour night counts once, not on both dates it touches, and a weekend-long run counts on
+  each day it fills; savings = hours in qualifying runs / 7 x 30 x (rate - storage).
   `delete_storage`: stopped now, every bucket of the window stopped, storage rate > 0.
   `investigate_error`: status `error` now with a positive rate; its monthly_savings is what the
   error state costs, (rate - storage) x 720. `stop_idle` does not exclude `downsize`.
@@ -518,7 +521,13 @@ def _idle_runs(
         nonlocal total
         if len(run) >= min_hours:
             total += len(run)
-            days.update(hour_start(h).date() for h in run)
+            per_day: dict[date, int] = {}
+            for h in run:
+                day = hour_start(h).date()
+                per_day[day] = per_day.get(day, 0) + 1
+            full = {day for day, hours in per_day.items() if hours >= min_hours}
+            # a night across midnight: the day holding most of it (a tie: the later day)
+            days.update(full or {max(per_day, key=lambda day: (per_day[day], day))})
         run.clear()
 
     for b in window:

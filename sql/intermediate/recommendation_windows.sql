@@ -88,19 +88,65 @@ idle_runs as (
     having sum(hours) >= getvariable('schedule_min_idle_hours')
 ),
 
--- a qualifying run counts on every UTC day its hours fall on
-schedule_stats as (
+-- the hours each qualifying run holds of each UTC day
+run_days as (
     select
         idle_hours.cluster_id,
         idle_hours.snapshot_at,
-        count(distinct cast(idle_hours.bucket_at as date)) as idle_run_days,
-        sum(idle_hours.hours) as idle_run_hours,
+        idle_hours.island,
+        cast(idle_hours.bucket_at as date) as day,
+        sum(idle_hours.hours) as day_hours,
     from idle_hours
     inner join idle_runs
         on idle_runs.cluster_id = idle_hours.cluster_id
         and idle_runs.snapshot_at = idle_hours.snapshot_at
         and idle_runs.island = idle_hours.island
-    group by idle_hours.cluster_id, idle_hours.snapshot_at
+    group by idle_hours.cluster_id, idle_hours.snapshot_at, idle_hours.island, day
+),
+
+ranked_run_days as (
+    select
+        *,
+        max(day_hours) over (partition by cluster_id, snapshot_at, island) as run_max_day_hours,
+        row_number() over (
+            partition by cluster_id, snapshot_at, island order by day_hours desc, day desc
+        ) as day_rank,
+    from run_days
+),
+
+-- a day counts when a qualifying run holds >= the minimum hours of it; a run that fills no
+-- day that far (a night across midnight) counts once, on the day holding most of it (a tie:
+-- the later day), never on every date it touches
+counted_days as (
+    select
+        cluster_id,
+        snapshot_at,
+        count(distinct day) as idle_run_days,
+    from ranked_run_days
+    where day_hours >= getvariable('schedule_min_idle_hours')
+        or (run_max_day_hours < getvariable('schedule_min_idle_hours') and day_rank = 1)
+    group by cluster_id, snapshot_at
+),
+
+run_totals as (
+    select
+        cluster_id,
+        snapshot_at,
+        sum(run_hours) as idle_run_hours,
+    from idle_runs
+    group by cluster_id, snapshot_at
+),
+
+schedule_stats as (
+    select
+        run_totals.cluster_id,
+        run_totals.snapshot_at,
+        counted_days.idle_run_days,
+        run_totals.idle_run_hours,
+    from run_totals
+    inner join counted_days
+        on counted_days.cluster_id = run_totals.cluster_id
+        and counted_days.snapshot_at = run_totals.snapshot_at
 ),
 
 final as (

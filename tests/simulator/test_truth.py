@@ -226,15 +226,16 @@ def test_recommendation_truth_matches_hand_computed_savings() -> None:
     # B idle in 48 of 48 billed hours (>= 24, >= 95 %): stop saves (3.30 - 0.10) x 720.
     # A: P95 of busy GPUs (1 x 24 h, 2 x 24 h) = 2 = gpu_count: no downsize; never all idle.
     # C: idle 21 of 37 billed hours; its longest idle run (11-01 17:00 - 11-02 08:59, 16 h)
-    # touches 2 days < 5: no schedule.
+    # holds 7 h of 11-01 and 9 h of 11-02: it counts on 11-02 only, 1 day < 5: no schedule.
     assert recs == {("cls_b", "stop_idle"): D("2304.000000")}
 
 
 def test_schedule_truth_follows_the_configured_day_count() -> None:
-    truth = _truth(PLAN_C, thresholds=Thresholds(schedule_min_days=2))
+    # one qualifying run of 16 h, counted on 1 day (11-02 holds 9 of its hours)
+    assert not _truth(PLAN_C, thresholds=Thresholds(schedule_min_days=2)).recommendations
+    truth = _truth(PLAN_C, thresholds=Thresholds(schedule_min_days=1))
     recs = {(r.cluster_id, r.kind): r.monthly_savings for r in truth.recommendations}
-    # one qualifying run of 16 h over 2 days: 16 / 7 h a day x 30 x (0.90 - 0.02)
-    # = 422.40 / 7 = 60.342857...
+    # savings: 16 / 7 h a day x 30 x (0.90 - 0.02) = 422.40 / 7 = 60.342857...
     assert recs == {("cls_c", "schedule"): D("60.342857")}
 
 
@@ -391,3 +392,51 @@ def test_recommendation_history_resolves_on_stop_and_closes_on_use() -> None:
     g_stop = history[("cls_g", "stop_idle")]
     assert (g_stop.status, g_stop.realized_monthly_savings) == ("closed", None)
     assert truth.recommendations == []
+
+
+def _schedule_plan(cid: str, idle) -> ClusterPlan:
+    # 1 x L4 at 0.80 + 0.10 other = 0.90/h (storage 0.02/h); idle(t) says when it is idle.
+    return ClusterPlan(
+        id=cid,
+        name=cid,
+        created_at=datetime(2026, 10, 20, 0, tzinfo=UTC),
+        gpu_type="L4",
+        gpu_count=1,
+        gpu_price=D("0.80"),
+        cpu_rate=D("0.04"),
+        memory_rate=D("0.02"),
+        storage_rate=D("0.02"),
+        network_rate=D("0.02"),
+        utilization=lambda t, g: (1.0, 0.5) if idle(t) else (70.0, 10.0),
+    )
+
+
+def _schedule_truth(*plans: ClusterPlan) -> dict[str, Decimal]:
+    # The window of the snapshot at 11-09 00:00 is 11-02 00:00 .. 11-08 23:59 (Mon .. Sun).
+    at = datetime(2026, 11, 9, 0, tzinfo=UTC)
+    fleet = Fleet(FleetSpec(plans=list(plans), start=at))
+    truth = ground_truth(fleet, [at])
+    return {r.cluster_id: r.monthly_savings for r in truth.recommendations if r.kind == "schedule"}
+
+
+def test_schedule_counts_a_night_across_midnight_once_not_on_both_dates() -> None:
+    nightly = _schedule_plan("nightly", lambda t: t.hour >= 18 or t.hour < 9)  # 15 h nights
+    three_nights = _schedule_plan(  # idle 20:00-08:00 on Mon, Wed and Fri nights only
+        "three_nights",
+        lambda t: (
+            (t.weekday() in (0, 2, 4) and t.hour >= 20) or (t.weekday() in (1, 3, 5) and t.hour < 8)
+        ),
+    )
+    one_stretch = _schedule_plan(  # one 100 h idle stretch from Mon 00:00, busy otherwise
+        "one_stretch",
+        lambda t: datetime(2026, 11, 2, tzinfo=UTC) <= t < datetime(2026, 11, 6, 4, tzinfo=UTC),
+    )
+    recs = _schedule_truth(nightly, three_nights, one_stretch)
+    # nightly: the window opens idle (Mon 00:00-08:59, 9 h: counts on Mon), then six 15-h nights
+    # (6 h before midnight, 9 h after: each counts on the later day, Tue..Sun), and the last
+    # night is cut by the window end (Sun 18:00-23:59, 6 h: not a run). 7 days >= 5.
+    # Hours: 9 + 6 x 15 = 99; 99 / 7 x 30 x (0.90 - 0.02) = 373.371428...
+    assert recs["nightly"] == D("373.371429")
+    # three_nights: 3 runs of 12 h (4 h + 8 h: counted on Tue, Thu, Sat): 3 days < 5.
+    # one_stretch: 100 h fill Mon..Thu (24 h each) and 4 h of Fri: 4 days < 5.
+    assert set(recs) == {"nightly"}
