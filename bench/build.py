@@ -126,11 +126,16 @@ def _one_size(clusters: int, days: int, folder: Path) -> dict[str, Any]:
     }
 
 
-def run_build_bench(clusters: int, days: int, quick: bool) -> dict[str, Any]:
+def run_build_bench(
+    clusters: int, days: int, quick: bool, *, sizes: list[int] | None = None
+) -> dict[str, Any]:
     """Measure generation, full refresh and the nightly incremental build at three sizes (a
-    tenth, three tenths and all of `clusters`), `days` nights each; write the JSON result and
-    return it. `quick` names the result file `build-quick.json`."""
-    sizes = sorted({max(1, clusters // 10), max(1, clusters * 3 // 10), clusters})
+    tenth, three tenths and all of `clusters`, or `sizes`), `days` nights each; write the JSON
+    result and return it: `build-quick.json` when `quick`, `build-<sizes>.json` for explicit
+    sizes, else `build.json`."""
+    explicit = sizes is not None
+    if sizes is None:
+        sizes = sorted({max(1, clusters // 10), max(1, clusters * 3 // 10), clusters})
     results: dict[str, Any] = {
         "benchmark": "build",
         "quick": quick,
@@ -152,7 +157,10 @@ def run_build_bench(clusters: int, days: int, quick: bool) -> dict[str, Any]:
     largest = results["sizes"][-1]
     results["target_met"] = largest["incremental_over_full"] <= 0.1
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / ("build-quick.json" if quick else "build.json")
+    name = "build-quick" if quick else "build"
+    if explicit:
+        name += "-" + "-".join(str(s) for s in sizes)
+    out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
 
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="30 clusters x 60 days")
     parser.add_argument("--clusters", type=int, default=None)
     parser.add_argument("--days", type=int, default=None)
+    parser.add_argument("--sizes", type=int, nargs="+", help="fleet sizes instead of three")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args(argv)
     if args.child:
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     clusters = args.clusters or (30 if args.quick else 300)
     days = args.days or (60 if args.quick else 365)
-    print(table(run_build_bench(clusters, days, args.quick)))
+    print(table(run_build_bench(clusters, days, args.quick, sizes=args.sizes)))
 
 
 if __name__ == "__main__":
