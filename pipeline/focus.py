@@ -84,6 +84,7 @@ with snapshots as (
     select
         s.cluster_id,
         s.snapshot_at,
+        epoch_ms(s.snapshot_at) as at_ms,
         s.gpu_count,
         s.hourly_rate,
         s.currency,
@@ -100,6 +101,9 @@ with snapshots as (
         group by all
     ) as c using (cluster_id, snapshot_at)
 ),
+billing as (
+    select cluster_id, at_ms from snapshots where bills_gpus
+),
 buckets as (
     select
         cluster_id,
@@ -113,6 +117,50 @@ buckets as (
         gpu_series_count,
     from snap.metric_points
 ),
+neighbours as (
+    -- The nearest snapshot is the last one at or before the midpoint or the first one at or
+    -- after it: four as-of joins (any snapshot, one billing GPUs; before, after) find them
+    -- without pairing every bucket with every snapshot of its cluster (a year of history
+    -- made that 8,760 x 365 pairs per cluster).
+    select
+        b.*,
+        any_before.at_ms as any_before_ms,
+        any_after.at_ms as any_after_ms,
+        bill_before.at_ms as bill_before_ms,
+        bill_after.at_ms as bill_after_ms,
+    from buckets as b
+    asof left join snapshots as any_before
+        on any_before.cluster_id = b.cluster_id and b.mid_ms >= any_before.at_ms
+    asof left join snapshots as any_after
+        on any_after.cluster_id = b.cluster_id and b.mid_ms <= any_after.at_ms
+    asof left join billing as bill_before
+        on bill_before.cluster_id = b.cluster_id and b.mid_ms >= bill_before.at_ms
+    asof left join billing as bill_after
+        on bill_after.cluster_id = b.cluster_id and b.mid_ms <= bill_after.at_ms
+),
+chosen as (
+    select
+        *,
+        -- a billed bucket is priced by the nearest snapshot that bills GPUs, if any; the
+        -- nearer of the two neighbours wins, a tie goes to the later snapshot
+        case
+            when not is_stopped and coalesce(bill_before_ms, bill_after_ms) is not null then
+                case
+                    when bill_after_ms is null then bill_before_ms
+                    when bill_before_ms is null then bill_after_ms
+                    when mid_ms - bill_before_ms < bill_after_ms - mid_ms then bill_before_ms
+                    else bill_after_ms
+                end
+            else
+                case
+                    when any_after_ms is null then any_before_ms
+                    when any_before_ms is null then any_after_ms
+                    when mid_ms - any_before_ms < any_after_ms - mid_ms then any_before_ms
+                    else any_after_ms
+                end
+        end as chosen_ms,
+    from neighbours
+),
 nearest as (
     select
         b.*,
@@ -121,16 +169,8 @@ nearest as (
         s.hourly_rate,
         s.storage_rate,
         s.currency as snapshot_currency,
-        row_number() over (
-            partition by b.cluster_id, b.bucket_at
-            order by
-                -- a billed bucket is priced by the nearest snapshot that bills GPUs
-                case when b.is_stopped or s.bills_gpus then 0 else 1 end,
-                abs(epoch_ms(s.snapshot_at) - b.mid_ms),
-                s.snapshot_at desc
-        ) as rank_near,
-    from buckets as b
-    join snapshots as s using (cluster_id)
+    from chosen as b
+    join snapshots as s on s.cluster_id = b.cluster_id and s.at_ms = b.chosen_ms
 )
 select
     cluster_id,
@@ -149,7 +189,6 @@ select
             * cast(interval_seconds as decimal(18, 6)) / 3600
     ) as decimal(18, 6)) as bucket_cost,
 from nearest
-where rank_near = 1
 """
 
 _ALLOCATION_SQL = """

@@ -252,6 +252,66 @@ def test_buckets_without_cost_are_priced_by_the_nearest_snapshot(tmp_path):
     assert reconcile(con) == []
 
 
+def test_nearest_snapshot_rule_ties_go_later_and_billed_buckets_prefer_billing_snapshots(
+    tmp_path,
+):
+    """Three snapshots of one cluster, buckets without cost, every rate distinct:
+
+    06:00 runs at 1.00/h (GPU 0.80), 12:00 is stopped (storage 0.10/h only, bills no GPUs),
+    18:00 runs at 3.00/h (GPU 2.40). Buckets are 1 h; a bucket's midpoint is bucket_at + 30 min.
+    - 08:30 running: midpoint 09:00 is 3 h from 06:00 and 12:00; 12:00 bills no GPUs, so the
+      nearest billing snapshot prices it: 06:00, 1.00.
+    - 11:30 running: midpoint 12:00 (the stopped snapshot) -> nearest billing: 06:00 (6 h) vs
+      18:00 (6 h), a tie -> the later, 18:00: 3.00.
+    - 08:30 stopped (next day, same layout shifted by 24 h): a stopped bucket takes the
+      nearest snapshot at all: 06:00 and 12:00 tie at 3 h -> the later, 12:00: storage 0.10.
+    - 20:30 running: after the last snapshot -> 18:00: 3.00.
+    Day 1: 1.00 + 3.00 + 3.00 = 7.00; day 2: 0.10.
+    """
+    db = create_fixture_db(tmp_path / "gpucost.duckdb")
+    con = duckdb.connect(str(db))
+    cid = "cls_rule"
+    snaps = [
+        ("2026-11-18 06:00", "running", "1.00", (("gpu", "0.80"), ("cpu", "0.20"))),
+        ("2026-11-18 12:00", "stopped", "0.10", (("storage", "0.10"),)),
+        ("2026-11-18 18:00", "running", "3.00", (("gpu", "2.40"), ("cpu", "0.60"))),
+        ("2026-11-19 06:00", "running", "1.00", (("gpu", "0.80"), ("cpu", "0.20"))),
+        ("2026-11-19 12:00", "stopped", "0.10", (("storage", "0.10"),)),
+    ]
+    for at, status, rate, parts in snaps:
+        con.execute(
+            "insert into snap.cluster_snapshots (run_id, cluster_id, snapshot_at, name,"
+            " status, gpu_type, gpu_count, currency, hourly_rate, has_metrics,"
+            " has_gpu_series, has_cost_breakdown)"
+            " values ('r', ?, ?, 'rule', ?, 'H100', 1, 'USD', ?, true, false, true)",
+            [cid, f"{at}+00", status, D(rate)],
+        )
+        for component, per_hour in parts:
+            con.execute(
+                "insert into snap.cost_components values ('r', ?, ?, ?, ?, 'USD')",
+                [cid, f"{at}+00", component, D(per_hour)],
+            )
+    for at, status in (
+        ("2026-11-18 08:30", "running"),
+        ("2026-11-18 11:30", "running"),
+        ("2026-11-18 20:30", "running"),
+        ("2026-11-19 08:30", "stopped"),
+    ):
+        con.execute(
+            "insert into snap.metric_points (run_id, cluster_id, bucket_at, interval_seconds,"
+            " snapshot_at, status, cost, currency, gpu_series_count)"
+            " values ('r', ?, ?, 3600, ?, ?, null, 'USD', 1)",
+            [cid, f"{at}+00", f"{at}+00", status],
+        )
+    con.close()
+    _con, rows = _focus(db)
+    day_cost: dict[str, Decimal] = defaultdict(D)
+    for r in rows:
+        if r["ResourceId"] == cid:
+            day_cost[r["ChargePeriodStart"][:10]] += r["BilledCost"]
+    assert dict(day_cost) == {"2026-11-18": D("7.00"), "2026-11-19": D("0.10")}
+
+
 def test_rounding_remainders_keep_each_cluster_day_exact(tmp_path):
     db = create_fixture_db(tmp_path / "gpucost.duckdb")
     con = duckdb.connect(str(db))
