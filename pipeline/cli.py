@@ -264,7 +264,8 @@ def demo(db, config_path, log_format, verbose, out_dir, nights, clusters, seed):
     """Run the whole pipeline against the built-in simulator and print the report's path.
 
     Starts the simulator on a free loopback port, takes NIGHTS nightly snapshots of a mixed
-    fleet in simulated time, builds the marts and renders the report.
+    fleet in simulated time, builds the marts and renders the report. The database is
+    ./demo.duckdb unless --db names another (a previous demo database there is replaced).
 
     \b
     Example:

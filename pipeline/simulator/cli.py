@@ -67,18 +67,22 @@ def _make_fleet(clusters: int, seed: int, start: str) -> Any:
     return Fleet(FleetSpec(seed=seed, clusters=clusters, start=_parse_start(start)))
 
 
+def _read_key_lines(path: str, hint: str) -> list[str]:
+    """The non-empty lines of a key file; a missing or empty file is a usage error."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=hint) from None
+    keys = [line.strip() for line in lines if line.strip()]
+    if not keys:
+        raise click.BadParameter(f"{path} is empty", param_hint=hint)
+    return keys
+
+
 def _read_key(api_key_file: str | None) -> tuple[str, str | None]:
     """(key, where it was generated or None). The option beats the environment."""
     if api_key_file:
-        try:
-            lines = Path(api_key_file).read_text(encoding="utf-8").strip().splitlines()
-        except OSError as exc:
-            raise click.BadParameter(
-                f"cannot read {api_key_file}: {exc.strerror}", param_hint="--api-key-file"
-            ) from None
-        if not lines or not lines[0].strip():
-            raise click.BadParameter(f"{api_key_file} is empty", param_hint="--api-key-file")
-        return lines[0].strip(), None
+        return _read_key_lines(api_key_file, "--api-key-file")[0], None
     if os.environ.get("GPUCOST_API_KEY", "").strip():
         return os.environ["GPUCOST_API_KEY"].strip(), None
     key = secrets.token_urlsafe(24)
@@ -158,6 +162,12 @@ def simulate() -> None:
     help="File whose first line is the key to accept [else env GPUCOST_API_KEY; "
     "else a generated key, written to a private file named on stderr].",
 )
+@click.option(
+    "--forbidden-key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File of keys (one a line) that authenticate but may not read: answered 403.",
+)
 def serve(
     host,
     port,
@@ -171,6 +181,7 @@ def serve(
     timeout_seconds,
     variants,
     api_key_file,
+    forbidden_key_file,
 ):
     """Serve the simulated provider API until Ctrl-C; print its base URL first.
 
@@ -193,6 +204,11 @@ def serve(
     sim = Simulator(
         fleet,
         api_key=key,
+        forbidden_keys=tuple(
+            _read_key_lines(forbidden_key_file, "--forbidden-key-file")
+            if forbidden_key_file
+            else ()
+        ),
         rate_limit=RateLimit(rate_limit, rate_window) if rate_limit else None,
         faults=fault_spec,
         variants=VariantSpec.parse(variants),

@@ -9,7 +9,8 @@ page. A key is *affected* by a kind when `u(seed, kind, key) < rate`: the rate i
 keys (clusters, pages) that the fault hits.
 
 - Transient kinds (the default) hit an affected key on its first `transient_attempts` requests
-  and then let it through, so a client that retries recovers every cluster.
+  and then let it through, so a client that retries recovers every cluster. The server counts
+  those attempts per simulated night: once the virtual clock moves, the faults fire again.
 - Permanent kinds (`FaultSpec(permanent={"invalid_json"})`) hit an affected cluster on every
   details request; on a list page they act as transient, so a list can always be read in full.
 

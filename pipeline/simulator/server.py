@@ -270,6 +270,7 @@ class Simulator:
         self._faults: Counter[str] = Counter()
         self._attempts: Counter[str] = Counter()
         self._list_attempts: Counter[str] = Counter()
+        self._fault_attempts: Counter[tuple[datetime, bool, str]] = Counter()
         self._faulted: dict[str, Counter[str]] = defaultdict(Counter)
         self._unhandled = 0
         self._storms = 0
@@ -308,6 +309,7 @@ class Simulator:
             self._faults.clear()
             self._attempts.clear()
             self._list_attempts.clear()
+            self._fault_attempts.clear()
             self._faulted.clear()
             self._unhandled = 0
             self._storms = 0
@@ -483,9 +485,15 @@ class Simulator:
         self, key: str, *, details: bool, seq: int, cluster_id: str | None = None
     ) -> tuple[str | None, _Response | None]:
         """The injected fault for this request: (kind, response to send instead or None)."""
-        attempt = self._next_attempt(key, details=details)
+        self._next_attempt(key, details=details)
         if not self.faults.active:
             return None, None
+        # Faults are armed per simulated night: a transient fault hits its clusters' first
+        # attempt again after the virtual clock moves, as a flaky provider does every night.
+        with self._stats_lock:
+            armed = (self.fleet.now, details, key)
+            self._fault_attempts[armed] += 1
+            attempt = self._fault_attempts[armed]
         kind = self.faults.request_fault(key, attempt, details=details)
         if kind is None:
             return None, None

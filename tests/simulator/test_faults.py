@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -114,6 +115,24 @@ def test_fault_hits_exactly_the_seeded_clusters_once_and_a_retry_recovers(serve,
     assert stats["detail_attempts"] == {cid: 1 + (cid in expected) for cid in ids}
     assert set(stats["faulted_clusters"]) == set(expected)
     assert stats["faults"][kind] == len(expected) * (2 if kind == "deleted" else 1)
+
+
+def test_transient_faults_are_armed_again_each_simulated_night(serve, fleet40):
+    # A flaky provider is flaky every night: after the virtual clock moves, the same clusters
+    # fail their first attempt again (and a retry recovers again).
+    spec = FaultSpec(rates={"error_503": 0.3}, seed=5)
+    sim, url, http = serve(fleet40, faults=spec)
+    ids = [s["id"] for s in fleet40.list_summaries()]
+    expected = spec.affected("error_503", ids)
+    assert expected
+    nights = []
+    for night in range(2):
+        fleet40.advance(timedelta(days=night))
+        first = {cid: _outcome(http, url, cid) for cid in expected}
+        retry = {cid: _outcome(http, url, cid) for cid in expected}
+        nights.append((set(first.values()), set(retry.values())))
+    assert nights == [({503}, {"ok"}), ({503}, {"ok"})]
+    assert _stats(http, url)["faults"] == {"error_503": 2 * len(expected)}
 
 
 def test_error_bodies_of_injected_faults_follow_the_contract(serve, fleet40):

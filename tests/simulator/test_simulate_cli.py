@@ -111,6 +111,39 @@ def test_serve_applies_key_file_rate_limit_faults_and_variants(tmp_path):
         assert served.stop()[0] == 0
 
 
+def test_serve_answers_403_to_a_forbidden_key_and_gpucost_snapshot_exits_4(tmp_path):
+    forbidden = tmp_path / "forbidden"
+    forbidden.write_text("read-forbidden-key\n", encoding="utf-8")
+    served = _Served(
+        ["--clusters", "3", "--forbidden-key-file", str(forbidden)], _env(GPUCOST_API_KEY=KEY)
+    )
+    try:
+        with httpx.Client(headers={"Authorization": "Bearer read-forbidden-key"}) as http:
+            refused = http.get(f"{served.url}/clusters")
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "FORBIDDEN"
+        snapshot = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "snapshot",
+                "--api-url",
+                served.url,
+                "--db",
+                str(tmp_path / "g.duckdb"),
+            ],
+            env=_env(GPUCOST_API_KEY="read-forbidden-key"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert snapshot.returncode == 4, snapshot.stderr
+        assert "read-forbidden-key" not in snapshot.stderr + snapshot.stdout
+    finally:
+        assert served.stop()[0] == 0
+
+
 def test_serve_without_a_key_generates_one_in_a_private_file():
     served = _Served(["--clusters", "2"], _env())
     try:
