@@ -18,7 +18,9 @@ import click
 from pipeline import __version__
 from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, GpucostError
-from pipeline.log import configure_logging
+from pipeline.log import configure_logging, get_logger
+
+log = get_logger("cli")
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -226,9 +228,9 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
             out_dir=out_dir,
         )
         snap = run_snapshot(config, progress=sys.stderr.isatty())
-        click.echo(snap.summary_line(), err=True)
+        log.info(snap.summary_line())
         built = build_models(config)
-        click.echo(built.summary_line(), err=True)
+        log.info(built.summary_line())
         rendered = render_report(config, Path(config.report.out_dir))
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
