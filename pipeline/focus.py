@@ -193,27 +193,42 @@ from nearest
 
 _ALLOCATION_SQL = """
 create or replace temp table _gpucost_focus_alloc as
-with components as (
+with groups as (
+    -- Buckets of one day priced by the same snapshot (and alike stopped or not) split alike:
+    -- add them up first and split each sum once, rather than every hourly bucket.
     select
-        p.*,
+        cluster_id,
+        day,
+        currency,
+        snapshot_at,
+        is_stopped,
+        sum(bucket_cost) as group_cost,
+        sum(hours) as hours,
+        sum(case when not is_stopped then gpu_count * hours else 0 end) as gpu_hours,
+    from _gpucost_focus_priced
+    group by all
+),
+components as (
+    select
+        g.*,
         coalesce(c.component, 'cluster') as component,
         coalesce(c.cost_per_hour, 1) as rate,
         case
             when c.component is null then 1
-            when p.is_stopped and c.component <> 'storage' then 0
+            when g.is_stopped and c.component <> 'storage' then 0
             else c.cost_per_hour
         end as billing_rate,
-    from _gpucost_focus_priced as p
+    from groups as g
     left join snap.cost_components as c using (cluster_id, snapshot_at)
 ),
 shares as (
     select
         *,
-        sum(billing_rate) over bucket as billing_total,
-        sum(rate) over bucket as rate_total,
-        count(*) over bucket as n_components,
+        sum(billing_rate) over split_group as billing_total,
+        sum(rate) over split_group as rate_total,
+        count(*) over split_group as n_components,
     from components
-    window bucket as (partition by cluster_id, bucket_at)
+    window split_group as (partition by cluster_id, day, currency, snapshot_at, is_stopped)
 ),
 split as (
     select
@@ -232,9 +247,9 @@ select
     day,
     currency,
     component,
-    sum(cast(bucket_cost as double) * share) as amount_raw,
+    sum(cast(group_cost as double) * share) as amount_raw,
     sum(case when share > 0 then hours else 0 end) as billed_hours,
-    sum(case when not is_stopped then gpu_count * hours else 0 end) as gpu_hours,
+    sum(gpu_hours) as gpu_hours,
 from split
 group by all
 """
