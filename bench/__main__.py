@@ -9,8 +9,8 @@ are subprocesses again), on the simulator, one after the other:
               10 % of N / R, at most a handful (5) of 429s
 3. build      365 days of history for 1,000 clusters x 8 GPUs (bench/build.py): full refresh
               and the nightly incremental build; target incremental <= a tenth of the full
-4. report     the report of a 1,000-cluster database (bench/report.py): render time, HTML size
-              (target at most 5 MB); `gpucost demo` time (target under a minute)
+4. report     the report of 1,000 clusters x 30 days (bench/report.py): render time, HTML size
+              (target at most 5 MB), focus.csv; `gpucost demo` time (target under a minute)
 5. scaling    items 1 and 3 at three sizes: time and memory near-linear or better
 
 Writes `bench/results/<item>.json` (`bench/results/quick/` with `--quick`) and `latest.md` there,
@@ -98,14 +98,19 @@ def _item_build(clusters: int, plan: Plan) -> dict[str, Any]:
         from bench import build  # type: ignore[attr-defined]
     except ImportError:
         return {"unavailable": "bench/build.py is not there yet"}
-    result: dict[str, Any] = build.run_build_bench(clusters, plan.days, plan.quick)
+    # bench/build.py measures its sizes itself (one history per size): the scaling sizes
+    sizes = sorted({n for n in plan.sizes if n <= clusters} | {clusters})
+    result: dict[str, Any] = build.run_build_bench(clusters, plan.days, plan.quick, sizes=sizes)
     return result
 
 
 def _item_report(clusters: int, plan: Plan) -> dict[str, Any]:
     from bench.report import run_report_bench
 
-    return run_report_bench(clusters, plan.quick, demo=not plan.quick)
+    # full: a month of generated history (the report's period); quick: the simulator's mixed
+    # fleet over two nights
+    days = 0 if plan.quick else 30
+    return run_report_bench(clusters, plan.quick, days=days, demo=not plan.quick)
 
 
 _RUNNERS: dict[str, Callable[[int, Plan], dict[str, Any]]] = {
@@ -254,6 +259,9 @@ def _rows_ratelimit(r: dict[str, Any], size: str) -> list[Row]:
 def _rows_build(r: dict[str, Any], size: str) -> list[Row]:
     if "unavailable" in r:
         return [("3 build", size, "–", r["unavailable"], "–", "–")]
+    if r.get("sizes") and isinstance(r["sizes"][-1], dict):
+        r = r["sizes"][-1]  # the largest size is the item; the others are the scaling
+        size = f"{r.get('clusters', size):,}"
     full = _first(r, ("full_refresh",), ("full",))
     incr = _first(r, ("incremental",), ("nightly",))
     days = _first(r, ("days",))
@@ -360,6 +368,21 @@ def _rows_scaling(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _sizes_measured(result: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """The sizes an item's run already measured: its own, or each of its `sizes` list."""
+    if not result or "error" in result or "unavailable" in result:
+        return {}
+    if isinstance(result.get("sizes"), list):
+        return {
+            int(one["clusters"]): one
+            for one in result["sizes"]
+            if isinstance(one, dict) and "clusters" in one
+        }
+    if "clusters" in result:
+        return {int(result["clusters"]): result}
+    return {}
+
+
 def _table(rows: list[Row]) -> str:
     head: Row = ("item", "size", "time", "ratio / target", "peak RSS", "result")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -391,9 +414,10 @@ def run_all(plan: Plan, only: tuple[str, ...] = ITEMS) -> str:
     if "scaling" in only:
         scaling: dict[str, Any] = {"sizes": list(plan.sizes), "snapshot": {}, "build": {}}
         for kind in ("snapshot", "build"):
+            measured = _sizes_measured(results.get(kind))
             for n in plan.sizes:
-                if n == plan.clusters and kind in results:
-                    scaling[kind][str(n)] = results[kind]  # the main run, reused
+                if n in measured:
+                    scaling[kind][str(n)] = measured[n]  # measured by the main run
                     continue
                 print(f"bench: scaling, {kind} at {n:,} clusters ...", flush=True)
                 scaling[kind][str(n)] = _run_item(

@@ -1,15 +1,17 @@
 """Report benchmark (issue 5, item 4): the report of a 1,000-cluster fleet, its time and size.
 
-    .venv/bin/python -m bench.report [--quick] [--clusters 1000] [--nights 2] [--demo]
+    .venv/bin/python -m bench.report [--quick] [--clusters 1000] [--days 30 | --nights 2] [--demo]
 
-A database is made the way users make theirs: the simulator serves a mixed fleet of CLUSTERS
-clusters (seed 7, the demo's) over loopback HTTP, and NIGHTS nightly `run_snapshot` +
-`build_models` fill it. Then a fresh process renders it with `render_report`, twice: the first
-call is what a nightly cron pays (matplotlib's font cache, the Jinja templates' compilation), the
-second shows the cost of the data alone. Measured: render seconds (wall and CPU), the renderer's
-peak RSS, index.html's size (target: a few MB at most, here at most 5 MB), the number of cluster
-sections and charts, focus.csv's size and rows, and the other CSVs. `--demo` also times
-`gpucost demo` (40 clusters x 14 nights, the whole pipeline), whose target is well under a minute.
+The database: with `--days D`, D nights of generated history (bench/history.py: 8 GPUs per
+cluster, archetypes from busy to idle, stops and price changes) and a full build, a month being
+the report's period; else the way users make theirs: the simulator serves a mixed fleet (seed
+7, the demo's) over loopback HTTP, and NIGHTS nightly `run_snapshot` + `build_models` fill it.
+Then a fresh process renders it with `render_report`, twice: the first call is what a nightly
+cron pays (matplotlib's font cache, the Jinja templates' compilation), the second shows the cost
+of the data alone. Measured: render seconds (wall and CPU), the renderer's peak RSS, index.html's
+size (target: a few MB at most, here at most 5 MB), the number of cluster sections and charts,
+focus.csv's size and rows, and the other CSVs. `--demo` also times `gpucost demo` (40 clusters x
+14 nights, the whole pipeline), whose target is well under a minute.
 
 Every measured step runs in its own subprocess, so each peak RSS (`ru_maxrss`) is its own.
 """
@@ -88,6 +90,28 @@ def _child_prepare(db: str, clusters: int, nights: int) -> dict[str, Any]:
     }
 
 
+def _child_history(db: str, clusters: int, days: int) -> dict[str, Any]:
+    """Fill `db` with `days` nights of generated history (bench/history.py), fully built."""
+    from bench.history import generate
+    from pipeline.config import Config, StoreSettings
+    from pipeline.models import build_models
+    from pipeline.store import Store
+
+    began = time.perf_counter()
+    with Store.open(db) as store:
+        rows = generate(store.con, clusters, days)
+    generated = time.perf_counter()
+    build_models(Config(store=StoreSettings(db=db)), full_refresh=True)
+    return {
+        "seconds": time.perf_counter() - began,
+        "generate_seconds": round(generated - began, 2),
+        "build_seconds": round(time.perf_counter() - generated, 2),
+        "rows": rows,
+        "db_mb": round(os.path.getsize(db) / 2**20, 1),
+        "maxrss_mb": _maxrss_mb(),
+    }
+
+
 def _child_render(db: str, out: str) -> dict[str, Any]:
     """Render the report of `db` into `out` twice in this fresh process; times and sizes."""
     t0 = time.perf_counter()
@@ -161,24 +185,35 @@ def _run_child(*args: str) -> dict[str, Any]:
 
 
 def run_report_bench(
-    clusters: int, quick: bool = False, *, nights: int = 2, demo: bool = False
+    clusters: int,
+    quick: bool = False,
+    *,
+    nights: int = 2,
+    days: int = 0,
+    demo: bool = False,
 ) -> dict[str, Any]:
-    """Make a `clusters`-strong database over `nights` nights, render its report; the figures.
+    """Make a `clusters`-strong database, render its report; the figures.
 
-    `quick` only names the run (the caller picks a smaller `clusters`); `demo` also times
-    `gpucost demo`.
+    With `days` > 0 the database is `days` nights of generated history (bench/history.py,
+    then a full build); else `nights` nights of the simulator's mixed fleet over HTTP, each
+    snapshotted and built as cron would. `quick` only names the run (the caller picks a smaller
+    `clusters`); `demo` also times `gpucost demo`.
     """
     results: dict[str, Any] = {
         "benchmark": "report",
         "quick": quick,
         "clusters": clusters,
-        "nights": nights,
+        "source": f"history, {days} days" if days else f"simulator, {nights} nights",
+        "nights": days or nights,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "loadavg_before": os.getloadavg()[0],
     }
     with tempfile.TemporaryDirectory(prefix="gpucost-bench-report-") as tmp:
         db = str(Path(tmp) / "bench.duckdb")
-        results["prepare"] = _run_child("prepare", db, str(clusters), str(nights))
+        if days:
+            results["prepare"] = _run_child("history", db, str(clusters), str(days))
+        else:
+            results["prepare"] = _run_child("prepare", db, str(clusters), str(nights))
         results["render"] = _run_child("render", db, str(Path(tmp) / "out"))
         if demo:
             results["demo"] = _run_child(
@@ -198,7 +233,7 @@ def print_table(results: dict[str, Any]) -> None:
     r = results["render"]
     prep = results["prepare"]
     print(
-        f"report benchmark: {r['clusters']} clusters, {results['nights']} nights "
+        f"report benchmark: {r['clusters']} clusters, {results['source']} "
         f"(prepared in {prep['seconds']:.0f} s, database {prep['db_mb']} MB), load "
         f"{results['loadavg_before']:.1f} -> {results['loadavg_after']:.1f}"
     )
@@ -222,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 clusters")
     parser.add_argument("--clusters", type=int, default=None)
-    parser.add_argument("--nights", type=int, default=2)
+    parser.add_argument("--nights", type=int, default=2, help="simulated nights (no --days)")
+    parser.add_argument("--days", type=int, default=0, help="generated history instead")
     parser.add_argument("--demo", action="store_true", help="also time gpucost demo")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -230,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         kind, *rest = args.child
         if kind == "prepare":
             out = _child_prepare(rest[0], int(rest[1]), int(rest[2]))
+        elif kind == "history":
+            out = _child_history(rest[0], int(rest[1]), int(rest[2]))
         elif kind == "render":
             out = _child_render(rest[0], rest[1])
         else:
@@ -237,7 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(out))
         return
     clusters = args.clusters or (100 if args.quick else 1000)
-    results = run_report_bench(clusters, args.quick, nights=args.nights, demo=args.demo)
+    results = run_report_bench(
+        clusters, args.quick, nights=args.nights, days=args.days, demo=args.demo
+    )
     name = "report-quick.json" if args.quick else "report.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
