@@ -201,6 +201,71 @@ def run(clusters: int, gpus: int, concurrency: int, out: Path) -> dict[str, Any]
     return results
 
 
+def run_snapshot_bench(clusters: int, quick: bool, *, out: Path | None = None) -> dict[str, Any]:
+    """Item 1 of `python -m bench`: `run` with 8 GPUs and concurrency 8; returns the results
+    (keys `floor_night1|2`, `pipeline_night1|2`, `ratio_night1|2`). Written to `out` when given,
+    else to `bench/results/snapshot[-quick].json` at the standard sizes."""
+    if out is None:
+        name = "snapshot-quick.json" if quick else "snapshot.json"
+        if clusters != (100 if quick else 1000):
+            name = f"snapshot-{clusters}.json"
+        out = RESULTS / name
+    return run(clusters, 8, 8, out)
+
+
+def run_ratelimit_bench(
+    clusters: int,
+    rate_per_second: float,
+    *,
+    window_seconds: float = 10.0,
+    concurrency: int = 8,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Item 2: the pipeline against a simulator that allows `rate_per_second` requests per
+    second (a fixed window of `window_seconds` holding rate x window requests, as providers
+    count). Target: wall time within 10 % of N / R (N the requests the run needs: the list
+    pages and one per cluster) and at most a handful of 429s. The pipeline runs in a
+    subprocess (its own peak RSS); the 429s are counted by the simulator."""
+    from pipeline.simulator.server import RateLimit, Simulator
+
+    limit = RateLimit(max(1, round(rate_per_second * window_seconds)), window_seconds)
+    sim = Simulator(_fleet(clusters, 8), api_key=KEY, rate_limit=limit)
+    with tempfile.TemporaryDirectory() as tmp, sim.run_in_thread(port=0) as url:
+        db = str(Path(tmp) / "bench.duckdb")
+        pipeline = _run_child("pipeline", url, str(concurrency), db)
+        stats = sim.stats()
+    by_status: dict[str, int] = {}
+    for counts in stats["requests"].values():
+        for status, n in counts.items():
+            by_status[str(status)] = by_status.get(str(status), 0) + n
+    throttled = by_status.get("429", 0)
+    needed = stats["requests_total"] - throttled
+    ideal = needed / rate_per_second
+    results: dict[str, Any] = {
+        "benchmark": "ratelimit",
+        "clusters": clusters,
+        "rate_per_second": rate_per_second,
+        "window_seconds": window_seconds,
+        "limit": {"requests": limit.requests, "window_seconds": limit.window_seconds},
+        "concurrency": concurrency,
+        "requests": needed,
+        "count_429": throttled,
+        "responses_by_status": by_status,
+        "seconds": pipeline["seconds"],
+        "ideal_seconds": round(ideal, 2),
+        "ratio": round(pipeline["seconds"] / ideal, 3),
+        "cpu_seconds": pipeline["cpu_seconds"],
+        "maxrss_mb": pipeline["maxrss_mb"],
+        "status": pipeline["status"],
+        "stored": pipeline["clusters"],
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    out = out or RESULTS / f"ratelimit-{clusters}-{rate_per_second:g}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
 def print_table(results: dict[str, Any]) -> None:
     """The results as a small table on stdout."""
     print(
@@ -235,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clusters", type=int, default=None)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--rate", type=float, default=None, help="rate-limited run at RATE requests/s instead"
+    )
+    parser.add_argument("--window", type=float, default=10.0, help="rate-limit window, s")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -245,6 +314,17 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(_child_pipeline(url, int(concurrency), rest[0])))
         return
     clusters = args.clusters or (100 if args.quick else 1000)
+    if args.rate:
+        limited = run_ratelimit_bench(
+            clusters, args.rate, window_seconds=args.window, concurrency=args.concurrency
+        )
+        print(
+            f"rate-limited snapshot: {clusters} clusters at {args.rate:g}/s: "
+            f"{limited['seconds']:.1f} s for N/R = {limited['ideal_seconds']:.1f} s "
+            f"({limited['ratio']:.2f}x), {limited['count_429']} x 429, "
+            f"peak RSS {limited['maxrss_mb']:.0f} MB"
+        )
+        return
     name = "snapshot-quick.json" if args.quick else "snapshot.json"
     if args.clusters:
         name = f"snapshot-{clusters}.json"

@@ -78,6 +78,8 @@ _BACKOFF_MAX = 30.0
 _BACKOFF = tenacity.wait_random_exponential(multiplier=_BACKOFF_MULTIPLIER, max=_BACKOFF_MAX)
 _MAX_PAGES = 100_000
 _STATUS_RANK = {"running": 0, "error": 1}
+# Requests submitted beyond those running, per worker (each finished one holds its document).
+QUEUED_PER_WORKER = 1
 
 OnEvent = Callable[[str, str], None]
 _log = get_logger("client")
@@ -233,6 +235,11 @@ class _Pacer:
         self.hold_until = 0.0
         self.next_slot = 0.0
         self.planned = 0  # requests the run still intends to make
+        # When the answer to the tracked window's first request arrived: the window cannot
+        # have started later, so it resets no later than this plus its length. Reset headers
+        # are whole seconds rounded up; with short windows that rounding alone would cost up
+        # to a second per window.
+        self.first_seen: float | None = None
 
     def known(self) -> bool:
         return self.remaining is not None and self.reset_at is not None
@@ -242,6 +249,14 @@ class _Pacer:
         self.reset_at = at + (self.window or 1.0)
         self.remaining = self.limit if self.limit is not None else 1
         self.next_slot = 0.0
+        self.first_seen = None
+
+    def _reset(self) -> float:
+        """The tracked window's reset: the header's, or earlier when its first answer says so."""
+        assert self.reset_at is not None
+        if self.first_seen is not None and self.window:
+            return min(self.reset_at, self.first_seen + self.window)
+        return self.reset_at
 
     def acquire(self, max_wait: float) -> float:
         """Reserve one request; sleep until it may go. Raises _OverBudget beyond max_wait."""
@@ -250,17 +265,18 @@ class _Pacer:
             at = max(now, self.hold_until)
             if self.known():
                 assert self.remaining is not None and self.reset_at is not None
-                if now >= self.reset_at:
+                reset = self._reset()
+                if now >= reset:
                     self._open_next(now)
                 elif self.remaining <= 0:
-                    self._open_next(self.reset_at + 0.05)
+                    self._open_next(reset + 0.05)
                 assert self.remaining is not None and self.reset_at is not None
                 at = max(at, self.opens_at)
                 if self.planned > self.remaining:
                     # More to do than the budget allows before the reset: spread what is left
                     # evenly between the last scheduled request and the reset.
                     at = max(at, self.next_slot)
-                    self.next_slot = at + max(0.0, self.reset_at - at) / self.remaining
+                    self.next_slot = at + max(0.0, self._reset() - at) / self.remaining
                 if at - now > max_wait:
                     raise _OverBudget()
                 self.remaining -= 1
@@ -280,9 +296,12 @@ class _Pacer:
         window = _header_float(headers, "x-ratelimit-window")
         if remaining is None or reset is None:
             return
+        received = self._clock()
         if reset < 1_000_000_000:
             # Some providers send seconds until the reset rather than an epoch time.
-            reset += self._clock()
+            reset += received
+        # The first request a window counted (a window may start at its first request).
+        first = limit is not None and int(remaining) == int(limit) - 1
         with self._lock:
             if limit is not None:
                 self.limit = int(limit)
@@ -296,11 +315,14 @@ class _Pacer:
                 self.remaining = int(remaining)
                 self.opens_at = 0.0
                 self.next_slot = 0.0
+                self.first_seen = received if first else None
             elif sent_at >= self.opens_at:
                 # The window we track: our own count already includes requests in flight, the
                 # provider's reset is the better one (a sliding window frees slots earlier).
                 self.remaining = min(self.remaining, int(remaining))
                 self.reset_at = reset
+                if first:
+                    self.first_seen = received
             # else: the answer to a request sent before the tracked window opened.
 
     def hold(self, seconds: float) -> None:
@@ -780,9 +802,9 @@ class ApiClient:
         try:
 
             def refill() -> None:
-                # `concurrency` workers run; as many again wait queued so no worker idles while
+                # `concurrency` workers run; a few more wait queued so no worker idles while
                 # the consumer handles a result. Nothing more: that is the backpressure.
-                while len(pending) < 2 * self.concurrency:
+                while len(pending) < self.concurrency + QUEUED_PER_WORKER * self.concurrency:
                     cid = next(queue, None)
                     if cid is None:
                         return

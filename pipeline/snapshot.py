@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,16 @@ _log = get_logger("snapshot")
 _DONE = object()
 # How long a stopping fetcher thread may take to notice (queue puts time out this often).
 _POLL_SECONDS = 0.1
+# Results waiting for the loader, per API worker. Every result held keeps its parsed document
+# alive (~1 MB with 8 GPUs x 168 buckets), and fresh memory costs page faults: the batch writer
+# runs on its own thread, so a short queue no longer stalls the workers.
+QUEUE_PER_WORKER = 4
+# DuckDB settings for the snapshot's connection (None: DuckDB's default). Loading is many small
+# writes: more threads than this only add scheduling on a machine the API calls already load;
+# a memory limit keeps the process's peak flat as the database grows (DuckDB's default is 80 %
+# of RAM, and its buffer cache grows with the tables the nightly replacement touches).
+DUCKDB_THREADS: int | None = None
+DUCKDB_MEMORY_LIMIT: str | None = None
 
 
 @dataclass
@@ -174,6 +185,10 @@ def run_snapshot(
         raise
     try:
         with client, Store.open(config.store.db) as store:
+            if DUCKDB_THREADS is not None:
+                store.con.execute(f"set threads = {int(DUCKDB_THREADS)}")
+            if DUCKDB_MEMORY_LIMIT is not None:
+                store.con.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
             store.mark_interrupted_runs()
             run_id = store.start_run(client.base_url)
             result = SnapshotResult(run_id, "running")
@@ -254,37 +269,87 @@ def _snapshot(
     bar.set_total(result.listed)
     keep_raw = config.store.raw_retention_days > 0
     batch = LoadBatch(run_id, keep_raw=keep_raw)
+    writer = _Writer(store, result, client)
     try:
         # A batch write takes a fraction of a second and releases the GIL: a few results per
         # worker keep HTTP busy meanwhile; more would only hold canonical details (~0.7 MB
         # each with 8 GPUs) in memory.
-        depth = max(4 * config.api.concurrency, 32)
+        depth = max(QUEUE_PER_WORKER * config.api.concurrency, 1)
         for fetched in _fetch_in_background(client, summaries, depth):
             batch.add_result(fetched)
             if fetched.outcome != "ok":
                 _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome, fetched.reason)
             if len(batch) >= batch_clusters:
-                _flush(store, batch, result, client)
+                writer.submit(batch)
                 batch = LoadBatch(run_id, keep_raw=keep_raw)
     except AuthError:
         # What was fetched before the provider refused the key is still worth keeping.
         if len(batch):
-            _flush(store, batch, result, client)
+            writer.submit(batch)
+        writer.close()
+        raise
+    except BaseException:
+        writer.close(wait_only=True)
         raise
     if len(batch):
-        _flush(store, batch, result, client)
+        writer.submit(batch)
+    writer.close()
 
 
-def _flush(store: Store, batch: LoadBatch, result: SnapshotResult, client: Any) -> None:
-    store.write_batch(batch, requests_made=client.stats.requests, retries=client.stats.retries)
-    result.fetched += batch.fetched
-    result.failed += batch.failed
-    result.gone += batch.gone
-    result.skipped += batch.skipped
-    _log.debug("committed a batch of %d clusters (%d stored so far)", len(batch), result.fetched)
-    for failure in batch.failures:
-        if failure["stage"] == "load":
-            _log.debug("cluster %s not loaded: %s", failure["cluster_id"], failure["reason"])
+class _Writer:
+    """Writes batches on one background thread, one at a time, while the next batch fills.
+
+    DuckDB releases the GIL while it inserts and commits (and waits for the disk), so the
+    writes overlap fetching and normalizing instead of pausing them. At most one batch is
+    being written and one filling: memory stays bounded. A write's error is raised by the
+    next `submit` or by `close`.
+    """
+
+    def __init__(self, store: Store, result: SnapshotResult, client: Any) -> None:
+        self._store = store
+        self._result = result
+        self._client = client
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucost-write")
+        self._pending: Future[LoadBatch] | None = None
+
+    def _write(self, batch: LoadBatch) -> LoadBatch:
+        stats = self._client.stats
+        self._store.write_batch(batch, requests_made=stats.requests, retries=stats.retries)
+        return batch
+
+    def _collect(self) -> None:
+        if self._pending is None:
+            return
+        future, self._pending = self._pending, None
+        batch = future.result()
+        result = self._result
+        result.fetched += batch.fetched
+        result.failed += batch.failed
+        result.gone += batch.gone
+        result.skipped += batch.skipped
+        _log.debug(
+            "committed a batch of %d clusters (%d stored so far)", len(batch), result.fetched
+        )
+        for failure in batch.failures:
+            if failure["stage"] == "load":
+                _log.debug("cluster %s not loaded: %s", failure["cluster_id"], failure["reason"])
+
+    def submit(self, batch: LoadBatch) -> None:
+        """Write `batch` once the previous write is done (raising its error, if any)."""
+        self._collect()
+        self._pending = self._pool.submit(self._write, batch)
+
+    def close(self, *, wait_only: bool = False) -> None:
+        """Finish the write in flight; with `wait_only`, ignore its outcome (already failing)."""
+        try:
+            if wait_only:
+                if self._pending is not None:
+                    wait([self._pending])
+                    self._pending = None
+            else:
+                self._collect()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _fetch_in_background(client: Any, summaries: list[dict[str, Any]], depth: int) -> Iterator[Any]:

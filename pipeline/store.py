@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from filelock import FileLock, Timeout
 
@@ -233,11 +234,11 @@ _SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "gpu_series_count": pa.int32(),
         "_seq": pa.int32(),
     },
-    # Staged without the columns its bucket already has: `_pt` points at the bucket's row in
-    # the batch's metric_points (`_row`); converting 1.3 M repeated timestamps and ids to Arrow
-    # per night cost more than everything else in the loader.
+    # Staged without the columns its bucket already has: `_pt` (added when converting, from
+    # the points' `gpu_series_count`: a point's GPU rows follow each other in point order)
+    # points at the bucket's row in the batch's metric_points (`_row`); converting 1.3 M
+    # repeated timestamps and ids to Arrow per night cost more than everything else.
     "gpu_metric_points": {
-        "_pt": pa.int32(),
         "gpu_id": pa.string(),
         "utilization": pa.float64(),
         "memory_used_gb": pa.float64(),
@@ -276,13 +277,9 @@ class _Rows:
             values.append(row.get(name))
 
     def extend(self, other: _Rows) -> None:
-        offset = self.count("metric_points")
         for table, cols in self.cols.items():
             for name, values in cols.items():
-                if name == "_pt" and offset:
-                    values.extend([pt + offset for pt in other.cols[table][name]])
-                else:
-                    values.extend(other.cols[table][name])
+                values.extend(other.cols[table][name])
 
     def count(self, table: str) -> int:
         return len(next(iter(self.cols[table].values())))
@@ -290,11 +287,33 @@ class _Rows:
     def arrow(self, table: str) -> pa.Table:
         schema = _SCHEMAS[table]
         columns = {
-            name: pa.array(values, type=schema[name]) for name, values in self.cols[table].items()
+            name: _to_arrow(values, schema[name]) for name, values in self.cols[table].items()
         }
         if table == "metric_points":
-            columns["_row"] = pa.array(range(self.count(table)), type=pa.int32())
+            columns["_row"] = pa.array(np.arange(self.count(table), dtype=np.int32))
+        elif table == "gpu_metric_points":
+            counts = np.array(
+                [c or 0 for c in self.cols["metric_points"]["gpu_series_count"]], dtype=np.int64
+            )
+            pt = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+            if len(pt) != self.count(table):  # pragma: no cover - a loader bug, not data
+                raise LoadError("GPU rows do not match their points' gpu_series_count")
+            columns = {"_pt": pa.array(pt), **columns}
         return pa.table(columns)
+
+
+def _to_arrow(values: list[Any], kind: pa.DataType) -> pa.Array:
+    """A column as Arrow. Timestamps and amounts repeat (every cluster reports the same hours
+    and mostly the same price), and Arrow converts each such Python object slowly: they are
+    converted once per distinct value, then expanded through a dictionary."""
+    if len(values) < 64 or kind not in (_TS, _MONEY):
+        return pa.array(values, type=kind)
+    distinct = dict.fromkeys(values)
+    if len(distinct) * 4 > len(values):
+        return pa.array(values, type=kind)
+    position = {v: i for i, v in enumerate(distinct)}
+    codes = pa.array(list(map(position.__getitem__, values)), type=pa.int32())
+    return pa.DictionaryArray.from_arrays(codes, pa.array(list(distinct), type=kind)).cast(kind)
 
 
 def _get(doc: Any, *path: str) -> Any:
@@ -606,7 +625,6 @@ def _column_rows(
         ]
     )
     mp["gpu_series_count"].extend(columns.gpu_series_count)
-    gm["_pt"].extend(columns.gpu_point)
     gm["gpu_id"].extend(columns.gpu_id)
     gm["utilization"].extend(columns.utilization)
     gm["memory_used_gb"].extend(columns.memory_used_gb)
@@ -662,7 +680,7 @@ def _point_rows(
     )
     counts = mp["gpu_series_count"]
     gpu_points = []
-    for position, (i, point) in enumerate(entries):
+    for i, point in entries:
         gpus = point.get("gpus")
         if gpus is None:
             counts.append(None)
@@ -671,8 +689,8 @@ def _point_rows(
             raise LoadError(f"metrics.historical.data_points[{i}].gpus: not a list")
         counts.append(len(gpus))
         if gpus:
-            gpu_points.append((i, position, gpus))
-    for i, position, gpus in gpu_points:
+            gpu_points.append((i, gpus))
+    for i, gpus in gpu_points:
         n = len(gpus)
         try:
             ids = [g["gpu_id"] for g in gpus]
@@ -701,7 +719,6 @@ def _point_rows(
         gm["utilization"].extend(utilization)
         gm["memory_used_gb"].extend(memory)
         gm["power_draw_w"].extend(power)
-        gm["_pt"].extend([position] * n)
 
 
 # --------------------------------------------------------------------------------------------
