@@ -729,3 +729,16 @@ def test_fetching_waits_for_the_consumer_backpressure() -> None:
         assert len(api.requests) == 4
         rest = list(results)
     assert len(rest) + 1 == 30 and first.outcome == "ok"
+
+
+def test_short_windows_reset_from_the_first_answer_not_the_rounded_header() -> None:
+    # Reset headers are whole seconds rounded up: with one-second windows starting at .3 s,
+    # trusting them would lose most of every window. 21 requests at 5 per window need five
+    # windows: the last starts 4 s after the first, and nothing is refused.
+    clock = FakeClock(start=1_800_000_000.3)
+    api = FakeApi(20, clock=clock, rate=(5, 1.0))
+    with make_client(api, concurrency=1, retry_max_seconds=600) as client:
+        results = fetch_all(client, client.list_clusters())
+    assert api.throttled == 0
+    assert all(r.outcome == "ok" for r in results.values()) and len(results) == 20
+    assert 4.0 <= clock.now - 1_800_000_000.3 <= 4.5
