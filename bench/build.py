@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,29 @@ def _child_build(db: str, full: bool) -> dict[str, Any]:
     }
 
 
+def _child_compare(db: str, other: str) -> dict[str, Any]:
+    import duckdb
+
+    marts = (
+        "idle_waste_daily",
+        "idle_waste_gpu_daily",
+        "fleet_daily",
+        "projection_drift",
+        "recommendations",
+        "clusters",
+        "cluster_drift_accuracy",
+    )
+    equal = {}
+    for mart in marts:
+        rows = []
+        for path in (db, other):
+            con = duckdb.connect(path, read_only=True)
+            rows.append(con.execute(f"select * from marts.{mart} order by all").fetchall())
+            con.close()
+        equal[mart] = rows[0] == rows[1]
+    return {"equal": all(equal.values()), "marts": equal}
+
+
 def _run_child(*args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.build", "--child", *args],
@@ -107,13 +131,21 @@ def _run_child(*args: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ parent
 
 
-def _one_size(clusters: int, days: int, folder: Path) -> dict[str, Any]:
+def _one_size(clusters: int, days: int, folder: Path, verify: bool) -> dict[str, Any]:
     db = str(folder / f"build-{clusters}x{days}.duckdb")
     generated = _run_child("generate", db, str(clusters), str(days))
     full = _run_child("build", db, "full")
     appended = _run_child("append", db, str(clusters), str(days))
     incremental = _run_child("build", db, "incremental")
+    checked = None
+    if verify:
+        # the same database rebuilt from scratch must hold the same marts
+        copy = str(folder / "verify.duckdb")
+        shutil.copyfile(db, copy)
+        _run_child("build", copy, "full")
+        checked = _run_child("compare", db, copy)
     return {
+        "incremental_equals_full_refresh": checked,
         "clusters": clusters,
         "gpus": 8,
         "days": days,
@@ -123,16 +155,24 @@ def _one_size(clusters: int, days: int, folder: Path) -> dict[str, Any]:
         "append_night": appended,
         "incremental": incremental,
         "incremental_over_full": round(incremental["seconds"] / full["seconds"], 3),
+        # CPU time is steadier than wall time on a shared machine: both are reported
+        "incremental_over_full_cpu": round(incremental["cpu_seconds"] / full["cpu_seconds"], 3),
     }
 
 
 def run_build_bench(
-    clusters: int, days: int, quick: bool, *, sizes: list[int] | None = None
+    clusters: int,
+    days: int,
+    quick: bool,
+    *,
+    sizes: list[int] | None = None,
+    verify: bool = False,
 ) -> dict[str, Any]:
     """Measure generation, full refresh and the nightly incremental build at three sizes (a
     tenth, three tenths and all of `clusters`, or `sizes`), `days` nights each; write the JSON
     result and return it: `build-quick.json` when `quick`, `build-<sizes>.json` for explicit
-    sizes, else `build.json`."""
+    sizes, else `build.json`. `verify` also compares the incremental marts with a full refresh
+    of the same database (one more full refresh per size)."""
     explicit = sizes is not None
     if sizes is None:
         sizes = sorted({max(1, clusters // 10), max(1, clusters * 3 // 10), clusters})
@@ -150,7 +190,7 @@ def run_build_bench(
     }
     with tempfile.TemporaryDirectory(prefix="gpucost-bench-build-") as tmp:
         for size in sizes:
-            results["sizes"].append(_one_size(size, days, Path(tmp)))
+            results["sizes"].append(_one_size(size, days, Path(tmp), verify))
             # each size's database is only needed for its own steps
             for leftover in Path(tmp).iterdir():
                 leftover.unlink()
@@ -170,15 +210,19 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"build benchmark: {results['days']} days of history, 8 GPUs per cluster, "
         f"{results['cpus']} CPUs",
-        f"{'clusters':>8} {'GPU rows':>11} {'generate s':>10} {'full s':>8} {'full MB':>8} "
-        f"{'incr s':>7} {'incr MB':>8} {'incr/full':>9}",
+        f"{'clusters':>8} {'GPU rows':>11} {'generate s':>10} {'full s':>8} {'cpu s':>7} "
+        f"{'full MB':>8} {'incr s':>7} {'cpu s':>6} {'incr MB':>8} {'incr/full':>9} "
+        f"{'(cpu)':>6}",
     ]
     for size in results["sizes"]:
         lines.append(
             f"{size['clusters']:>8} {size['gpu_rows']:>11,} {size['generate']['seconds']:>10.1f} "
-            f"{size['full_refresh']['seconds']:>8.1f} {size['full_refresh']['maxrss_mb']:>8.0f} "
-            f"{size['incremental']['seconds']:>7.1f} {size['incremental']['maxrss_mb']:>8.0f} "
-            f"{size['incremental_over_full']:>9.3f}"
+            f"{size['full_refresh']['seconds']:>8.1f} "
+            f"{size['full_refresh']['cpu_seconds']:>7.1f} "
+            f"{size['full_refresh']['maxrss_mb']:>8.0f} {size['incremental']['seconds']:>7.1f} "
+            f"{size['incremental']['cpu_seconds']:>6.1f} "
+            f"{size['incremental']['maxrss_mb']:>8.0f} {size['incremental_over_full']:>9.3f} "
+            f"{size['incremental_over_full_cpu']:>6.3f}"
         )
     largest = results["sizes"][-1]
     for step in ("full_refresh", "incremental"):
@@ -196,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clusters", type=int, default=None)
     parser.add_argument("--days", type=int, default=None)
     parser.add_argument("--sizes", type=int, nargs="+", help="fleet sizes instead of three")
+    parser.add_argument("--verify", action="store_true", help="incremental == full refresh?")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args(argv)
     if args.child:
@@ -204,13 +249,16 @@ def main(argv: list[str] | None = None) -> None:
             out = _child_generate(db, int(rest[0]), int(rest[1]))
         elif step == "append":
             out = _child_append(db, int(rest[0]), int(rest[1]))
+        elif step == "compare":
+            out = _child_compare(db, rest[0])
         else:
             out = _child_build(db, rest[0] == "full")
         print(json.dumps(out, default=str))
         return
     clusters = args.clusters or (30 if args.quick else 300)
     days = args.days or (60 if args.quick else 365)
-    print(table(run_build_bench(clusters, days, args.quick, sizes=args.sizes)))
+    results = run_build_bench(clusters, days, args.quick, sizes=args.sizes, verify=args.verify)
+    print(table(results))
 
 
 if __name__ == "__main__":
