@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from pipeline.errors import ApiError
@@ -457,6 +458,21 @@ def _shapes_within(items: list[Any], allowed: frozenset[str], required: str) -> 
     return all(allowed.issuperset(shape) and required in shape for shape in set(map(tuple, items)))
 
 
+_GPU_ID = itemgetter("gpu_id")
+
+
+def _distinct_per_point(gpu_ids: list[str], counts: list[int | None], gpu_point: list[int]) -> bool:
+    """No GPU id twice within one point. Usually every point lists the same GPUs in the same
+    order: then one comparison of lists (in C) proves it for all points."""
+    sizes = set(counts)
+    if len(sizes) == 1 and None not in sizes and counts:
+        size = counts[0] or 0
+        first = gpu_ids[:size]
+        if len(set(first)) == size and gpu_ids == first * len(counts):
+            return True
+    return len(set(zip(gpu_point, gpu_ids, strict=True))) == len(gpu_ids)
+
+
 def _points_fast(points: list[Any]) -> tuple[list[dict[str, Any]], PointColumns] | None:
     """The canonical data points and their columns, or None when anything is unusual (the
     general path then converts the points, or names the bad field)."""
@@ -488,15 +504,17 @@ def _points_fast(points: list[Any]) -> tuple[list[dict[str, Any]], PointColumns]
             return None
     if flat and not _shapes_within(flat, _GPU_KEYS, "gpu_id"):
         return None
-    gpu_ids = [g["gpu_id"] for g in flat]
+    gpu_ids = list(map(_GPU_ID, flat))
     if frozenset(map(type, gpu_ids)) - {str}:
         return None
     gpu_point = list(chain.from_iterable(repeat(i, c) for i, c in enumerate(counts) if c))
-    if len(set(zip(gpu_point, gpu_ids, strict=True))) != len(gpu_ids):
+    if not _distinct_per_point(gpu_ids, counts, gpu_point):
         return None
+    # Every GPU entry sends every field (the usual case): columns by C-level item lookups.
+    full = len(set(map(len, flat))) == 1 and len(flat[0]) == len(_GPU_KEYS) if flat else True
     gpu_columns = {}
     for name in ("utilization", "memory_used_gb", "power_draw_w"):
-        column = [g.get(name) for g in flat]
+        column = list(map(itemgetter(name), flat)) if full else [g.get(name) for g in flat]
         if not _clean_floats(column):
             return None
         gpu_columns[name] = column

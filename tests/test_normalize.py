@@ -384,3 +384,29 @@ def test_unusual_points_take_the_general_path_with_the_same_result(change) -> No
     detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
     assert columns is None
     assert detail == normalize_detail(parse_json(text))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda pts: pts[3]["gpus"].reverse(),  # the same GPUs in another order
+        lambda pts: pts[4]["gpus"].pop(),  # a point with one GPU fewer
+        lambda pts: pts[5]["gpus"][1].pop("power_draw_w"),  # a field missing: stays absent
+        lambda pts: pts[6]["gpus"][2].update(utilization=None),  # a null stays None
+    ],
+    ids=["reordered", "fewer-gpus", "missing-field", "null"],
+)
+def test_irregular_but_clean_points_keep_the_fast_path_and_its_result(change) -> None:
+    doc = json.loads(_fleet_detail_text())
+    points = doc["metrics"]["historical"]["data_points"]
+    change(points)
+    text = json.dumps(doc)
+    detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
+    assert columns is not None
+    assert detail == normalize_detail(parse_json(text))
+    canonical = detail["metrics"]["historical"]["data_points"]
+    flat = [g for p in canonical for g in p["gpus"]]
+    assert columns.gpu_id == [g["gpu_id"] for g in flat]
+    assert columns.power_draw_w == [g.get("power_draw_w") for g in flat]
+    assert columns.utilization == [g.get("utilization") for g in flat]
+    assert columns.gpu_series_count == [len(p["gpus"]) for p in canonical]
