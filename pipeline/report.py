@@ -339,7 +339,7 @@ def _context(
 ) -> dict[str, Any]:
     thresholds = config.thresholds
     marts = _tables(con, "marts")
-    first_day, end_day, partial = _complete_days(con)
+    first_day, end_day, partial = _complete_days(con, period_days)
     start_day = max(first_day, end_day - timedelta(days=period_days - 1))
     period = {
         "start": start_day,
@@ -381,18 +381,28 @@ def _context(
     }
 
 
-def _complete_days(con: duckdb.DuckDBPyConnection) -> tuple[date, date, list[date]]:
+def _complete_days(
+    con: duckdb.DuckDBPyConnection, period_days: int = DEFAULT_PERIOD_DAYS
+) -> tuple[date, date, list[date]]:
     """The first and last UTC day whose 24 hours the snapshots cover, and the partial days.
 
     A snapshot at 03:00 covers three hours of its own day: a chart or a total that ended on
     that day would show a cliff that is not a drop in spend. Partial days stay in the CSVs.
+    Only the whole UTC days of the last `period_days` + 2 are read: the period cannot start
+    earlier, and a year of history is 8,760 buckets per cluster to count for nothing.
     """
+    newest = con.execute("select max(bucket_at) from snap.metric_points").fetchall()[0][0]
+    since = None
+    if newest is not None:
+        midnight = newest.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        since = midnight - timedelta(days=period_days + 1)
     rows = con.execute(
         """
         select cast(timezone('UTC', bucket_at) as date) as day,
                count(distinct date_trunc('hour', bucket_at)) >= 24 as is_complete
-        from snap.metric_points group by 1 order by 1
-        """
+        from snap.metric_points where bucket_at >= $since group by 1 order by 1
+        """,
+        {"since": since},
     ).fetchall()
     complete = [day for day, ok in rows if ok]
     partial = [day for day, ok in rows if not ok]
@@ -939,21 +949,28 @@ def _attach_heatmaps(
         "create or replace temp table _gpucost_windows (cluster_id varchar, start_at timestamptz)"
     )
     con.executemany("insert into _gpucost_windows values (?, ?)", window)
+    # A constant lower bound lets DuckDB skip the row groups of older history (a year of it is
+    # 70 M per-GPU rows for 1,000 clusters) before the join looks at them.
+    since = {"since": min(starts.values())}
     per_gpu = _rows(
         con,
         """
         select g.cluster_id, g.gpu_id, g.bucket_at, g.utilization
         from snap.gpu_metric_points as g join _gpucost_windows as w using (cluster_id)
-        where g.bucket_at >= w.start_at and g.bucket_at < w.start_at + interval 168 hour
+        where g.bucket_at >= $since
+          and g.bucket_at >= w.start_at and g.bucket_at < w.start_at + interval 168 hour
         """,
+        since,
     )
     wide = _rows(
         con,
         """
         select m.cluster_id, m.bucket_at, m.gpu_utilization as utilization
         from snap.metric_points as m join _gpucost_windows as w using (cluster_id)
-        where m.bucket_at >= w.start_at and m.bucket_at < w.start_at + interval 168 hour
+        where m.bucket_at >= $since
+          and m.bucket_at >= w.start_at and m.bucket_at < w.start_at + interval 168 hour
         """,
+        since,
     )
     gpus: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in per_gpu:

@@ -157,3 +157,28 @@ def test_umask_is_restored_when_the_database_cannot_be_opened(tmp_path):
         assert os.umask(0o022) == 0o022
     finally:
         os.umask(previous)
+
+
+def test_partial_days_noted_are_the_recent_ones_not_a_year_back(tmp_path):
+    # The fixture's buckets cover 18 and 19 Nov 2026 whole. Add two hours on 1 Sep (a partial
+    # day far before the 30-day period) and three on 20 Nov (the partial day after it).
+    db = create_fixture_db(tmp_path / "gpucost.duckdb")
+    con = duckdb.connect(str(db))
+    for at in (
+        "2026-09-01 10:00",
+        "2026-09-01 11:00",
+        "2026-11-20 00:00",
+        "2026-11-20 01:00",
+        "2026-11-20 02:00",
+    ):
+        con.execute(
+            "insert into snap.metric_points (run_id, cluster_id, bucket_at, interval_seconds,"
+            " snapshot_at, cost, currency) values ('r', 'cls_a', ?, 3600, ?, 0, 'USD')",
+            [f"{at}+00", f"{at}+00"],
+        )
+    con.close()
+    result = report.render_report(Config(store=StoreSettings(db=str(db))), tmp_path / "out")
+    html = result.index_html.read_text(encoding="utf-8")
+    note = re.search(r"Partial days \(([^:]*):", html)
+    assert note is not None and note.group(1) == "Fri 20 Nov 2026"
+    assert "$448.80" in html  # the period is still 18-19 Nov: 224.40 x 2
