@@ -8,8 +8,7 @@ row of `marts.cluster_drift_accuracy` against MAPE and bias computed here from t
 projections, following DESIGN "Definitions": drift_pct = (actual - projected) / projected x 100,
 MAPE = mean |drift_pct|, bias = mean drift_pct, over the cluster's last 14 scored days (UTC days
 of projected_at; docs/marts.md: per cluster, horizon and currency). A scored day is a day with
-a scored projection (horizon elapsed and covered), whether or not its projection is 0: where the
-mart reads it otherwise (only days with a drift_pct), the strict xfail test shows it.
+a scored projection (horizon elapsed and covered), whether or not its projection is 0.
 """
 
 from __future__ import annotations
@@ -194,35 +193,18 @@ def test_monthly_horizons_are_scored_once_720_hours_have_elapsed(month):
 def test_cluster_drift_accuracy_equals_mape_and_bias_over_the_last_14_scored_days(month):
     expected = _accuracy(month["truth"])
     mine = _accuracy_rows(month["db"])
-    assert set(mine) == {key for key, e in expected.items() if e["mape_pct"] is not None}
+    assert set(mine) == set(expected)
     assert {h for _, h in expected} == {"daily", "weekly", "monthly"}
+    # projections of 0 (the restarted cluster) are scored days too: its monthly projections
+    # were all 0, scored and flagged, so its row has scored days but no MAPE
     with_zero = {key for key, e in expected.items() if e["zero_projections"]}
-    # where the mart and DESIGN part (the xfail test below): the restarted cluster only
     assert with_zero == {("cls_month_restart", h) for h in ("daily", "weekly", "monthly")}
     for key, e in expected.items():
-        if key not in with_zero:
-            _assert_accuracy(mine[key], e, key)
+        _assert_accuracy(mine[key], e, key)
     # 31 daily scored days are cut to the last 14; errors of both signs exist
     assert max(e["scored_days"] for e in expected.values()) == MAPE_DAYS
     assert any(e["bias_pct"] > 0.5 for e in expected.values() if e["bias_pct"] is not None)
     assert any(e["bias_pct"] < -0.5 for e in expected.values() if e["bias_pct"] is not None)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql/marts/cluster_drift_accuracy.sql drops rows without drift_pct (a projection of "
-    "0) before picking the last 14 scored days, so it counts fewer scored days, reaches further "
-    "back, and leaves those rows' is_flagged out of `flagged`; DESIGN scores every elapsed, "
-    "covered horizon",
-)
-def test_cluster_drift_accuracy_counts_projections_of_zero_as_scored_days(month):
-    expected = _accuracy(month["truth"])
-    mine = _accuracy_rows(month["db"])
-    for key, e in expected.items():
-        if e["zero_projections"]:
-            # its monthly projections were all 0: scored and flagged, yet no row at all
-            assert key in mine, key
-            _assert_accuracy(mine[key], e, key)
 
 
 def test_hand_made_clusters_get_the_cause_of_their_one_event(month):

@@ -11,8 +11,9 @@ dated as (
         *,
         -- the build runs with TimeZone = UTC
         cast(projected_at as date) as projected_day,
+    -- every scored projection counts as a day, a projection of 0 too (its drift_pct is null:
+    -- avg skips it, but it still takes one of the last mape_days days)
     from drift
-    where drift_pct is not null
 ),
 
 ranked as (
