@@ -322,3 +322,34 @@ def test_impossible_plan_is_refused_with_its_reason(change: dict, message: str) 
     fleet = Fleet(FleetSpec(plans=[_hand_plan(**change)]))
     with pytest.raises(ValueError, match=message):
         fleet.cluster_ids()
+
+
+# Public on-demand prices per GPU-hour in USD, as the simulator issue states them (written here
+# by hand, not read from the simulator's own table).
+_PUBLIC_USD = {
+    "H100": (2.5, 7.0),
+    "A100": (1.3, 4.0),
+    "L40S": (1.0, 2.0),
+    "L4": (0.0, 1.0),
+    "T4": (0.0, 1.0),
+}
+
+
+def test_generated_fleet_has_realistic_proportions_and_public_prices() -> None:
+    fleet = Fleet(FleetSpec(seed=3, clusters=400))
+    plans = [fleet.plan(cid) for cid in fleet.cluster_ids()]
+    share = {
+        a: sum(p.archetype == a for p in plans) / len(plans) for a in {p.archetype for p in plans}
+    }
+    # Most clusters do work (training, inference, notebooks); waste is a minority, as in a
+    # real estate, but every kind of it is there.
+    assert share["training"] + share["inference"] + share["notebook"] >= 0.6
+    assert 0.05 <= share["forgotten"] <= 0.2
+    assert 0.05 <= share["partial"] <= 0.15
+    assert 0.0 < share["stopped"] <= 0.1 and 0.0 < share["error"] <= 0.1
+    for plan in plans:
+        lo, hi = _PUBLIC_USD[plan.gpu_type]
+        usd = float(plan.gpu_price) / (0.93 if plan.currency == "EUR" else 1.0)
+        assert lo - 0.01 <= usd <= hi + 0.01, (plan.id, plan.gpu_type, plan.gpu_price)
+    assert {p.currency for p in plans} == {"USD", "EUR"}
+    assert sum(p.currency == "EUR" for p in plans) / len(plans) < 0.2
