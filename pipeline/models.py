@@ -591,6 +591,7 @@ def build_on_connection(
             for model in models
         )
         _make_scope(con, full=full_scope)
+        result.full_refresh = full_scope
         for model in models:
             checksum = _checksum(model, thresholds)
             model_started = time.perf_counter()
