@@ -7,7 +7,7 @@ cluster, archetypes from busy to idle, stops and price changes) and a full build
 the report's period; else the way users make theirs: the simulator serves a mixed fleet (seed
 7, the demo's) over loopback HTTP, and NIGHTS nightly `run_snapshot` + `build_models` fill it.
 Then a fresh process renders it with `render_report`, twice: the first call is what a nightly
-cron pays (matplotlib's font cache, the Jinja templates' compilation), the second shows the cost
+cron pays (imports, the Jinja templates' compilation), the second shows the cost
 of the data alone. Measured: render seconds (wall and CPU), the renderer's peak RSS, index.html's
 size (target: a few MB at most, here at most 5 MB), the number of cluster sections and charts,
 focus.csv's size and rows, and the other CSVs. `--demo` also times `gpucost demo` (40 clusters x

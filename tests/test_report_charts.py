@@ -182,3 +182,57 @@ def test_partial_days_noted_are_the_recent_ones_not_a_year_back(tmp_path):
     note = re.search(r"Partial days \(([^:]*):", html)
     assert note is not None and note.group(1) == "Fri 20 Nov 2026"
     assert "$448.80" in html  # the period is still 18-19 Nov: 224.40 x 2
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    assert _charts.nice_ticks(0, 448.8) == [0, 100, 200, 300, 400, 500]
+    assert _charts.nice_ticks(0, 3.2) == [0, 1, 2, 3, 4]
+    assert _charts.nice_ticks(0, 0.07) == [0, 0.02, 0.04, 0.06, 0.08]
+    assert _charts.nice_ticks(0, 0) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def _tick_y(svg: str, label: str) -> float:
+    match = re.search(
+        rf'y="([\d.]+)" text-anchor="end" dominant-baseline="central">'
+        rf"{re.escape(label)}<",
+        svg,
+    )
+    assert match, label
+    return float(match.group(1))
+
+
+def test_spend_chart_puts_each_day_at_its_value_on_the_money_axis():
+    from datetime import date
+
+    days = [date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)]
+    svg = _charts.spend_chart(
+        days, [224.4, 448.8, 100.0], [132.0, 0.0, 50.0], currency="USD", symbol="$", salt="x"
+    )
+    y0, y400, y500 = (_tick_y(svg, f"${v}") for v in (0, 400, 500))
+    line = re.search(r'<polyline points="([^"]+)" fill="none" stroke="#2f6db5"', svg)
+    assert line
+    points = [tuple(map(float, p.split(","))) for p in line.group(1).split()]
+    xs = [x for x, _y in points]
+    assert xs == sorted(xs) and len(points) == 3
+    # 448.8 is 48.8 % of the way from the 400 tick to the 500 tick; 0 -> 100 is linear too
+    assert points[1][1] == pytest.approx(y400 + 0.488 * (y500 - y400), abs=0.1)
+    assert points[2][1] == pytest.approx(y0 + 0.2 * (y500 - y0), abs=0.1)
+    assert ">Day (UTC)<" in svg and ">USD per day<" in svg and ">18 Nov<" in svg
+
+
+def test_idle_bars_are_proportional_largest_on_top_and_names_escaped():
+    svg = _charts.idle_by_cluster_chart(
+        ["<img src=x onerror=alert(1)>", "b"],
+        [300.0, 75.0],
+        currency="EUR",
+        symbol="€",
+        period="30 days",
+        salt="x",
+    )
+    bars = re.findall(r'<rect x="[\d.]+" y="([\d.]+)" width="([\d.]+)" height="13"/>', svg)
+    assert len(bars) == 2
+    (y_a, w_a), (y_b, w_b) = ((float(y), float(w)) for y, w in bars)
+    assert y_a < y_b  # the first (largest) on top
+    assert w_a / w_b == pytest.approx(4.0, rel=1e-3)
+    assert "<img" not in svg and "&lt;img src=x onerror=alert(1)&gt;" in svg
+    assert ">€0<" in svg and "Idle GPU cost (EUR)" in svg
