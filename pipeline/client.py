@@ -8,9 +8,11 @@
 - Pagination with or without a `pagination` object (without: page until a page is short);
   duplicates across pages are removed by id.
 - Details are fetched by a pool of `concurrency` worker threads sharing one keep-alive
-  `httpx.Client`; each worker also parses, redacts and normalizes its response, so the consumer
-  receives canonical, redacted details. The iterator submits new work only as results are taken,
-  which bounds memory (backpressure).
+  `httpx.Client`; each worker also parses (orjson; the stdlib parser for what orjson refuses,
+  and again with `Decimal` when money arrives as JSON numbers), redacts and normalizes its
+  response, so the consumer receives canonical, redacted details, with the data points also as
+  columns (`FetchResult.columns`) when they took normalization's fast path. The iterator
+  submits new work only as results are taken, which bounds memory (backpressure).
 - Rate limit: the `X-RateLimit-*` headers of every response feed a shared pacer. While the
   requests still to make fit in the remaining budget, requests go out at once; when they do not,
   the remaining budget is spread over the time to the reset, so a well-behaved run sees few or

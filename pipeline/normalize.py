@@ -17,6 +17,12 @@ A field of the wrong type raises `NormalizeError`, which names the path of the f
 (`metrics.historical.data_points[3].timestamp`). The schema below is the single list of what the
 canonical document holds; every key ending in `_cost_per_hour` in `cost_breakdown` is kept,
 because the provider may add cost components.
+
+The bulk of a detail (`metrics.historical.data_points`: 168 hourly points x N GPUs) has a fast
+path for its usual shape (snake_case keys, finite floats, distinct buckets and GPU ids): whole
+columns are checked at once, the GPU entries are kept as sent, and `normalize_detail_columns`
+also returns the points as columns (`PointColumns`) for the store. Anything unusual takes the
+general path, which gives the same canonical detail or the error naming the field.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ the list could not be read or the provider refused the key). Details are loaded 
 loses at most one batch and never leaves a run that looks finished; the next run marks it
 `failed` ("interrupted") and, since keys make loads idempotent, simply does the whole job again.
 
-Fetching runs in a background thread that feeds a bounded queue, so HTTP keeps going while a
-batch is written to DuckDB, and memory stays bounded (the client applies backpressure).
+Fetching runs in a background thread that feeds a bounded queue, and each full batch is written
+to DuckDB by a writer thread while the next one fills, so HTTP keeps going during writes, and
+memory stays bounded (the client applies backpressure; one batch writes while one fills).
 
 On a terminal a rich progress bar shows clusters done, failed and retried; otherwise the stage is
 quiet and the CLI prints `summary_line()`. With `--log-format json` the summary is also logged

@@ -11,10 +11,12 @@ One file holds everything (`gpucost.duckdb` by default), created readable by its
   gzip-compressed, kept `store.raw_retention_days` days; `gpucost snapshot --from-raw` rebuilds
   `snap.*` from them.
 
-Loading is batched: a `LoadBatch` collects the results of N clusters, `Store.write_batch` turns
-them into Arrow tables and writes them, their raw bodies, their failures and the ledger's counters
-in ONE transaction. A `kill -9` therefore loses at most the batch in flight and never leaves a run
-that looks complete (only `finish_run` marks that). Keys make reloads idempotent:
+Loading is batched: a `LoadBatch` collects the results of N clusters (a result's data points
+come as columns from normalization when they took its fast path, else from the dicts),
+`Store.write_batch` turns them into Arrow tables and writes them, their raw bodies, their failures
+and the ledger's counters in ONE transaction. A `kill -9` therefore loses at most the batch in
+flight and never leaves a run that looks complete (only `finish_run` marks that). Keys make
+reloads idempotent:
 
 - snapshot-grain tables (`cluster_snapshots`, `cost_components`, `projections`, `alerts`,
   `gpu_current`) are keyed by (cluster_id, snapshot_at[, ...]); a reload of the same snapshot
