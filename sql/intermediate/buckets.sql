@@ -31,6 +31,29 @@ rates as (
     select * from intermediate.snapshot_rates
 ),
 
+-- each range cut into the days (numbered from the epoch) it covers within the buckets' span:
+-- a bucket is then compared with the ranges of its own day only, not with every snapshot of
+-- its cluster (which grows with the square of the history)
+span as (
+    select
+        min(epoch_ms(bucket_mid_at)) as first_ms,
+        max(epoch_ms(bucket_mid_at)) as last_ms,
+    from points
+),
+
+range_days as (
+    select
+        ranges.*,
+        unnest(generate_series(
+            greatest(ranges.from_ms, span.first_ms) // 86400000,
+            least(ranges.to_ms - 1, span.last_ms) // 86400000
+        )) as day_number,
+    from ranges
+    cross join span
+    -- no bucket to price: no span (greatest() would skip its null and reach -infinity)
+    where span.first_ms is not null
+),
+
 nearest as (
     select
         points.cluster_id,
@@ -38,14 +61,16 @@ nearest as (
         any_value(nearest_any.snapshot_at) as any_snapshot_at,
         any_value(nearest_billing.snapshot_at) as billing_snapshot_at,
     from points
-    left join ranges as nearest_any
+    left join range_days as nearest_any
         on nearest_any.cluster_id = points.cluster_id
         and nearest_any.family = 'any'
+        and nearest_any.day_number = epoch_ms(points.bucket_mid_at) // 86400000
         and epoch_ms(points.bucket_mid_at) >= nearest_any.from_ms
         and epoch_ms(points.bucket_mid_at) < nearest_any.to_ms
-    left join ranges as nearest_billing
+    left join range_days as nearest_billing
         on nearest_billing.cluster_id = points.cluster_id
         and nearest_billing.family = 'billing'
+        and nearest_billing.day_number = epoch_ms(points.bucket_mid_at) // 86400000
         and epoch_ms(points.bucket_mid_at) >= nearest_billing.from_ms
         and epoch_ms(points.bucket_mid_at) < nearest_billing.to_ms
     group by points.cluster_id, points.bucket_at

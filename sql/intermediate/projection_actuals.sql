@@ -27,20 +27,37 @@ elapsed as (
     where projections.elapsed_at <= fleet.latest_snapshot_at
 ),
 
+-- each horizon cut into the days (numbered from the epoch) it covers: a bucket is compared
+-- with the horizons of its own day only, not with every projection of its cluster (which
+-- grows with the square of the history)
+elapsed_days as (
+    select
+        cluster_id,
+        projected_at,
+        horizon,
+        horizon_start_at,
+        horizon_end_at,
+        unnest(generate_series(
+            epoch_ms(horizon_start_at) // 86400000, (epoch_ms(horizon_end_at) - 1) // 86400000
+        )) as day_number,
+    from elapsed
+),
+
 from_buckets as (
     select
-        elapsed.cluster_id,
-        elapsed.projected_at,
-        elapsed.horizon,
+        elapsed_days.cluster_id,
+        elapsed_days.projected_at,
+        elapsed_days.horizon,
         sum(buckets.cost) as bucket_cost,
         sum(buckets.hours) as bucket_hours,
-    from elapsed
+    from elapsed_days
     inner join buckets
-        on buckets.cluster_id = elapsed.cluster_id
-        and buckets.bucket_at >= elapsed.horizon_start_at
-        and buckets.bucket_at < elapsed.horizon_end_at
+        on buckets.cluster_id = elapsed_days.cluster_id
+        and epoch_ms(buckets.bucket_at) // 86400000 = elapsed_days.day_number
+        and buckets.bucket_at >= elapsed_days.horizon_start_at
+        and buckets.bucket_at < elapsed_days.horizon_end_at
     where not buckets.is_cost_estimated
-    group by elapsed.cluster_id, elapsed.projected_at, elapsed.horizon
+    group by elapsed_days.cluster_id, elapsed_days.projected_at, elapsed_days.horizon
 ),
 
 totals as (

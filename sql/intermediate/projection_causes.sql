@@ -1,4 +1,4 @@
--- Why a cluster's cost left its projection, from what the snapshots inside the horizon show:
+-- Why a cluster's cost left its projection (for the projections whose horizon has elapsed), from what the snapshots inside the horizon show:
 -- deleted > stopped > started > resize > rate_change, else usage (the first that applies; a
 -- bigger event explains more of the drift than a smaller one that came with it).
 with
@@ -34,6 +34,8 @@ origin as (
     inner join rates
         on rates.cluster_id = projections.cluster_id
         and rates.snapshot_at = projections.projected_at
+    -- only horizons that have elapsed are scored (intermediate.projection_actuals)
+    where projections.elapsed_at <= (select max(snapshot_at) from staging.cluster_snapshots)
 ),
 
 later_snapshots as (
@@ -57,20 +59,33 @@ later_snapshots as (
     group by origin.cluster_id, origin.projected_at, origin.horizon
 ),
 
+-- each horizon cut into the days (numbered from the epoch) it covers: a bucket is compared
+-- with the horizons of its own day only, not with every projection of its cluster
+origin_days as (
+    select
+        *,
+        unnest(generate_series(
+            epoch_ms(horizon_start_at) // 86400000, (epoch_ms(horizon_end_at) - 1) // 86400000
+        )) as day_number,
+    from origin
+),
+
 horizon_buckets as (
     select
-        origin.cluster_id,
-        origin.projected_at,
-        origin.horizon,
-        bool_or(not buckets.is_billed and origin.status <> 'stopped') as has_stopped,
-        bool_or(buckets.is_billed and origin.status = 'stopped') as has_started,
-        bool_or(buckets.gpu_count <> origin.gpu_count and buckets.is_billed) as has_resize,
-    from origin
+        origin_days.cluster_id,
+        origin_days.projected_at,
+        origin_days.horizon,
+        bool_or(not buckets.is_billed and origin_days.status <> 'stopped') as has_stopped,
+        bool_or(buckets.is_billed and origin_days.status = 'stopped') as has_started,
+        bool_or(buckets.gpu_count <> origin_days.gpu_count and buckets.is_billed)
+            as has_resize,
+    from origin_days
     inner join buckets
-        on buckets.cluster_id = origin.cluster_id
-        and buckets.bucket_at >= origin.horizon_start_at
-        and buckets.bucket_at < origin.horizon_end_at
-    group by origin.cluster_id, origin.projected_at, origin.horizon
+        on buckets.cluster_id = origin_days.cluster_id
+        and epoch_ms(buckets.bucket_at) // 86400000 = origin_days.day_number
+        and buckets.bucket_at >= origin_days.horizon_start_at
+        and buckets.bucket_at < origin_days.horizon_end_at
+    group by origin_days.cluster_id, origin_days.projected_at, origin_days.horizon
 ),
 
 -- the first run that no longer saw the cluster came inside the horizon

@@ -31,21 +31,36 @@ windows as (
     from rates
 ),
 
+-- each window cut into the days (numbered from the epoch) it covers: a bucket is compared
+-- with the windows of its own day only, not with every snapshot of its cluster
+window_days as (
+    select
+        cluster_id,
+        snapshot_at,
+        window_start_at,
+        window_end_at,
+        unnest(generate_series(
+            epoch_ms(window_start_at) // 86400000, (epoch_ms(window_end_at) - 1) // 86400000
+        )) as day_number,
+    from windows
+),
+
 window_buckets as (
     select
-        windows.cluster_id,
-        windows.snapshot_at,
+        window_days.cluster_id,
+        window_days.snapshot_at,
         buckets.bucket_at,
         buckets.hours,
         buckets.is_billed,
         buckets.is_all_idle,
         buckets.has_gpu_series,
         buckets.busy_gpus,
-    from windows
+    from window_days
     inner join buckets
-        on buckets.cluster_id = windows.cluster_id
-        and buckets.bucket_at >= windows.window_start_at
-        and buckets.bucket_at < windows.window_end_at
+        on buckets.cluster_id = window_days.cluster_id
+        and epoch_ms(buckets.bucket_at) // 86400000 = window_days.day_number
+        and buckets.bucket_at >= window_days.window_start_at
+        and buckets.bucket_at < window_days.window_end_at
 ),
 
 bucket_stats as (
