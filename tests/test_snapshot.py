@@ -356,3 +356,29 @@ def test_a_week_of_nights_over_a_large_fleet_stores_every_bucket_once(tmp_path):
         assert runs == [("complete",)]
         for cid, buckets in sorted(expected.items()):
             assert stored_buckets(store.con, cid) == buckets, cid
+
+
+def test_a_batch_write_failing_on_the_writer_thread_fails_the_run_and_keeps_earlier_batches(
+    tmp_path, fleet40, monkeypatch
+):
+    # Batches are written on a background thread: its error must still reach the caller, the
+    # run must be recorded failed, and the batches committed before it stay.
+    fleet40.set_clock(START)
+    original = Store.write_batch
+    calls = {"n": 0}
+
+    def write_batch(self, batch, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full (simulated)")
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(Store, "write_batch", write_batch)
+    with _serve(fleet40) as url, pytest.raises(OSError, match="disk full"):
+        run_snapshot(make_config(tmp_path / "g.duckdb", url), batch_clusters=10)
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        runs = store.con.execute("select status, message, clusters_fetched from meta.runs")
+        status, message, fetched = runs.fetchall()[0]
+        stored = store.con.execute("select count(*) from snap.cluster_snapshots").fetchall()
+    assert status == "failed" and "disk full" in message
+    assert fetched == 20 and stored[0][0] == 20
