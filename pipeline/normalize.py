@@ -398,6 +398,8 @@ _DATA_POINT = _Obj(
     },
     required=("timestamp",),
 )
+
+
 @dataclass
 class PointColumns:
     """The historical data points of one canonical detail as columns, for the store.
