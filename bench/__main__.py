@@ -72,25 +72,28 @@ def plan_for(quick: bool, sizes: tuple[int, ...] | None = None) -> Plan:
 
 
 def _item_snapshot(clusters: int, plan: Plan) -> dict[str, Any]:
-    from bench import snapshot
-
-    if hasattr(snapshot, "run_snapshot_bench"):
-        result: dict[str, Any] = snapshot.run_snapshot_bench(clusters, plan.quick)
-        return result
-    # before bench/snapshot.py had run_snapshot_bench: its `run` with the same fleet
     import tempfile
 
+    from bench import snapshot
+
+    # bench/snapshot.py's own copy of the JSON goes to a scratch file: ours is the record
     with tempfile.TemporaryDirectory() as tmp:
-        return dict(snapshot.run(clusters, 8, 8, Path(tmp) / "snapshot.json"))
+        scratch = Path(tmp) / "snapshot.json"
+        if hasattr(snapshot, "run_snapshot_bench"):
+            return dict(snapshot.run_snapshot_bench(clusters, plan.quick, out=scratch))
+        return dict(snapshot.run(clusters, 8, 8, scratch))
 
 
 def _item_ratelimit(clusters: int, plan: Plan) -> dict[str, Any]:
+    import tempfile
+
     from bench import snapshot
 
     if not hasattr(snapshot, "run_ratelimit_bench"):
         return {"unavailable": "bench/snapshot.py has no run_ratelimit_bench yet"}
-    result: dict[str, Any] = snapshot.run_ratelimit_bench(clusters, plan.rate)
-    return result
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "ratelimit.json"
+        return dict(snapshot.run_ratelimit_bench(clusters, plan.rate, out=scratch))
 
 
 def _item_build(clusters: int, plan: Plan) -> dict[str, Any]:
@@ -415,6 +418,11 @@ def run_all(plan: Plan, only: tuple[str, ...] = ITEMS) -> str:
         scaling: dict[str, Any] = {"sizes": list(plan.sizes), "snapshot": {}, "build": {}}
         for kind in ("snapshot", "build"):
             measured = _sizes_measured(results.get(kind))
+            if kind == "build" and kind in results:
+                # bench/build.py measured every size in the main run (or failed at one):
+                # running it again per size would only repeat that
+                scaling[kind] = {str(n): one for n, one in measured.items()}
+                continue
             for n in plan.sizes:
                 if n in measured:
                     scaling[kind][str(n)] = measured[n]  # measured by the main run
