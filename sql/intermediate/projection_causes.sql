@@ -1,6 +1,7 @@
--- Why a cluster's cost left its projection (for the projections whose horizon has elapsed), from what the snapshots inside the horizon show:
--- deleted > stopped > started > resize > rate_change, else usage (the first that applies; a
--- bigger event explains more of the drift than a smaller one that came with it).
+-- Why a cluster's cost left its projection (horizons that have elapsed), from what the
+-- snapshots inside the horizon show: deleted > stopped > started > resize > rate_change, else
+-- usage (the first that applies; a bigger event explains more of the drift than a smaller one
+-- that came with it).
 with
 
 projections as (

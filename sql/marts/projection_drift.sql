@@ -1,10 +1,10 @@
--- incremental: per cluster where projected_at + to_hours(720) > from_at
+-- incremental: per cluster where projected_at + to_hours(case horizon when 'daily' then 24 when 'weekly' then 168 else 720 end) > from_at
 -- Each scored projection against what the horizon actually cost (DESIGN "Definitions"):
 -- horizons fully elapsed and at least drift_min_coverage_pct covered.
 with
 
--- an incremental build rescores the projections whose horizon (at most 720 h) reaches into
--- its scope
+-- an incremental build rescores the projections whose horizon (at most 720 h: daily, weekly,
+-- monthly) reaches into its scope
 actuals as (
     select *
     from intermediate.projection_actuals
