@@ -952,16 +952,20 @@ def _attach_heatmaps(
     # A constant lower bound lets DuckDB skip the row groups of older history (a year of it is
     # 70 M per-GPU rows for 1,000 clusters) before the join looks at them.
     since = {"since": min(starts.values())}
-    per_gpu = _rows(
-        con,
+    # Per-GPU points come as columns (polars), not one dict per point: 50 sections x 8 GPUs x
+    # 168 hours is 67,200 points, and their matrices are filled by numpy indexing.
+    per_gpu = con.sql(
         """
-        select g.cluster_id, g.gpu_id, g.bucket_at, g.utilization
+        select g.cluster_id, g.gpu_id,
+               cast(floor((epoch(g.bucket_at) - epoch(w.start_at)) / 3600) as integer) as hour,
+               g.utilization
         from snap.gpu_metric_points as g join _gpucost_windows as w using (cluster_id)
         where g.bucket_at >= $since
           and g.bucket_at >= w.start_at and g.bucket_at < w.start_at + interval 168 hour
+        order by g.cluster_id, g.bucket_at
         """,
-        since,
-    )
+        params=since,
+    ).pl()
     wide = _rows(
         con,
         """
@@ -972,17 +976,14 @@ def _attach_heatmaps(
         """,
         since,
     )
-    gpus: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in per_gpu:
-        gpus[r["cluster_id"]].append(r)
+    gpus = {part["cluster_id"][0]: part for part in per_gpu.partition_by("cluster_id")}
     cluster_wide: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in wide:
         cluster_wide[r["cluster_id"]].append(r)
     for cid, start in starts.items():
         points = gpus.get(cid)
-        if points:
-            labels = sorted({p["gpu_id"] for p in points}, key=_gpu_sort_key)
-            out[cid]["heatmap"] = _matrix(points, labels, start, lambda p: p["gpu_id"], False)
+        if points is not None and points.height:
+            out[cid]["heatmap"] = _gpu_matrix(points, start)
         elif cluster_wide.get(cid):
             out[cid]["heatmap"] = _matrix(
                 cluster_wide[cid], ["all GPUs"], start, lambda p: "all GPUs", True
@@ -991,6 +992,21 @@ def _attach_heatmaps(
 
 def _gpu_sort_key(gpu_id: str) -> tuple[int, int, str]:
     return (0, int(gpu_id), "") if gpu_id.isdigit() else (1, 0, gpu_id)
+
+
+def _gpu_matrix(points: pl.DataFrame, start: datetime) -> dict[str, Any]:
+    """GPUs x hours from one cluster's (gpu_id, hour, utilization) columns; NaN: no reading."""
+    ids = points["gpu_id"].to_list()
+    labels = sorted(set(ids), key=_gpu_sort_key)
+    index = {label: i for i, label in enumerate(labels)}
+    rows = np.fromiter((index[g] for g in ids), dtype=np.int64, count=len(ids))
+    hours = points["hour"].to_numpy()
+    values = points["utilization"].cast(pl.Float64).to_numpy()
+    keep = (hours >= 0) & (hours < HEATMAP_HOURS) & ~np.isnan(values)
+    matrix = np.full((len(labels), HEATMAP_HOURS), np.nan)
+    # points are in time order: where two fall in one hour, the later one is kept
+    matrix[rows[keep], hours[keep]] = values[keep]
+    return {"labels": labels, "start": start, "matrix": matrix, "cluster_wide": False}
 
 
 def _matrix(
