@@ -170,7 +170,7 @@ def run_build_bench(
 ) -> dict[str, Any]:
     """Measure generation, full refresh and the nightly incremental build at three sizes (a
     tenth, three tenths and all of `clusters`, or `sizes`), `days` nights each; write the JSON
-    result and return it: `build-quick.json` when `quick`, `build-<sizes>.json` for explicit
+    result and return it: `build-quick.json` when `quick`, `build-<sizes>x<days>.json` for explicit
     sizes, else `build.json`. `verify` also compares the incremental marts with a full refresh
     of the same database (one more full refresh per size)."""
     explicit = sizes is not None
@@ -199,7 +199,7 @@ def run_build_bench(
     RESULTS.mkdir(exist_ok=True)
     name = "build-quick" if quick else "build"
     if explicit:
-        name += "-" + "-".join(str(s) for s in sizes)
+        name += "-" + "-".join(str(s) for s in sizes) + f"x{days}"
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
