@@ -658,6 +658,19 @@ def test_a_cycle_is_a_clear_error(tmp_path):
         discover_models(tmp_path)
 
 
+def test_a_view_reading_the_builds_scope_is_refused(tmp_path):
+    # the scope exists only while a build runs: a view would fail when read afterwards
+    _write(tmp_path, "intermediate", "v", "select * from _gpucost_scope")
+    with pytest.raises(BuildError, match="only a table may read the build's scope"):
+        discover_models(tmp_path)
+
+
+def test_an_incremental_header_must_say_per_cluster_or_fleet(tmp_path):
+    _write(tmp_path, "marts", "m", "-- incremental: day\nselect 1 as x from snap.runs")
+    with pytest.raises(BuildError, match="per cluster where"):
+        discover_models(tmp_path)
+
+
 def test_a_reference_to_an_unknown_model_is_a_clear_error(tmp_path):
     _write(tmp_path, "marts", "m", "select * from intermediate.missing")
     with pytest.raises(BuildError, match="intermediate.missing"):
