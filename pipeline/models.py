@@ -58,10 +58,11 @@ log = logging.getLogger(__name__)
 LAYERS = ("staging", "intermediate", "marts")
 SOURCE_SCHEMAS = ("snap", "meta")
 MAX_FAILING_ROWS_SHOWN = 10
-# DuckDB's default (80 % of the machine's memory) lets a full refresh over years of history
-# grow to gigabytes; under this cap it spills to `<db>.tmp` instead, at little cost in time
-# (bench/build.py: 100 clusters x 365 days, 970 -> 620 MB peak at 500 MB, same CPU time).
-BUILD_MEMORY_LIMIT = "2GB"
+# DuckDB settings of the build stage. Insertion order is not preserved: no mart relies on the
+# order rows were written in (readers sort), and keeping it holds rows in memory. DuckDB's own
+# memory limit (80 % of RAM) is kept: a 2 GB cap spilled 12-26 GB to `<db>.tmp` and then failed
+# (recommendation_windows, out of memory) on 1,000 clusters x 365 days (bench/build.py).
+BUILD_SETTINGS = (("preserve_insertion_order", False),)
 
 
 class BuildError(GpucostError):
@@ -665,5 +666,7 @@ def build_models(config: Config, *, full_refresh: bool = False) -> BuildResult:
     # the store's lock keeps a snapshot from writing while the marts are rebuilt (exit 5 if
     # one is running); it is held for the build only
     with Store.open(path) as store:
-        store.con.execute(f"set memory_limit = '{BUILD_MEMORY_LIMIT}'")
+        for name, value in BUILD_SETTINGS:
+            # names are our own constants; values are bound
+            store.con.execute(f"set {name} = ?", [value])
         return build_on_connection(store.con, config.thresholds, full_refresh=full_refresh)
