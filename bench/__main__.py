@@ -162,12 +162,20 @@ def _run_item(name: str, clusters: int, plan: Plan, out: Path) -> dict[str, Any]
     args = [sys.executable, "-m", "bench", "--item", name, "--size", str(clusters)]
     args += ["--out", str(out)] + (["--quick"] if plan.quick else [])
     began = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=ROOT)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    errors = out.with_suffix(".stderr")
+    with errors.open("w", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(args, cwd=ROOT, stderr=stderr)
+        # wait4, not wait: the rusage of this child (and what it waited for), not the sum of all
+        _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - began
+    text = errors.read_text(encoding="utf-8", errors="replace")
+    errors.unlink()
     if proc.returncode != 0 or not out.exists():
-        return {"error": f"exit {proc.returncode}", "wall_seconds": wall}
+        sys.stderr.write(text)
+        lines = [line for line in text.splitlines() if line.strip()]
+        last = lines[-1][:160] if lines else ""
+        return {"error": f"exit {proc.returncode}: {last}", "wall_seconds": wall}
     result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     # the item's process and every process it waited for (Linux: kilobytes)
     result["process"] = {"wall_seconds": round(wall, 1), "maxrss_mb": usage.ru_maxrss / 1024}
