@@ -176,7 +176,7 @@ def _run_item(name: str, clusters: int, plan: Plan, out: Path) -> dict[str, Any]
         lines = [line for line in text.splitlines() if line.strip()]
         # the last line naming an error says more than a trailing hint
         named = [line for line in lines if "Error" in line] or lines or [""]
-        last = named[-1].strip()[:160]
+        last = named[-1].strip().replace("|", "/")[:160]
         return {"error": f"exit {proc.returncode}: {last}", "wall_seconds": wall}
     result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     # the item's process and every process it waited for (Linux: kilobytes)
