@@ -313,7 +313,7 @@ def _rows_report(r: dict[str, Any], size: str) -> list[Row]:
     rows: list[Row] = [
         (
             "4 report render",
-            f"{render['clusters']} clusters",
+            f"{render['clusters']:,} clusters",
             f"{_fmt_s(render['first']['seconds'])} (warm {_fmt_s(render['second']['seconds'])})",
             f"HTML {render['html_bytes'] / 2**20:.2f} MB / ≤ 5 MB; focus.csv "
             f"{render['focus_bytes'] / 2**20:.0f} MB, {render['focus_rows']:,} rows",
