@@ -451,6 +451,18 @@ def run_all(plan: Plan, only: tuple[str, ...] = ITEMS) -> str:
         results["scaling"] = scaling
     total = time.perf_counter() - began
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    info["total_seconds"] = round(total, 1)
+    info["at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info["only"] = list(only)
+    (folder / "machine.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return write_table(plan, results, info)
+
+
+def write_table(plan: Plan, results: dict[str, Any], info: dict[str, Any]) -> str:
+    """latest.md from the items' results and the machine: the table, written and returned."""
+    folder = RESULTS / "quick" if plan.quick else RESULTS
+    only = tuple(info.get("only") or ITEMS)
+    size = f"{plan.clusters:,}"
     rows: list[Row] = []
     for name, summarize in (
         ("snapshot", _rows_snapshot),
@@ -468,25 +480,34 @@ def run_all(plan: Plan, only: tuple[str, ...] = ITEMS) -> str:
         rows.extend(summarize(r, size))
     if "scaling" in results:
         rows.extend(_rows_scaling(results["scaling"]))
-    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick" if plan.quick else "full"
     flag = " --quick" if plan.quick else ""
     md = "\n".join(
         [
-            f"# Benchmarks ({mode} mode), {at}",
+            f"# Benchmarks ({mode} mode), {info['at']}",
             "",
             f"Machine: {_machine_line(info)}; after {info['loadavg_after'][0]}.",
-            f"All items: {total / 60:.1f} min (`python -m bench{flag}`).",
+            f"All items: {info['total_seconds'] / 60:.1f} min (`python -m bench{flag}`).",
             "",
             _table(rows),
             "",
         ]
     )
-    (folder / "machine.json").write_text(
-        json.dumps({**info, "total_seconds": round(total, 1)}, indent=2) + "\n", encoding="utf-8"
-    )
     (folder / "latest.md").write_text(md, encoding="utf-8")
     return md
+
+
+def rewrite_table(plan: Plan) -> str:
+    """latest.md again from the JSON of the last run (after a change to the table's code)."""
+    folder = RESULTS / "quick" if plan.quick else RESULTS
+    info = json.loads((folder / "machine.json").read_text(encoding="utf-8"))
+    info.setdefault("at", "(time not recorded)")
+    results = {
+        name: json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        for name in ITEMS
+        if (folder / f"{name}.json").exists()
+    }
+    return write_table(plan, results, info)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -495,6 +516,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a small run (about a tenth)")
     parser.add_argument("--only", default=",".join(ITEMS), help="comma-separated items")
     parser.add_argument("--sizes", default=None, help="scaling sizes, e.g. 100,300,1000")
+    parser.add_argument(
+        "--table", action="store_true", help="only rewrite latest.md from the last run's JSON"
+    )
     parser.add_argument("--item", choices=sorted(_RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -504,6 +528,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.item:
         result = _RUNNERS[args.item](args.size or plan.clusters, plan)
         args.out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        return
+    if args.table:
+        print(rewrite_table(plan))
         return
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = set(only) - set(ITEMS)
