@@ -75,6 +75,16 @@ def api_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+out_option = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Report folder [default reports/out].",
+)
+"""The report folder option of `report`, `run` and `demo`."""
+
+
 def _config(
     db: str | None,
     config_path: str | None,
@@ -172,13 +182,7 @@ def build(db, config_path, log_format, verbose, full_refresh):
 
 @cli.command()
 @common_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Output folder [default reports/out].",
-)
+@out_option
 def report(db, config_path, log_format, verbose, out_dir):
     """Render the HTML report, the CSV exports and the FOCUS export; print the report's path.
 
@@ -199,13 +203,7 @@ def report(db, config_path, log_format, verbose, out_dir):
 @cli.command()
 @common_options
 @api_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Report folder [default reports/out].",
-)
+@out_option
 def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
     """Snapshot, build and report, as cron calls it; exit 3 if some clusters failed.
 
@@ -240,13 +238,7 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
 
 @cli.command()
 @common_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Report folder [default reports/out].",
-)
+@out_option
 @click.option(
     "--nights",
     type=click.IntRange(1, 60),
