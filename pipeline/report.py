@@ -254,6 +254,26 @@ def write_csv(frame: pl.DataFrame, path: Path) -> Path:
     return _write_atomic(path, lambda tmp: ready.write_csv(tmp, float_scientific=False))
 
 
+STALE_TEMP_SECONDS = 3600
+
+
+def _remove_stale_temp_files(out_dir: Path) -> None:
+    """Delete temporary files that a killed report left behind (`.<name>.<random>`).
+
+    Only those of our own output names, and only when older than an hour, so that a report
+    being written into the same folder right now keeps its files.
+    """
+    names = ["index.html", "focus.csv", *(f"{mart}.csv" for mart in MART_EXPORTS)]
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for name in names:
+        for stale in out_dir.glob(f".{name}.*"):
+            try:
+                if stale.is_file() and stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+            except OSError:  # gone already, or not ours to delete: leave it
+                continue
+
+
 def _write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -306,6 +326,7 @@ def render_report(
                 f"{', '.join('marts.' + m for m in missing)}): run gpucost build first"
             )
         out_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temp_files(out_dir)
         files: list[Path] = []
         for mart in MART_EXPORTS:
             frame = con.sql(f"select * from marts.{mart} order by {_MART_ORDER[mart]}").pl()

@@ -119,3 +119,33 @@ def test_report_killed_at_any_point_leaves_whole_files(built):
     )
     assert redo.returncode == 0, redo.stderr
     assert {p.name for p in out.iterdir()} >= previous
+
+
+def test_report_removes_temporary_files_a_killed_run_left_behind(built):
+    out = built / "out"
+    stale = out / ".index.html.abc123"
+    fresh = out / ".focus.csv.def456"  # a report writing right now: kept
+    foreign = out / ".notes.txt.1"  # not one of ours: kept
+    for path in (stale, fresh, foreign):
+        path.write_text("half a file", encoding="utf-8")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(foreign, (hours_ago, hours_ago))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "report",
+            "--db",
+            str(built / "demo.duckdb"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not stale.exists()
+    assert fresh.exists() and foreign.exists()
