@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lint demo bench bench-quick clean docs
+.PHONY: install browser test test-all lint demo bench bench-quick clean docs
 
 install: $(VENV)/.installed
 
@@ -14,10 +14,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-test: install
+# The browser test drives Debian's Chromium (Playwright's own download cannot work here), so the
+# test command installs it when the machine has none, as on a fresh machine.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	    SUDO=""; [ "$$(id -u)" = "0" ] || SUDO="sudo"; \
+	    echo "make: installing Debian's chromium for the browser test"; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/pytest
 
-test-all: install
+test-all: install browser
 	$(BIN)/pytest -m ''
 
 lint: install

@@ -278,6 +278,44 @@ def demo(db, config_path, log_format, verbose, out_dir, nights, clusters, seed):
         click.echo(line)
 
 
+@cli.command()
+@common_options
+@click.argument("sql")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people; CSV or JSON lines (every row) for tools.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Rows a table shows.",
+)
+def query(db, config_path, log_format, verbose, sql, output, max_rows):
+    """Run a read-only SQL query on the database and print the rows.
+
+    The marts are in schema `marts`, the snapshot tables in `snap`, the run ledger in
+    `meta.runs`. The database is opened read-only: a query cannot change it.
+
+    \b
+    Example:
+        gpucost query --db demo.duckdb "select kind, count(*) from marts.recommendations group by 1"
+    """
+    from pipeline.query import format_result, run_query
+
+    try:
+        config = _config(db, config_path, log_format, verbose)
+        result = run_query(config.store.db, sql)
+    except Exception as exc:
+        sys.exit(_fail(exc, verbose))
+    click.echo(format_result(result, output, max_rows=max_rows), nl=False)
+
+
 def _register_simulator() -> None:
     from pipeline.simulator.cli import simulate
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import shlex
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -41,15 +44,32 @@ class DemoResult:
     run_summaries: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        """What the CLI prints: the report's path first, then the other outputs."""
-        out = [str(self.index_html)]
-        out += [f"  {path}" for path in self.files if path != self.index_html]
+        """What the CLI prints: the outputs, a query that works, and last the report's path."""
+        out = [f"  {path}" for path in self.files if path != self.index_html]
         out.append(
             f"demo: {self.nights} simulated nights of {self.clusters} clusters in "
-            f"{self.seconds:.1f} s; explore the data with: duckdb {self.db} "
-            '"select * from marts.recommendations order by monthly_savings desc"'
+            f"{self.seconds:.1f} s; database {self.db}"
         )
+        out.append(
+            f"explore the data with: {gpucost_program()} query --db {shlex.quote(str(self.db))} "
+            '"select kind, cluster_id, monthly_savings, currency from marts.recommendations '
+            'order by monthly_savings desc"'
+        )
+        out.append(str(self.index_html))
         return out
+
+
+def gpucost_program() -> str:
+    """How the user can call gpucost: `gpucost` when it is on PATH, else its full path.
+
+    `make install` puts it in .venv/bin, which is rarely on PATH: a hint naming plain `gpucost`
+    would fail there.
+    """
+    here = Path(sys.executable).parent / "gpucost"
+    found = shutil.which("gpucost")
+    if found and (not here.exists() or Path(found).resolve() == here.resolve()):
+        return "gpucost"
+    return shlex.quote(str(here)) if here.exists() else "gpucost"
 
 
 def _is_demo_database(path: Path) -> bool:
@@ -79,8 +99,6 @@ def _fresh_database(path: Path) -> None:
         )
     for stale in [path, Path(f"{path}.wal"), Path(f"{path}.raw")]:
         if stale.is_dir():
-            import shutil
-
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()

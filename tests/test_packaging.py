@@ -85,7 +85,7 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(wheel, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    report = Path(result.stdout.splitlines()[0])
+    report = Path(result.stdout.splitlines()[-1])
     assert report == work / "out" / "index.html"
     assert report.is_file()
     # The package was imported from the venv, not from the checkout.

@@ -15,9 +15,9 @@ numbers). The admin endpoints need the same bearer key and are not rate limited.
 Order of checks for an API request: authentication (401/403), rate limit (429, wall-clock fixed
 window), a running 429 storm, validation (400), injected faults, then the fleet (404 when the
 cluster does not exist at the virtual `now`). `X-RateLimit-Limit/Remaining/Reset/Window` are sent
-on every response when a rate limit is configured (an unlimited simulator sends none, as some
-providers do). Error bodies follow the contract: `error, message, code, details, request_id,
-timestamp` (timestamp in the fleet's virtual time).
+on every response, as the contract says: an unlimited simulator says so with a limit of
+`UNLIMITED_REQUESTS` per hour, which no run reaches. Error bodies follow the contract:
+`error, message, code, details, request_id, timestamp` (timestamp in the fleet's virtual time).
 
 HTTP/1.1 with keep-alive on the stdlib threading server: each response is written with one
 `send` and TCP_NODELAY, so no Nagle/delayed-ACK stalls; see bench/simulator_throughput.py.
@@ -82,6 +82,10 @@ _BAD_GATEWAY_HTML = (
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     b"</body>\r\n</html>\r\n"
 )
+
+
+UNLIMITED_REQUESTS = 1_000_000_000
+"""The limit an unlimited simulator announces in `X-RateLimit-Limit` (per hour): never reached."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +264,8 @@ class Simulator:
         self.rate_limit = rate_limit
         self._api_key = api_key.encode()
         self._forbidden = [k.encode() for k in forbidden_keys]
-        self._limiter = _RateLimiter(rate_limit) if rate_limit else None
+        # Every response carries the contract's X-RateLimit-* headers, even when unlimited.
+        self._limiter = _RateLimiter(rate_limit or RateLimit(UNLIMITED_REQUESTS, 3600.0))
         self._fleet_lock = threading.RLock()
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
@@ -377,9 +382,8 @@ class Simulator:
                 self._unhandled += 1
             response = self._error(500, seq, "simulator bug (see its stderr)", {"unhandled": True})
         response.headers.setdefault("X-Request-Id", f"req_{seq:016x}")
-        if self._limiter is not None:
-            for name, value in self._limiter.peek().items():
-                response.headers.setdefault(name, value)
+        for name, value in self._limiter.peek().items():
+            response.headers.setdefault(name, value)
         self._count(
             template,
             response.status
@@ -444,10 +448,9 @@ class Simulator:
             return self._error(exc.status, seq, exc.message, exc.details)
 
     def _rate_limit(self, seq: int) -> _Response | None:
-        if self._limiter is not None:
-            allowed, limit_headers, retry_after = self._limiter.take()
-            if not allowed:
-                return self._too_many(seq, retry_after, limit_headers)
+        allowed, limit_headers, retry_after = self._limiter.take()
+        if not allowed:
+            return self._too_many(seq, retry_after, limit_headers)
         if self.faults.rate("storm_429") > 0:
             now = time.monotonic()
             with self._stats_lock:
@@ -459,9 +462,7 @@ class Simulator:
                 remaining = self._storm_until - now
             if in_storm:
                 self._count_fault("storm_429")
-                return self._too_many(
-                    seq, max(1, math.ceil(remaining)), self._limiter.peek() if self._limiter else {}
-                )
+                return self._too_many(seq, max(1, math.ceil(remaining)), self._limiter.peek())
         return None
 
     def _too_many(self, seq: int, retry_after: int, limit_headers: dict[str, str]) -> _Response:

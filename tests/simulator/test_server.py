@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from pipeline.simulator.fleet import Fleet, FleetSpec
-from pipeline.simulator.server import RateLimit
+from pipeline.simulator.server import UNLIMITED_REQUESTS, RateLimit
 from tests.shared import api_examples_dir
 
 from .conftest import API_KEY, START
@@ -254,10 +254,18 @@ def test_rate_limit_window_reopens_after_it_elapses(serve, fleet40):
     assert response.headers["X-RateLimit-Remaining"] == "1"
 
 
-def test_unlimited_simulator_sends_no_rate_limit_headers(serve, fleet40):
+def test_unlimited_simulator_still_sends_every_rate_limit_header(serve, fleet40):
     _, url, http = serve(fleet40)
-    response = http.get(f"{url}/clusters")
-    assert not [h for h in response.headers if h.lower().startswith("x-ratelimit")]
+    first = http.get(f"{url}/clusters")
+    second = http.get(f"{url}/clusters/{fleet40.list_summaries()[0]['id']}")
+    missing = http.get(f"{url}/clusters/no-such-cluster")
+    assert missing.status_code == 404
+    for response in (first, second, missing):
+        assert response.headers["X-RateLimit-Limit"] == str(UNLIMITED_REQUESTS)
+        assert response.headers["X-RateLimit-Window"] == "3600"
+        assert int(response.headers["X-RateLimit-Reset"]) > time.time()
+    assert int(first.headers["X-RateLimit-Remaining"]) == UNLIMITED_REQUESTS - 1
+    assert int(second.headers["X-RateLimit-Remaining"]) == UNLIMITED_REQUESTS - 2
 
 
 def test_clock_endpoint_moves_the_virtual_time_of_the_documents(serve, fleet40):
