@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, StoreSettings
+from pipeline.config import Config, ReportSettings, StoreSettings
 from pipeline.demo import run_demo
 from pipeline.simulator.fleet import CANARY
 
@@ -25,7 +25,10 @@ D = Decimal
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pipeline")
-    config = Config(store=StoreSettings(db=str(tmp / "demo.duckdb")))
+    config = Config(
+        store=StoreSettings(db=str(tmp / "demo.duckdb")),
+        report=ReportSettings(out_dir=str(tmp / "out")),
+    )
     result = run_demo(config, nights=2, clusters=12, seed=7)
     return Path(result.index_html).parent
 
