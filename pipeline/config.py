@@ -218,7 +218,16 @@ def _channel(index: int, values: Any, seen: set[str]) -> ChannelSettings:
         if not out.get("url"):
             raise ConfigError(f"{where}.url is required for a {kind} channel")
         out["url"] = _url(f"{where}.url", out["url"])
-        for key in ("smtp_host", "username", "password_file", "from", "to"):
+        for key in (
+            "smtp_host",
+            "smtp_port",
+            "starttls",
+            "ssl",
+            "username",
+            "password_file",
+            "from",
+            "to",
+        ):
             if key in out:
                 raise ConfigError(f"{where}.{key} is for email channels, not {kind}")
     if kind == "slack" and "secret_file" in out:
