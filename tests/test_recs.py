@@ -133,3 +133,19 @@ def test_unknown_id_and_lapsed_until_are_usage_errors(tmp_path):
     assert past.exit_code == 2 and "is not after 2026-11-13" in past.output
     no_reason = _gpucost(path, "recs", "dismiss", ids[("c1", "downsize")])
     assert no_reason.exit_code == 2
+
+
+def test_report_shows_declined_recommendations_apart_with_the_savings_declined(tmp_path):
+    from pipeline.report import render_report
+
+    path, ids = _db(tmp_path)
+    _gpucost(path, "recs", "dismiss", ids[("c1", "stop_idle")], "--reason", "<b>on purpose</b>")
+    _gpucost(path, "recs", "snooze", ids[("c2", "stop_idle")], "--until", "2026-12-01")
+    result = render_report(Config(store=StoreSettings(db=str(path))), tmp_path / "out")
+    html = result.index_html.read_text(encoding="utf-8")
+    section = html.split('<section id="recommendations">')[1].split("</section>")[0]
+    open_part, declined = section.split('id="declined"')
+    # two declined stop_idle of 4867.20 on two clusters: 9,734.40 declined; open: the downsizes
+    assert "$9,734.40</strong> per month declined" in declined
+    assert "&lt;b&gt;on purpose&lt;/b&gt;" in declined and "snoozed" in declined
+    assert "4,867.20" not in open_part.split("<tbody>")[1]
