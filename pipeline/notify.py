@@ -113,7 +113,7 @@ def event_id(kind: str, *parts: Any) -> str:
 def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         # money and percentages as strings: exact, as the provider sends money
-        return format(value.normalize() if value == value.to_integral() else value, "f")
+        return format(value, "f")
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, date):

@@ -410,3 +410,23 @@ def test_nothing_new_sends_nothing(kind):
         channel = ChannelSettings(name="x", kind=kind, url=rx.url)
         result = notify_on_connection(db.con, _config(channel), now=NOW)
     assert (result.new_events, rx.attempts) == (0, 0)
+
+
+def test_the_slack_preview_escapes_what_it_draws():
+    from pipeline.channels.preview import blocks_to_html
+    from pipeline.channels.slack import slack_message
+
+    event = {
+        "type": "recommendation_opened",
+        "kind": "stop_idle",
+        "cluster_id": "c1",
+        "cluster_name": "<img src=x onerror=alert(1)>",
+        "monthly_savings": "10.00",
+        "currency": "USD",
+        "reason": "idle *all* week",
+        "rec_id": "r1",
+        "project_name": "ML",
+    }
+    page = blocks_to_html(slack_message([event]))
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<b>Stop idle cluster: &lt;img" in page
