@@ -155,6 +155,7 @@ def recommendation_events(con: duckdb.DuckDBPyConnection, min_savings: Decimal) 
             "project_name": r["project_name"],
             "owner_id": r["owner_id"],
             "reason": r["reason"],
+            "evidence_hours": r["evidence_hours"],
         }
         if r["state"] == "open":
             kind = "recommendation_opened"

@@ -196,6 +196,7 @@ def describe(rec: Mapping[str, Any]) -> list[str]:
         f"  project      {rec['project_name'] or '-'}  owner {rec['owner_id'] or '-'}",
         f"  savings      {_money(rec['monthly_savings'])} {rec['currency']} per month",
         f"  evidence     {rec['reason']}",
+        f"  stands on    {_hours(rec['evidence_hours'])} of data",
         f"  seen         {_when(rec['first_seen_at'])} .. {_when(rec['last_seen_at'])}",
     ]
     if rec["realized_monthly_savings"] is not None:
@@ -224,6 +225,10 @@ def describe(rec: Mapping[str, Any]) -> list[str]:
 
 def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
+
+
+def _hours(value: Any) -> str:
+    return "-" if value is None else f"{Decimal(str(value)):,.0f} h"
 
 
 def _when(value: datetime | None) -> str:

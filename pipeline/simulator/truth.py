@@ -99,6 +99,7 @@ class RecommendationTruth:
     monthly_savings: Decimal
     currency: str
     evidence: str
+    evidence_hours: int = 0  # hours of data in the window the recommendation stands on
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,9 @@ def _recommendations(
     th: Thresholds,
 ) -> list[RecommendationTruth]:
     now_h = hour_index(snap.at)
-    window = [b for b in buckets if now_h - WINDOW_HOURS <= b.hour < now_h]
+    # the recommendation window: lookback_days over the stored history (7 days by default)
+    lookback = th.lookback_days
+    window = [b for b in buckets if now_h - lookback * 24 <= b.hour < now_h]
     billed = [b for b in window if b.status != "stopped"]
     thr = th.idle_threshold_pct
     month = th.hours_per_month
@@ -422,7 +425,11 @@ def _recommendations(
     out: list[RecommendationTruth] = []
 
     def rec(kind: str, savings: Decimal, evidence: str) -> None:
-        out.append(RecommendationTruth(cid, kind, savings.quantize(_Q6), currency, evidence))
+        out.append(
+            RecommendationTruth(
+                cid, kind, savings.quantize(_Q6), currency, evidence, evidence_hours=len(window)
+            )
+        )
 
     stop_idle = False
     if snap.status == "running" and len(billed) >= th.stop_idle_min_buckets:
@@ -448,13 +455,14 @@ def _recommendations(
             )
     if snap.status == "running" and not stop_idle:
         run_hours, days = _idle_runs(window, per_gpu, thr, th.schedule_min_idle_hours)
-        if len(days) >= th.schedule_min_days:
-            daily_idle = Decimal(run_hours) / Decimal(WINDOW_HOURS // 24)
+        # schedule_min_days of every 7 days of the window
+        if len(days) * 7 >= th.schedule_min_days * lookback:
+            daily_idle = Decimal(run_hours) / Decimal(lookback)
             rec(
                 "schedule",
                 daily_idle * 30 * rate_less_storage,
                 f"idle runs >= {th.schedule_min_idle_hours} h on {len(days)} days, "
-                f"{run_hours} h in 7 days",
+                f"{run_hours} h in {lookback} days",
             )
     if snap.status == "stopped" and window and not billed and snap.storage > 0:
         rec(

@@ -33,6 +33,10 @@ suppressions as (
     select * from staging.recommendation_suppressions
 ),
 
+windows as (
+    select * from intermediate.recommendation_windows
+),
+
 as_of as (
     select max(snapshot_day) as as_of_day from snapshots
 ),
@@ -64,11 +68,15 @@ with_context as (
         latest_project.project_id,
         coalesce(latest_project.project_name, clusters.project_name) as project_name,
         latest_project.owner_id,
+        windows.evidence_hours,
         as_of.as_of_day,
     from recommendations
     cross join as_of
     left join clusters on clusters.cluster_id = recommendations.cluster_id
     left join latest_project on latest_project.cluster_id = recommendations.cluster_id
+    left join windows
+        on windows.cluster_id = recommendations.cluster_id
+        and windows.snapshot_at = recommendations.last_seen_at
 ),
 
 suppressed as (
@@ -140,6 +148,7 @@ final as (
         monthly_savings,
         currency,
         reason,
+        evidence_hours,
         first_seen_at,
         last_seen_at,
         realized_monthly_savings,
