@@ -68,7 +68,7 @@ with_context as (
         latest_project.project_id,
         coalesce(latest_project.project_name, clusters.project_name) as project_name,
         latest_project.owner_id,
-        windows.evidence_hours,
+        cast(windows.evidence_hours as double) as evidence_hours,
         as_of.as_of_day,
     from recommendations
     cross join as_of
