@@ -118,6 +118,7 @@ class ChannelSettings:
     ssl: bool = False
     username: str | None = None
     password_file: str | None = None
+    ca_file: str | None = None  # a private CA for the SMTP server's certificate
     from_addr: str | None = None
     to: tuple[str, ...] = ("owner",)  # "owner": each project's owner e-mail
 
@@ -161,6 +162,7 @@ _CHANNEL_KEYS: dict[str, str] = {
     "ssl": "bool",
     "username": "str",
     "password_file": "str",
+    "ca_file": "str",
     "from": "str",
     "to": "str_or_list",
 }
@@ -225,6 +227,7 @@ def _channel(index: int, values: Any, seen: set[str]) -> ChannelSettings:
             "ssl",
             "username",
             "password_file",
+            "ca_file",
             "from",
             "to",
         ):

@@ -87,10 +87,43 @@ class Mailbox:
     logins: list[tuple[str, str]] = field(default_factory=list)
 
 
+def self_signed_certificate(folder: Any) -> tuple[Any, Any]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command (cert, key)."""
+    import subprocess
+    from pathlib import Path
+
+    cert, key = Path(folder) / "smtp-cert.pem", Path(folder) / "smtp-key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 @contextmanager
-def smtp_server(*, require_login: bool = False) -> Iterator[Mailbox]:
-    """A real SMTP server (aiosmtpd) on loopback; with `require_login` it offers AUTH over
-    plain text (loopback only) and accepts the password "s3cret"."""
+def smtp_server(
+    *, require_login: bool = False, tls: tuple[Any, Any] | None = None
+) -> Iterator[Mailbox]:
+    """A real SMTP server (aiosmtpd) on loopback; with `require_login` it offers AUTH and
+    accepts the password "s3cret"; with `tls` (cert, key) it requires STARTTLS first."""
     import email
     import email.policy
 
@@ -114,8 +147,14 @@ def smtp_server(*, require_login: bool = False) -> Iterator[Mailbox]:
         kwargs = {
             "authenticator": authenticator,
             "auth_required": False,
-            "auth_require_tls": False,
+            "auth_require_tls": tls is not None,
         }
+    if tls is not None:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        kwargs.update(tls_context=context, require_starttls=True)
     # aiosmtpd's controller checks its port by connecting to it, so it needs a real number
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

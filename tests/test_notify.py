@@ -430,3 +430,34 @@ def test_the_slack_preview_escapes_what_it_draws():
     page = blocks_to_html(slack_message([event]))
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<b>Stop idle cluster: &lt;img" in page
+
+
+def test_email_over_verified_starttls_with_login(tmp_path):
+    from tests.notify_helpers import self_signed_certificate
+
+    db = FixtureDB()
+    _idle_cluster(db, "c1", T0)
+    db.build()
+    cert, key = self_signed_certificate(tmp_path)
+    password = tmp_path / "smtp.password"
+    password.write_text("s3cret\n")
+    with smtp_server(require_login=True, tls=(cert, key)) as box:
+        channel = ChannelSettings(
+            name="ops",
+            kind="email",
+            smtp_host=box.host,
+            smtp_port=box.port,
+            starttls=True,
+            username="gpucost",
+            password_file=str(password),
+            from_addr="gpucost@example.com",
+            to=("ops@example.com",),
+        )
+        untrusted = notify_on_connection(db.con, _config(channel), now=NOW)
+        trusted = dataclasses.replace(channel, ca_file=str(cert))
+        sent = notify_on_connection(db.con, _config(trusted), now=NOW + HOUR)
+    # the certificate is checked: unknown CA, no delivery; with the channel's ca_file, sent
+    assert (untrusted.failed, untrusted.sent) == (2, 0)
+    assert "SMTP delivery failed (SSLCertVerificationError)" in untrusted.summary_line()
+    assert (sent.sent, sent.failed, len(box.messages)) == (2, 0, 1)
+    assert box.logins == [("gpucost", "s3cret")]

@@ -51,6 +51,8 @@ def check_channel_files(channel: ChannelSettings) -> None:
         read_secret(channel.secret_file, f"notify channel {channel.name!r} secret_file")
     if channel.password_file:
         read_secret(channel.password_file, f"notify channel {channel.name!r} password_file")
+    if channel.ca_file and not Path(channel.ca_file).is_file():
+        raise ConfigError(f"notify channel {channel.name!r} ca_file {channel.ca_file} is missing")
 
 
 def send_batches(

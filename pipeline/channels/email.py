@@ -4,7 +4,8 @@ With `to = "owner"` each event goes to its project's owner (`pipeline.notify.pro
 so an owner reads about their own clusters only; an event whose project has no known owner
 e-mail is marked skipped for this channel. With a list of addresses, every routed event goes to
 that list in one message. SMTP: `smtp_host`/`smtp_port`, `starttls` (default true) or `ssl`,
-`username` + `password_file` when the server wants a login; every step has the channel's timeout.
+`username` + `password_file` when the server wants a login, `ca_file` for a private CA; TLS is
+always verified; every step has the channel's timeout.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def owner_message(
 def _send(channel: ChannelSettings, msg: EmailMessage) -> None:
     assert channel.smtp_host is not None
     timeout = channel.timeout_seconds
+    # TLS is verified, against the system's CAs or the channel's own `ca_file`
+    context = ssl.create_default_context(cafile=channel.ca_file)
     try:
         smtp: smtplib.SMTP
         if channel.ssl:
@@ -92,13 +95,13 @@ def _send(channel: ChannelSettings, msg: EmailMessage) -> None:
                 channel.smtp_host,
                 channel.smtp_port,
                 timeout=timeout,
-                context=ssl.create_default_context(),
+                context=context,
             )
         else:
             smtp = smtplib.SMTP(channel.smtp_host, channel.smtp_port, timeout=timeout)
         with smtp:
             if channel.starttls and not channel.ssl:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=context)
             if channel.username and channel.password_file:
                 password = read_secret(channel.password_file, "password_file")
                 smtp.login(channel.username, password)
