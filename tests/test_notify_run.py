@@ -22,7 +22,7 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run(tmp_path: Path, api_url: str, hook_url: str) -> tuple[int, str]:
+def _run(tmp_path: Path, api_url: str, hook_url: str, key: str = API_KEY) -> tuple[int, str]:
     config = tmp_path / "gpucost.toml"
     config.write_text(
         f'[[notify.channels]]\nname = "finops"\nkind = "webhook"\nurl = "{hook_url}"\n'
@@ -41,12 +41,12 @@ def _run(tmp_path: Path, api_url: str, hook_url: str) -> tuple[int, str]:
             "--out",
             str(tmp_path / "out"),
         ],
-        env={"GPUCOST_API_KEY": API_KEY},
+        env={"GPUCOST_API_KEY": key},
     )
     return result.exit_code, result.output
 
 
-def test_a_channel_down_leaves_the_night_complete_and_the_events_pending(tmp_path):
+def test_a_channel_down_never_fails_the_night_and_run_health_follows_the_runs(tmp_path):
     fleet = Fleet(FleetSpec(seed=7, clusters=6, start=START))
     with Simulator(fleet, api_key=API_KEY).run_in_thread(port=0) as url:
         code, output = _run(tmp_path, url, f"http://127.0.0.1:{_closed_port()}/hook")
@@ -66,5 +66,18 @@ def test_a_channel_down_leaves_the_night_complete_and_the_events_pending(tmp_pat
         with http_receiver() as rx:
             fleet.set_clock(START + timedelta(days=1))
             code, output = _run(tmp_path, url, rx.url)
+            assert code == 0, output
+            assert len({e["id"] for e in rx.events()}) == len(rx.events()) >= pending
+            assert "run_health" not in {e["type"] for e in rx.events()}
+            # a night the provider refuses the key fails (exit 4), and says so
+            fleet.set_clock(START + timedelta(days=2))
+            code, output = _run(tmp_path, url, rx.url, key="wrong-key")
+            assert code == 4, output
+            (health,) = [e for e in rx.events() if e["type"] == "run_health"]
+            assert (health["status"], health["previous_status"]) == ("failed", "complete")
+            # and the next good night, that it recovered
+            fleet.set_clock(START + timedelta(days=3))
+            code, output = _run(tmp_path, url, rx.url)
     assert code == 0, output
-    assert len({e["id"] for e in rx.events()}) == len(rx.events()) >= pending
+    recovered = [e for e in rx.events() if e["type"] == "run_health"][-1]
+    assert (recovered["status"], recovered["recovered"]) == ("complete", True)
