@@ -17,7 +17,7 @@ import click
 
 from pipeline import __version__
 from pipeline.config import Config, load_config
-from pipeline.errors import EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, GpucostError
+from pipeline.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, EXIT_USAGE, GpucostError
 from pipeline.log import configure_logging, get_logger
 
 log = get_logger("cli")
@@ -174,6 +174,7 @@ def build(db, config_path, log_format, verbose, full_refresh):
 
     try:
         config = _config(db, config_path, log_format, verbose)
+        _sync_suppressions(config)
         result = build_models(config, full_refresh=full_refresh)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
@@ -205,7 +206,10 @@ def report(db, config_path, log_format, verbose, out_dir):
 @api_options
 @out_option
 def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
-    """Snapshot, build and report, as cron calls it; exit 3 if some clusters failed.
+    """Snapshot, build and report, then notify when channels are configured, as cron calls it.
+
+    Exit 3 if some clusters failed or a notification could not be delivered (it stays pending
+    for the next night); a channel that is down never fails the snapshot, build or report.
 
     \b
     Example (crontab, 03:15 UTC every night):
@@ -225,15 +229,49 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
             api_key_file=api_key_file,
             out_dir=out_dir,
         )
+    except Exception as exc:
+        sys.exit(_fail(exc, verbose))
+    try:
         snap = run_snapshot(config, progress=sys.stderr.isatty())
         log.info(snap.summary_line())
+        _sync_suppressions(config)
         built = build_models(config)
         log.info(built.summary_line())
         rendered = render_report(config, Path(config.report.out_dir))
     except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+        code = _fail(exc, verbose)
+        # a failed night is news too (run_health); notify's own trouble changes nothing here
+        _notify_after_run(config, verbose)
+        sys.exit(code)
     click.echo(str(rendered.index_html))
-    sys.exit(snap.exit_code)
+    notified = _notify_after_run(config, verbose)
+    sys.exit(snap.exit_code or notified)
+
+
+def _sync_suppressions(config: Config) -> None:
+    """Copy the config's [[suppress]] into the database for marts.recommendation_states."""
+    from pipeline.recs import sync_suppressions
+    from pipeline.store import Store
+
+    if Path(config.store.db).exists():
+        with Store.open(config.store.db) as store:
+            sync_suppressions(store.con, config.suppress)
+
+
+def _notify_after_run(config: Config, verbose: bool) -> int:
+    """Notify last when channels are configured; 0, or 3 when a delivery failed or notify
+    itself failed: a channel that is down never fails the snapshot, build or report."""
+    if not config.notify.channels:
+        return EXIT_OK
+    from pipeline.notify import run_notify
+
+    try:
+        result = run_notify(config)
+    except Exception as exc:
+        _fail(exc, verbose)
+        return EXIT_PARTIAL
+    log.info(result.summary_line())
+    return result.exit_code
 
 
 @cli.command()
@@ -314,6 +352,170 @@ def query(db, config_path, log_format, verbose, sql, output, max_rows):
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     click.echo(format_result(result, output, max_rows=max_rows), nl=False)
+
+
+@cli.command()
+@common_options
+def notify(db, config_path, log_format, verbose):
+    """Announce what is new since the last notify to the configured channels.
+
+    Reads the marts only (recommendations opened and resolved, budget thresholds, spend
+    anomalies, run health), records each event in the database's ledger and delivers it once
+    per channel; a failed delivery stays pending for the next notify (exit 3).
+
+    \b
+    Example:
+        gpucost notify --config gpucost.toml
+    """
+    from pipeline.notify import run_notify
+
+    try:
+        config = _config(db, config_path, log_format, verbose)
+        result = run_notify(config)
+    except Exception as exc:
+        sys.exit(_fail(exc, verbose))
+    click.echo(result.summary_line())
+    sys.exit(result.exit_code)
+
+
+@cli.group()
+def recs() -> None:
+    """Act on recommendations: list, show, dismiss, snooze, reopen.
+
+    Decisions record who (GPUCOST_USER, else USER or LOGNAME), when and why; they survive
+    rebuilds. A dismissed recommendation comes back when its savings grow by half.
+
+    \b
+    Example:
+        gpucost recs list --status open
+    """
+
+
+def _recs_call(db, config_path, log_format, verbose, action):
+    """Open the database (suppressions synchronized), run `action(con)`, print its lines."""
+    from pipeline.recs import open_store
+
+    try:
+        config = _config(db, config_path, log_format, verbose)
+        with open_store(config) as store:
+            lines = action(store.con)
+    except Exception as exc:
+        sys.exit(_fail(exc, verbose))
+    for line in lines:
+        click.echo(line)
+
+
+_UNTIL = click.DateTime(formats=["%Y-%m-%d"])
+
+
+@recs.command("list")
+@common_options
+@click.option(
+    "--status",
+    type=click.Choice(["open", "dismissed", "snoozed", "suppressed", "resolved", "closed"]),
+    default=None,
+    help="Only recommendations in this effective state.",
+)
+@click.option("--project", default=None, help="Only this project (id or name).")
+def recs_list(db, config_path, log_format, verbose, status, project):
+    """List recommendations with their effective state, largest savings first.
+
+    \b
+    Example:
+        gpucost recs list --status open --project ML
+    """
+    from pipeline.recs import list_recommendations, table_lines
+
+    _recs_call(
+        db,
+        config_path,
+        log_format,
+        verbose,
+        lambda con: table_lines(list_recommendations(con, state=status, project=project)),
+    )
+
+
+@recs.command("show")
+@common_options
+@click.argument("rec_id")
+def recs_show(db, config_path, log_format, verbose, rec_id):
+    """Show one recommendation: evidence, savings, state and every decision taken on it.
+
+    \b
+    Example:
+        gpucost recs show 1a2b3c4d5e6f7a8b
+    """
+    from pipeline.recs import decision_history, describe, get_recommendation
+
+    def show(con):
+        lines = describe(get_recommendation(con, rec_id))
+        history = decision_history(con, rec_id)
+        if history:
+            lines.append("  history")
+        for d in history:
+            until = f" until {d['until_day']}" if d["until_day"] else ""
+            lines.append(
+                f"    {d['decided_at']:%Y-%m-%d %H:%M} {d['decided_by']}: {d['action']}{until}"
+                + (f" ({d['reason']})" if d["reason"] else "")
+            )
+        return lines
+
+    _recs_call(db, config_path, log_format, verbose, show)
+
+
+def _decide(db, config_path, log_format, verbose, rec_id, action, reason=None, until=None):
+    from pipeline.recs import decide
+
+    def act(con):
+        rec = decide(con, rec_id, action, reason=reason, until=until.date() if until else None)
+        return [f"{rec['rec_id']} {rec['kind']} {rec['cluster_name']}: now {rec['state']}"]
+
+    _recs_call(db, config_path, log_format, verbose, act)
+
+
+@recs.command("dismiss")
+@common_options
+@click.argument("rec_id")
+@click.option("--reason", required=True, help="Why: shown to the next reader.")
+@click.option("--until", type=_UNTIL, default=None, help="Until this day (YYYY-MM-DD).")
+def recs_dismiss(db, config_path, log_format, verbose, rec_id, reason, until):
+    """Dismiss a recommendation (for good, or until a day); it comes back if its savings grow
+    by half.
+
+    \b
+    Example:
+        gpucost recs dismiss 1a2b3c4d5e6f7a8b --reason "benchmark box, idle on purpose"
+    """
+    _decide(db, config_path, log_format, verbose, rec_id, "dismiss", reason, until)
+
+
+@recs.command("snooze")
+@common_options
+@click.argument("rec_id")
+@click.option("--until", type=_UNTIL, required=True, help="Until this day (YYYY-MM-DD).")
+@click.option("--reason", default=None, help="Why (optional).")
+def recs_snooze(db, config_path, log_format, verbose, rec_id, until, reason):
+    """Snooze a recommendation until a day; it is open again from that day.
+
+    \b
+    Example:
+        gpucost recs snooze 1a2b3c4d5e6f7a8b --until 2026-12-15
+    """
+    _decide(db, config_path, log_format, verbose, rec_id, "snooze", reason, until)
+
+
+@recs.command("reopen")
+@common_options
+@click.argument("rec_id")
+@click.option("--reason", default=None, help="Why (optional).")
+def recs_reopen(db, config_path, log_format, verbose, rec_id, reason):
+    """Reopen a dismissed or snoozed recommendation.
+
+    \b
+    Example:
+        gpucost recs reopen 1a2b3c4d5e6f7a8b
+    """
+    _decide(db, config_path, log_format, verbose, rec_id, "reopen", reason)
 
 
 def _register_simulator() -> None:

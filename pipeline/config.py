@@ -15,6 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +65,8 @@ class Thresholds:
     drift_min_coverage_pct: float = 95.0
     mape_days: int = 14
     hours_per_month: int = 720
+    # days of stored history a recommendation is evaluated over (7, 14 or 30)
+    lookback_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,244 @@ class LogSettings:
     format: str = "text"
 
 
+EVENT_TYPES = (
+    "recommendation_opened",
+    "recommendation_resolved",
+    "budget_threshold",
+    "spend_anomaly",
+    "run_health",
+)
+CHANNEL_KINDS = ("webhook", "slack", "email")
+REC_KINDS = ("stop_idle", "downsize", "schedule", "delete_storage", "investigate_error")
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """One `[[notify.channels]]` entry: where messages go and which events reach it.
+
+    Routing: `events` (default: every type) and `projects` (default: every project; a project
+    id or name) filter what the channel receives; an event about no project (run_health, a
+    fleet or cost-centre budget) passes a `projects` filter only when `projects` is empty.
+    """
+
+    name: str
+    kind: str  # webhook | slack | email
+    events: tuple[str, ...] = EVENT_TYPES
+    projects: tuple[str, ...] = ()
+    timeout_seconds: float = 10.0
+    # webhook / slack
+    url: str | None = None
+    secret_file: str | None = None
+    # email
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None  # a private CA for the SMTP server's certificate
+    from_addr: str | None = None
+    to: tuple[str, ...] = ("owner",)  # "owner": each project's owner e-mail
+
+    @property
+    def to_owner(self) -> bool:
+        """True when each event goes to its project's owner rather than to fixed addresses."""
+        return self.to == ("owner",)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """`[notify]`: the savings an opened recommendation must reach, and the channels."""
+
+    min_monthly_savings: float = 100.0
+    channels: tuple[ChannelSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """One `[[suppress]]` entry: recommendations of a cluster, project and/or kind not shown
+    as open, nor announced, until `until` (exclusive; None: for good)."""
+
+    reason: str
+    cluster: str | None = None
+    project: str | None = None
+    kind: str | None = None
+    until: date | None = None
+
+
+_CHANNEL_KEYS: dict[str, str] = {
+    "name": "str",
+    "kind": "str",
+    "events": "list",
+    "projects": "list",
+    "timeout_seconds": "float",
+    "url": "str",
+    "secret_file": "str",
+    "smtp_host": "str",
+    "smtp_port": "int",
+    "starttls": "bool",
+    "ssl": "bool",
+    "username": "str",
+    "password_file": "str",
+    "ca_file": "str",
+    "from": "str",
+    "to": "str_or_list",
+}
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _url(key: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key} must be an http(s) URL, got {value!r}")
+    if parts.scheme == "http" and not is_loopback_url(value):
+        raise ConfigError(f"{key} is plain http to a remote host; use https")
+    return value
+
+
+def _channel(index: int, values: Any, seen: set[str]) -> ChannelSettings:
+    where = f"notify.channels[{index}]"
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a table of keys, got {values!r}")
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in _CHANNEL_KEYS:
+            hint = ", ".join(sorted(_CHANNEL_KEYS))
+            raise ConfigError(f"unknown configuration key {where}.{key} (known: {hint})")
+        kind = _CHANNEL_KEYS[key]
+        if kind == "list":
+            out[key] = _str_list(f"{where}.{key}", value)
+        elif kind == "str_or_list":
+            out[key] = (value,) if isinstance(value, str) else _str_list(f"{where}.{key}", value)
+        else:
+            out[key] = _coerce(f"{where}.{key}", value, kind)
+    for key in ("name", "kind"):
+        if not out.get(key):
+            raise ConfigError(f"{where}.{key} is required")
+    name = out["name"]
+    if name in seen:
+        raise ConfigError(f"{where}.name {name!r} is used by another channel")
+    seen.add(name)
+    kind = out["kind"]
+    if kind not in CHANNEL_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(CHANNEL_KINDS)}, got {kind!r}")
+    for event in out.get("events", ()):
+        if event not in EVENT_TYPES:
+            raise ConfigError(
+                f"{where}.events: unknown event {event!r} (known: {', '.join(EVENT_TYPES)})"
+            )
+    if out.get("timeout_seconds", 1.0) <= 0:
+        raise ConfigError(f"{where}.timeout_seconds must be positive")
+    if kind in ("webhook", "slack"):
+        if not out.get("url"):
+            raise ConfigError(f"{where}.url is required for a {kind} channel")
+        out["url"] = _url(f"{where}.url", out["url"])
+        for key in (
+            "smtp_host",
+            "smtp_port",
+            "starttls",
+            "ssl",
+            "username",
+            "password_file",
+            "ca_file",
+            "from",
+            "to",
+        ):
+            if key in out:
+                raise ConfigError(f"{where}.{key} is for email channels, not {kind}")
+    if kind == "slack" and "secret_file" in out:
+        raise ConfigError(f"{where}.secret_file is for webhook channels (Slack signs nothing)")
+    if kind == "email":
+        for key in ("smtp_host", "from"):
+            if not out.get(key):
+                raise ConfigError(f"{where}.{key} is required for an email channel")
+        for key in ("url", "secret_file"):
+            if key in out:
+                raise ConfigError(f"{where}.{key} is for webhook channels, not email")
+        if ("username" in out) != ("password_file" in out):
+            raise ConfigError(f"{where}.username and password_file go together")
+        if not 0 < out.get("smtp_port", 587) < 65536:
+            raise ConfigError(f"{where}.smtp_port must be a port number")
+        if out.get("ssl") and out.get("starttls"):
+            raise ConfigError(f"{where}: ssl and starttls exclude each other")
+        if out.get("ssl"):
+            out.setdefault("starttls", False)
+        to = out.get("to", ("owner",))
+        if "owner" in to and len(to) > 1:
+            raise ConfigError(f'{where}.to is either "owner" or a list of addresses')
+        if "owner" not in to and not all("@" in addr for addr in to):
+            raise ConfigError(f"{where}.to must hold e-mail addresses, got {list(to)!r}")
+    if "from" in out:
+        out["from_addr"] = out.pop("from")
+    return ChannelSettings(**out)
+
+
+def parse_notify(values: Any) -> NotifySettings:
+    """`[notify]` and its `[[notify.channels]]`, every key checked (errors name the key)."""
+    if values is None:
+        return NotifySettings()
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"[notify] must be a table of keys, got {values!r}")
+    settings = NotifySettings()
+    for key, value in values.items():
+        if key == "min_monthly_savings":
+            amount = _coerce("notify.min_monthly_savings", value, "float")
+            if amount < 0:
+                raise ConfigError("notify.min_monthly_savings must be at least 0")
+            settings = dataclasses.replace(settings, min_monthly_savings=amount)
+        elif key == "channels":
+            if not isinstance(value, list):
+                raise ConfigError("notify.channels must be an array of tables [[notify.channels]]")
+            seen: set[str] = set()
+            channels = tuple(_channel(i, v, seen) for i, v in enumerate(value))
+            settings = dataclasses.replace(settings, channels=channels)
+        else:
+            raise ConfigError(
+                f"unknown configuration key notify.{key} (known in [notify]: channels, "
+                "min_monthly_savings)"
+            )
+    return settings
+
+
+def parse_suppressions(values: Any) -> tuple[Suppression, ...]:
+    """The `[[suppress]]` entries: at least one of cluster / project / kind, and a reason."""
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise ConfigError("suppress must be an array of tables [[suppress]]")
+    out = []
+    for index, entry in enumerate(values):
+        where = f"suppress[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a table of keys, got {entry!r}")
+        known = ("cluster", "project", "kind", "reason", "until")
+        for key, value in entry.items():
+            if key not in known:
+                raise ConfigError(
+                    f"unknown configuration key {where}.{key} (known: {', '.join(known)})"
+                )
+            if key == "until":
+                if isinstance(value, datetime) or not isinstance(value, date):
+                    raise ConfigError(f"{where}.until must be a date (until = 2026-12-31)")
+            elif not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}.{key} must be a non-empty string, got {value!r}")
+        if not any(entry.get(k) for k in ("cluster", "project", "kind")):
+            raise ConfigError(f"{where} must name a cluster, a project or a kind")
+        if not entry.get("reason"):
+            raise ConfigError(f"{where}.reason is required: say why, for the next reader")
+        if entry.get("kind") and entry["kind"] not in REC_KINDS:
+            raise ConfigError(
+                f"{where}.kind must be one of {', '.join(REC_KINDS)}, got {entry['kind']!r}"
+            )
+        out.append(Suppression(**dict(entry)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration, one frozen value passed to every stage."""
@@ -89,6 +330,8 @@ class Config:
     thresholds: Thresholds = field(default_factory=Thresholds)
     report: ReportSettings = field(default_factory=ReportSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    suppress: tuple[Suppression, ...] = ()
 
     def api_key(self) -> str | None:
         """The API key from `GPUCOST_API_KEY`, else from `api.api_key_file`; never logged."""
@@ -103,7 +346,10 @@ _SECTIONS: dict[str, type] = {
     "log": LogSettings,
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {"log.format": ("text", "json")}
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "log.format": ("text", "json"),
+    "thresholds.lookback_days": (7, 14, 30),
+}
 
 # (key, minimum) for numbers that make no sense below a bound.
 _MINIMUMS: dict[str, float] = {
@@ -162,7 +408,8 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         }
         raise ConfigError(f"{key} must be {article} {names[base]}, got {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"{key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+        choices = ", ".join(str(choice) for choice in _CHOICES[key])
+        raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
     if key in _MINIMUMS and value < _MINIMUMS[key]:
         raise ConfigError(f"{key} must be at least {_MINIMUMS[key]:g}, got {value!r}")
     if key in _MAXIMUMS and value > _MAXIMUMS[key]:
@@ -237,7 +484,11 @@ def load_config(
                 "api.api_key is not accepted in a configuration file: set GPUCOST_API_KEY "
                 "or api.api_key_file"
             )
+        notify, suppress = data.pop("notify", None), data.pop("suppress", None)
         config = merge(config, data)
+        config = dataclasses.replace(
+            config, notify=parse_notify(notify), suppress=parse_suppressions(suppress)
+        )
     config = merge(config, _env_overrides(env))
     if overrides:
         config = merge(config, {k: v for k, v in overrides.items() if v})

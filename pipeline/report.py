@@ -376,7 +376,7 @@ def _context(
     chart_currencies = currencies[:CHART_CURRENCIES]
     trends = _trends(con, params, chart_currencies, charts)
     idle = _idle(con, params, chart_currencies, charts, period)
-    recs = _recommendations(con)
+    recs = _recommendations(con, declined="recommendation_states" in marts)
     drift = _drift(con, params, marts, thresholds.mape_days, chart_currencies, charts)
     health = _health(con)
     clusters = _clusters(con, params, thresholds.idle_threshold_pct, charts, cluster_sections)
@@ -581,15 +581,33 @@ def _idle(
     return {"rows": rows[:TOP_IDLE_TABLE], "total": len(rows), "charts": charts, "label": label}
 
 
-def _recommendations(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+def _recommendations(con: duckdb.DuckDBPyConnection, *, declined: bool) -> dict[str, Any]:
+    # dismissed, snoozed and suppressed ones (marts.recommendation_states) are shown apart
+    not_declined = (
+        "and r.rec_id not in (select rec_id from marts.recommendation_states where is_declined)"
+        if declined
+        else ""
+    )
     open_rows = _rows(
         con,
-        """
+        f"""
         select r.*, c.name, c.gpu_type, c.gpu_count, c.status as cluster_status
         from marts.recommendations as r left join marts.clusters as c using (cluster_id)
-        where r.status = 'open'
+        where r.status = 'open' {not_declined}
         order by r.monthly_savings desc nulls last, r.rec_id
         """,
+    )
+    declined_rows = (
+        _rows(
+            con,
+            """
+            select s.*, s.cluster_name as name from marts.recommendation_states as s
+            where s.state in ('dismissed', 'snoozed', 'suppressed')
+            order by s.state, s.monthly_savings desc nulls last, s.rec_id
+            """,
+        )
+        if declined
+        else []
     )
     resolved = _rows(
         con,
@@ -613,6 +631,8 @@ def _recommendations(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "totals": list(totals.items()),
         "realized": list(realized.items()),
         "kinds": sorted(kinds.items(), key=lambda kv: -kv[1]),
+        "declined": declined_rows[:MAX_TABLE_ROWS],
+        "declined_totals": list(_best_per_cluster(declined_rows, "monthly_savings").items()),
     }
 
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from pipeline.config import Thresholds
 from pipeline.models import BuildResult, build_on_connection
+from pipeline.store import migrations
 
 MIGRATION = Path(__file__).resolve().parents[1] / "pipeline" / "migrations" / "0001_initial.sql"
 
@@ -52,7 +53,9 @@ class FixtureDB:
     def __init__(self, path: Path | None = None) -> None:
         self.con = duckdb.connect(str(path) if path else ":memory:")
         self.con.execute("set TimeZone = 'UTC'")
-        self.con.execute(MIGRATION.read_text(encoding="utf-8"))
+        # every migration, as Store.open applies them (models may read meta tables of later ones)
+        for _version, _name, sql in migrations():
+            self.con.execute(sql)
         self._points: dict[tuple[str, datetime], tuple[Any, ...]] = {}
 
     # -- inserting ---------------------------------------------------------------------------

@@ -10,7 +10,14 @@ import duckdb
 import pytest
 
 from pipeline.errors import LockedError
-from pipeline.store import LoadBatch, LoadError, Store, StoreError, code_schema_version
+from pipeline.store import (
+    LoadBatch,
+    LoadError,
+    Store,
+    StoreError,
+    code_schema_version,
+    migrations,
+)
 from tests.store_fixtures import HOUR, T0, detail, point
 
 DAY = 24 * HOUR
@@ -76,10 +83,12 @@ def test_umask_is_restored_after_close(db):
 def test_migrations_recorded_and_reopen_is_a_no_op(db):
     with Store.open(db) as s:
         versions = s.con.execute("select version from meta.schema_version").fetchall()
-    assert versions == [(code_schema_version(),)]
+    # every migration shipped, once each, in order
+    assert versions == [(version,) for version, _name, _sql in migrations()]
+    assert versions[-1] == (code_schema_version(),)
     with Store.open(db) as s:
         assert s.schema_version() == code_schema_version()
-        assert len(s.con.execute("select * from meta.schema_version").fetchall()) == 1
+        assert len(s.con.execute("select * from meta.schema_version").fetchall()) == len(versions)
 
 
 def test_database_newer_than_code_is_refused(db):

@@ -99,6 +99,7 @@ class RecommendationTruth:
     monthly_savings: Decimal
     currency: str
     evidence: str
+    evidence_hours: int = 0  # hours of data in the window the recommendation stands on
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,9 @@ def _recommendations(
     th: Thresholds,
 ) -> list[RecommendationTruth]:
     now_h = hour_index(snap.at)
-    window = [b for b in buckets if now_h - WINDOW_HOURS <= b.hour < now_h]
+    # the recommendation window: lookback_days over the stored history (7 days by default)
+    lookback = th.lookback_days
+    window = [b for b in buckets if now_h - lookback * 24 <= b.hour < now_h]
     billed = [b for b in window if b.status != "stopped"]
     thr = th.idle_threshold_pct
     month = th.hours_per_month
@@ -422,7 +425,11 @@ def _recommendations(
     out: list[RecommendationTruth] = []
 
     def rec(kind: str, savings: Decimal, evidence: str) -> None:
-        out.append(RecommendationTruth(cid, kind, savings.quantize(_Q6), currency, evidence))
+        out.append(
+            RecommendationTruth(
+                cid, kind, savings.quantize(_Q6), currency, evidence, evidence_hours=len(window)
+            )
+        )
 
     stop_idle = False
     if snap.status == "running" and len(billed) >= th.stop_idle_min_buckets:
@@ -448,13 +455,14 @@ def _recommendations(
             )
     if snap.status == "running" and not stop_idle:
         run_hours, days = _idle_runs(window, per_gpu, thr, th.schedule_min_idle_hours)
-        if len(days) >= th.schedule_min_days:
-            daily_idle = Decimal(run_hours) / Decimal(WINDOW_HOURS // 24)
+        # schedule_min_days of every 7 days of the window
+        if len(days) * 7 >= th.schedule_min_days * lookback:
+            daily_idle = Decimal(run_hours) / Decimal(lookback)
             rec(
                 "schedule",
                 daily_idle * 30 * rate_less_storage,
                 f"idle runs >= {th.schedule_min_idle_hours} h on {len(days)} days, "
-                f"{run_hours} h in 7 days",
+                f"{run_hours} h in {lookback} days",
             )
     if snap.status == "stopped" and window and not billed and snap.storage > 0:
         rec(
@@ -540,3 +548,122 @@ def _idle_runs(
                 run.append(b.hour)
     close()
     return total, days
+
+
+# --------------------------------------------------------------------------------------------
+# Notifications (the notify stage): what each night must announce, and what it must not.
+
+
+@dataclass(frozen=True)
+class NotifyEventTruth:
+    """One event notify must announce on a night (after that night's snapshot and build)."""
+
+    night: int  # 0-based index into the snapshot times
+    type: str  # recommendation_opened | recommendation_resolved | run_health
+    cluster_id: str | None
+    kind: str | None
+    monthly_savings: Decimal | None
+    realized_monthly_savings: Decimal | None = None
+    resurfaced: bool = False
+    status: str | None = None  # run_health: the run's status
+
+
+@dataclass(frozen=True)
+class Dismissal:
+    """A recommendation dismissed after night `night`'s notify (for good, no `until`)."""
+
+    night: int
+    cluster_id: str
+    kind: str
+
+
+def notify_truth(
+    fleet: Fleet,
+    snapshot_times: Iterable[datetime],
+    thresholds: Thresholds | None = None,
+    *,
+    min_monthly_savings: Decimal = Decimal(100),
+    dismissals: Iterable[Dismissal] = (),
+    run_statuses: Iterable[str] | None = None,
+    growth: Decimal = Decimal("1.5"),
+) -> list[NotifyEventTruth]:
+    """What `gpucost notify`, run after every night's snapshot and build, must announce.
+
+    From the recommendation lifecycle of `ground_truth` over the nights so far (DESIGN.md):
+    - `recommendation_opened` the first night a recommendation is open with monthly savings >=
+      `min_monthly_savings` (once per first_seen_at: a recommendation that closes and opens again
+      keeps its first sighting and is not announced twice), unless dismissed;
+    - a dismissed one (after night d) is not announced on later nights while its savings stay
+      below `growth` x its savings at night d; when they reach that, once more (resurfaced);
+    - `recommendation_resolved` the first night it is resolved, with its realized savings, when
+      its last savings reach the minimum and no dismissal holds;
+    - `run_health`: with `run_statuses` (one per night: complete | partial | failed), each
+      night whose status differs from the last announced one (initially complete).
+    Budget and anomaly events belong to the finance marts and are not part of this truth.
+    """
+    th = thresholds or Thresholds()
+    times = sorted(set(snapshot_times))
+    by_rec: dict[tuple[str, str], list[Dismissal]] = defaultdict(list)
+    for d in dismissals:
+        by_rec[(d.cluster_id, d.kind)].append(d)
+    out: list[NotifyEventTruth] = []
+    announced: set[tuple[Any, ...]] = set()
+    savings_on: dict[tuple[str, str, int], Decimal] = {}
+    for night in range(len(times)):
+        history = ground_truth(fleet, times[: night + 1], th).recommendation_history
+        for r in history:
+            if r.status == "open":
+                savings_on[(r.cluster_id, r.kind, night)] = r.monthly_savings
+        for r in sorted(history, key=lambda r: (r.cluster_id, r.kind)):
+            if r.monthly_savings < min_monthly_savings or r.status == "closed":
+                continue
+            held = [d for d in by_rec[(r.cluster_id, r.kind)] if d.night < night]
+            dismissal = held[-1] if held else None
+            outgrown = False
+            if dismissal is not None:
+                then = savings_on.get((r.cluster_id, r.kind, dismissal.night))
+                outgrown = then is not None and r.monthly_savings >= (then * growth)
+            declined = dismissal is not None and not outgrown
+            if r.status == "open":
+                if declined:
+                    continue
+                key: tuple[Any, ...] = (
+                    "opened",
+                    r.cluster_id,
+                    r.kind,
+                    r.first_seen_at,
+                    dismissal.night if outgrown and dismissal else None,
+                )
+                if key not in announced:
+                    announced.add(key)
+                    out.append(
+                        NotifyEventTruth(
+                            night,
+                            "recommendation_opened",
+                            r.cluster_id,
+                            r.kind,
+                            r.monthly_savings,
+                            resurfaced=outgrown,
+                        )
+                    )
+            elif not declined:
+                key = ("resolved", r.cluster_id, r.kind, r.last_seen_at)
+                if key not in announced:
+                    announced.add(key)
+                    out.append(
+                        NotifyEventTruth(
+                            night,
+                            "recommendation_resolved",
+                            r.cluster_id,
+                            r.kind,
+                            r.monthly_savings,
+                            r.realized_monthly_savings,
+                        )
+                    )
+    if run_statuses is not None:
+        last = "complete"
+        for night, status in enumerate(run_statuses):
+            if status != last:
+                out.append(NotifyEventTruth(night, "run_health", None, None, None, status=status))
+                last = status
+    return out

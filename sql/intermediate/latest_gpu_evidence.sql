@@ -1,27 +1,29 @@
 -- materialized: table
 -- incremental: per cluster where evidence_snapshot_at > from_at
--- Per cluster, over its latest snapshot's 7-day window, the GPUs that were idle nearly all the
--- time (>= stop_idle_share_pct of their billed hours) and the memory they held while idle: the
--- per-GPU evidence of an open stop_idle or downsize recommendation.
+-- Per cluster, over its latest snapshot's window (lookback_days), the GPUs that were idle nearly
+-- all the time (>= stop_idle_share_pct of their billed hours) and the memory they held while
+-- idle: the per-GPU evidence of an open stop_idle or downsize recommendation.
 with
 
 presence as (
     select * from intermediate.cluster_presence
 ),
 
--- an incremental build's scope starts at or before the latest window of every cluster whose
--- latest snapshot is new
+-- an incremental build's scope starts at or before the latest 7-day window of every cluster
+-- whose latest snapshot is new; a longer lookback reaches further back
 gpu_buckets as (
     select *
     from intermediate.gpu_buckets
     where bucket_at >= getvariable('build_from_at')
+        - to_hours((getvariable('lookback_days') - 7) * 24)
 ),
 
 windows as (
     select
         cluster_id,
         last_snapshot_at,
-        date_trunc('hour', last_snapshot_at) - to_hours(168) as window_start_at,
+        date_trunc('hour', last_snapshot_at) - to_hours(getvariable('lookback_days') * 24)
+            as window_start_at,
         date_trunc('hour', last_snapshot_at) as window_end_at,
     from presence
     where exists (

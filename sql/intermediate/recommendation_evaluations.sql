@@ -1,5 +1,6 @@
--- Every recommendation that holds at a snapshot, by DESIGN's rules over that snapshot's 7-day
--- window, with its monthly savings (a month = hours_per_month hours) and its evidence.
+-- Every recommendation that holds at a snapshot, by DESIGN's rules over that snapshot's window
+-- (lookback_days, 7 by default; schedule's day rule scales: >= schedule_min_days of every 7),
+-- with its monthly savings (a month = hours_per_month hours) and its evidence.
 with
 
 windows as (
@@ -73,16 +74,19 @@ schedule as (
         snapshot_at,
         'schedule' as kind,
         cast(
-            cast(idle_run_hours as decimal(18, 6)) * 30 * (hourly_rate - storage_rate) / 7
+            cast(idle_run_hours as decimal(18, 6)) * 30 * (hourly_rate - storage_rate)
+            / getvariable('lookback_days')
             as decimal(18, 6)
         ) as monthly_savings,
         'whole cluster idle for ' || cast(getvariable('schedule_min_idle_hours') as integer)
-        || ' h or more at a stretch on ' || idle_run_days || ' UTC days of the 7-day window, '
-        || cast(round(idle_run_hours / 7, 1) as varchar) || ' h a day on average' as reason,
+        || ' h or more at a stretch on ' || idle_run_days || ' UTC days of the '
+        || getvariable('lookback_days') || '-day window, '
+        || cast(round(idle_run_hours / getvariable('lookback_days'), 1) as varchar)
+        || ' h a day on average' as reason,
     from flagged
     where not is_stop_idle
     and status = 'running'
-    and idle_run_days >= getvariable('schedule_min_days')
+    and idle_run_days * 7 >= getvariable('schedule_min_days') * getvariable('lookback_days')
 ),
 
 delete_storage as (

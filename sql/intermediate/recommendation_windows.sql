@@ -1,8 +1,9 @@
 -- materialized: table
 -- incremental: per cluster where window_end_at > from_at
--- For every snapshot of every cluster, what its 7-day window of buckets shows
--- ([floor_hour(snapshot) - 168 h, floor_hour(snapshot))): billed and all-idle buckets, the P95
--- of busy GPUs, and the runs of whole-cluster idleness. Recommendations are evaluated at every
+-- For every snapshot of every cluster, what its window of buckets shows
+-- ([floor_hour(snapshot) - lookback_days x 24 h, floor_hour(snapshot)), 7 days by default, over
+-- the stored history): billed and all-idle buckets, the hours of evidence, the P95 of busy GPUs,
+-- and the runs of whole-cluster idleness. Recommendations are evaluated at every
 -- snapshot so that their history (first seen, last seen, resolved) follows from the data.
 with
 
@@ -20,13 +21,14 @@ rates as (
 buckets as (
     select *
     from intermediate.buckets
-    where bucket_at >= getvariable('build_from_at') - to_hours(168)
+    where bucket_at >= getvariable('build_from_at') - to_hours(getvariable('lookback_days') * 24)
 ),
 
 windows as (
     select
         rates.*,
-        date_trunc('hour', rates.snapshot_at) - to_hours(168) as window_start_at,
+        date_trunc('hour', rates.snapshot_at) - to_hours(getvariable('lookback_days') * 24)
+            as window_start_at,
         date_trunc('hour', rates.snapshot_at) as window_end_at,
     from rates
 ),
@@ -68,6 +70,7 @@ bucket_stats as (
         cluster_id,
         snapshot_at,
         count(*) as window_buckets,
+        sum(hours) as evidence_hours,
         count(*) filter (where is_billed) as billed_buckets,
         count(*) filter (where not is_billed) as stopped_buckets,
         count(*) filter (where is_all_idle) as all_idle_buckets,
@@ -181,6 +184,7 @@ final as (
         windows.components_per_hour,
         windows.bills_gpus,
         coalesce(bucket_stats.window_buckets, 0) as window_buckets,
+        coalesce(bucket_stats.evidence_hours, 0) as evidence_hours,
         coalesce(bucket_stats.billed_buckets, 0) as billed_buckets,
         coalesce(bucket_stats.stopped_buckets, 0) as stopped_buckets,
         coalesce(bucket_stats.all_idle_buckets, 0) as all_idle_buckets,
