@@ -212,6 +212,8 @@ def validate_detail(detail: dict[str, Any], columns: PointColumns | None = None)
         for name in _UTILIZATIONS:
             _bounded(current.get(name), f"metrics.current.{name}", MAX_PERCENT)
         for j, gpu in enumerate(current.get("gpus") or []):
+            if not isinstance(gpu, Mapping):
+                continue  # the store refuses an entry without gpu_id
             where = f"metrics.current.gpus[{j}]"
             _bounded(gpu.get("utilization"), f"{where}.utilization", MAX_PERCENT)
             for name in ("memory_used_gb", "memory_total_gb", "power_draw_w"):
@@ -222,8 +224,10 @@ def validate_detail(detail: dict[str, Any], columns: PointColumns | None = None)
         else:
             has_money = _check_points(points) or has_money
         check_bucket_times(detail, columns)
-    if isinstance(cost, dict) or has_money:
-        _currency(cost if isinstance(cost, dict) else detail.setdefault("cost", {}), has_money)
+    if isinstance(cost, dict):
+        _currency(cost, has_money)
+    elif has_money:
+        raise ContractError("missing, while the detail carries money", "cost.currency")
 
 
 # --------------------------------------------------------------------------- time
