@@ -36,7 +36,7 @@ from pipeline.config import Config
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, ApiError, AuthError, GpucostError
 from pipeline.log import get_logger
 from pipeline.store import DEFAULT_BATCH_CLUSTERS, LoadBatch, Store, rollback_quietly
-from pipeline.validate import ContractError, TimeGuard, validate_detail
+from pipeline.validate import TimeGuard, validate_detail
 
 _log = get_logger("snapshot")
 _DONE = object()
@@ -281,32 +281,41 @@ def _snapshot(
     store.set_listed(run_id, result.listed)
     bar.set_total(result.listed)
     keep_raw = config.store.raw_retention_days > 0
-    batch = LoadBatch(run_id, keep_raw=keep_raw)
     writer = _Writer(store, result, client)
     guard = TimeGuard()
+    # A batch's results are judged together (their snapshot times against each other's),
+    # then queued for the writer.
+    held: list[Any] = []
+
+    def flush() -> None:
+        if not held:
+            return
+        batch = LoadBatch(run_id, keep_raw=keep_raw)
+        for fetched in _check_times(guard, held):
+            batch.add_result(fetched)
+        held.clear()
+        writer.submit(batch)
+
     try:
         # A batch write takes a fraction of a second and releases the GIL: a few results per
         # worker keep HTTP busy meanwhile; more would only hold canonical details (~0.7 MB
         # each with 8 GPUs) in memory.
         depth = max(QUEUE_PER_WORKER * config.api.concurrency, 1)
         for fetched in _fetch_in_background(client, summaries, depth):
-            batch.add_result(_check_time(guard, fetched))
+            held.append(fetched)
             if fetched.outcome != "ok":
                 _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome, fetched.reason)
-            if len(batch) >= batch_clusters:
-                writer.submit(batch)
-                batch = LoadBatch(run_id, keep_raw=keep_raw)
+            if len(held) >= batch_clusters:
+                flush()
     except AuthError:
         # What was fetched before the provider refused the key is still worth keeping.
-        if len(batch):
-            writer.submit(batch)
+        flush()
         writer.close()
         raise
     except BaseException:
         writer.close(wait_only=True)
         raise
-    if len(batch):
-        writer.submit(batch)
+    flush()
     writer.close()
 
 
@@ -366,22 +375,22 @@ class _Writer:
             self._pool.shutdown(wait=True)
 
 
-def _check_time(guard: TimeGuard, fetched: Any) -> Any:
-    """The result, or a failed one when its snapshot time is far from the run's (a provider
-    clock years ahead would otherwise be "newest" forever and pin every bucket it sent)."""
-    if fetched.outcome != "ok" or fetched.detail is None:
-        return fetched
-    try:
-        guard.check(fetched.detail, fetched.provider_date)
-    except ContractError as exc:
-        return dataclasses.replace(
-            fetched,
-            outcome="failed",
-            detail=None,
-            columns=None,
-            reason=f"outside the contract: {exc}",
-        )
-    return fetched
+def _check_times(guard: TimeGuard, results: list[Any]) -> list[Any]:
+    """The results, those whose snapshot time is far from the run's turned into failures (a
+    provider clock years ahead would otherwise be "newest" forever and pin every bucket)."""
+    ok = [i for i, r in enumerate(results) if r.outcome == "ok" and r.detail is not None]
+    errors = guard.check_many([(results[i].detail, results[i].provider_date) for i in ok])
+    out = list(results)
+    for i, error in zip(ok, errors, strict=True):
+        if error is not None:
+            out[i] = dataclasses.replace(
+                results[i],
+                outcome="failed",
+                detail=None,
+                columns=None,
+                reason=f"outside the contract: {error}",
+            )
+    return out
 
 
 def _fetch_in_background(client: Any, summaries: list[dict[str, Any]], depth: int) -> Iterator[Any]:

@@ -12,8 +12,8 @@ fleet is stored. The one repair: a currency in lower case (`usd` -> `USD`).
   counts: not negative. `interval_seconds`: positive, at most a day.
 - Currency: three letters (ISO 4217), whenever the detail carries money.
 - Time (`check_bucket_times`, `TimeGuard`): buckets lie within the metrics window before the
-  snapshot instant; the snapshot instant is not ahead of the provider's own clock (its HTTP
-  `Date`, else the local clock) and not far from the other clusters' snapshot times of the run.
+  snapshot instant; the snapshot instant is not far from the other clusters' snapshot times of
+  the run, nor ahead of the provider's own clock (its HTTP `Date`, else the local clock).
   Absurd timestamps (before 2000, from 2100) are refused earlier, by normalize.
 - Cluster ids (`cluster_id_problem`): a plain URL path segment, never `.` or `..`.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -48,6 +47,9 @@ BUCKET_SLACK = timedelta(days=1)
 DEFAULT_WINDOW = timedelta(days=7)
 # The peers a median needs before it is a reference.
 MIN_PEERS = 3
+# How far the run's own time (its clusters' median) may be ahead of the provider's clock: the
+# simulator and replays run on virtual clocks, weeks from the real one; years ahead is wrong.
+MAX_RUN_AHEAD = timedelta(days=90)
 _WINDOW = re.compile(r"^\s*(\d{1,6})\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
@@ -305,52 +307,78 @@ def provider_clock(date_header: str | None, now: datetime | None = None) -> tupl
 
 
 class TimeGuard:
-    """The run's sense of "now", from the provider's `Date` headers and the snapshot instants of
-    the clusters accepted so far (thread-safe); `check` refuses an instant far from it."""
+    """The run's sense of "now" (data time comes from the data, DESIGN.md "Time"): the median
+    snapshot instant of the run's clusters, checked against the provider's clock.
+
+    `check_many` judges a group of details (a batch) at once, so that even the first clusters
+    of a run are judged by their peers:
+
+    - a snapshot instant from `metrics.current` more than `MAX_SPREAD` from the median of the
+      run's instants (this group's and those accepted before, once there are `MIN_PEERS`) fails:
+      one cluster's clock years ahead would otherwise be "newest" forever;
+    - an instant the peers vouch for may be ahead of the provider's clock (its HTTP `Date`, else
+      the local clock) by at most `MAX_RUN_AHEAD`: simulations and replays run on virtual
+      clocks, a provider whose whole fleet is years ahead does not;
+    - an instant no peers vouch for (a lone cluster, `updated_at` of a cluster without metrics)
+      may be ahead of the provider's clock by at most `MAX_AHEAD`.
+    """
 
     def __init__(self, *, now: datetime | None = None) -> None:
         self._now = now
         self._peers: list[datetime] = []
-        self._median: datetime | None = None
-        self._lock = threading.Lock()
 
     def check(self, detail: Mapping[str, Any], date_header: str | None) -> None:
-        """Raise `ContractError` when the detail's snapshot instant is ahead of the provider's
-        clock, or (taken from `metrics.current`) far from the other clusters' instants; else
-        count it among the peers."""
-        instant, current = snapshot_time(detail)
-        if instant is None:
-            return
+        """`check_many` for one detail: raises its `ContractError`, if any."""
+        (error,) = self.check_many([(detail, date_header)])
+        if error is not None:
+            raise error
+
+    def check_many(
+        self, items: list[tuple[Mapping[str, Any], str | None]]
+    ) -> list[ContractError | None]:
+        """For each (detail, HTTP Date header): None when its snapshot time is plausible (it
+        then counts among the peers), else the `ContractError` naming the value."""
+        stamps = [snapshot_time(detail) for detail, _ in items]
+        pool = self._peers + [t for t, current in stamps if t is not None and current]
+        median = _median(pool) if len(pool) >= MIN_PEERS else None
+        out: list[ContractError | None] = []
+        for (instant, current), (_, date_header) in zip(stamps, items, strict=True):
+            error = None
+            if instant is not None:
+                error = self._judge(instant, current, date_header, median)
+                if error is None and current:
+                    self._peers.append(instant)
+            out.append(error)
+        if len(self._peers) > 4096:
+            # A median is stable: a sample of the run keeps it cheap for any fleet size.
+            self._peers = self._peers[::2]
+        return out
+
+    def _judge(
+        self, instant: datetime, current: bool, date_header: str | None, median: datetime | None
+    ) -> ContractError | None:
         path = "metrics.current.timestamp" if current else "updated_at"
-        clock, what = provider_clock(date_header, self._now)
-        if instant > clock + MAX_AHEAD:
-            raise ContractError(
-                f"snapshot time {_iso(instant)} is {_span(instant - clock)} ahead of {what}",
-                path,
-            )
-        if not current:
-            return  # `updated_at` may be old: a stopped cluster changes rarely
-        with self._lock:
-            median = self._median
-            if median is not None and abs(instant - median) > MAX_SPREAD:
+        vouched = False
+        if current and median is not None:
+            if abs(instant - median) > MAX_SPREAD:
                 side = "after" if instant > median else "before"
-                raise ContractError(
+                return ContractError(
                     f"snapshot time {_iso(instant)} is {_span(instant - median)} {side} the "
                     f"other clusters' snapshot times (median {_iso(median)})",
                     path,
                 )
-            self._peers.append(instant)
-            count = len(self._peers)
-            # Recomputed as the run grows, not on every cluster: a median is stable.
-            if count >= MIN_PEERS and (count < 64 or count % 64 == 0):
-                self._median = _median(self._peers)
+            vouched = True
+        clock, what = provider_clock(date_header, self._now)
+        allowed = MAX_RUN_AHEAD if vouched else MAX_AHEAD
+        if instant > clock + allowed:
+            return ContractError(
+                f"snapshot time {_iso(instant)} is {_span(instant - clock)} ahead of {what}", path
+            )
+        return None
 
     def seed(self, instants: Iterable[datetime]) -> None:
         """Count instants already known to be right (tests, replays)."""
-        with self._lock:
-            self._peers.extend(instants)
-            if len(self._peers) >= MIN_PEERS:
-                self._median = _median(self._peers)
+        self._peers.extend(instants)
 
 
 def _median(values: list[datetime]) -> datetime:

@@ -178,3 +178,22 @@ def test_money_stays_decimal_through_validation():
     detail, columns = _detail()
     validate_detail(detail, columns)
     assert detail["cost"]["current_hourly_rate"] == Decimal("6.9000")
+
+
+def test_a_run_on_a_virtual_clock_ahead_of_the_providers_date_is_judged_by_its_peers():
+    date = "Fri, 20 Nov 2026 03:00:00 GMT"
+    guard = TimeGuard(now=AT)
+    ahead = AT + timedelta(days=14)  # the simulator's virtual night, its Date the real clock
+    group = [(_at(ahead), date) for _ in range(5)] + [(_at(YEAR_2031), date)]
+    errors = guard.check_many(group)
+    assert errors[:5] == [None] * 5
+    assert errors[5] is not None and "after the other clusters' snapshot times" in str(errors[5])
+
+
+def test_a_whole_fleet_years_ahead_of_the_providers_date_fails():
+    date = "Fri, 20 Nov 2026 03:00:00 GMT"
+    errors = TimeGuard(now=AT).check_many([(_at(YEAR_2031), date) for _ in range(5)])
+    assert all(e is not None and "ahead of the provider's clock" in str(e) for e in errors)
+
+
+YEAR_2031 = datetime(2031, 1, 1, tzinfo=UTC)
