@@ -319,8 +319,9 @@ class TimeGuard:
     - an instant the peers vouch for may be ahead of the provider's clock (its HTTP `Date`, else
       the local clock) by at most `MAX_RUN_AHEAD`: simulations and replays run on virtual
       clocks, a provider whose whole fleet is years ahead does not;
-    - an instant no peers vouch for (a lone cluster, `updated_at` of a cluster without metrics)
-      may be ahead of the provider's clock by at most `MAX_AHEAD`.
+    - an instant no peers vouch for (a lone cluster, an `updated_at` ahead of the run's median)
+      may be ahead of the provider's clock by at most `MAX_AHEAD`. An `updated_at` (a cluster
+      without metrics) may be old: a stopped cluster changes rarely.
     """
 
     def __init__(self, *, now: datetime | None = None) -> None:
@@ -368,6 +369,8 @@ class TimeGuard:
                     path,
                 )
             vouched = True
+        elif median is not None and instant <= median + MAX_SPREAD:
+            vouched = True  # an older `updated_at` is fine; one ahead of the run is not
         clock, what = provider_clock(date_header, self._now)
         allowed = MAX_RUN_AHEAD if vouched else MAX_AHEAD
         if instant > clock + allowed:

@@ -197,3 +197,16 @@ def test_a_whole_fleet_years_ahead_of_the_providers_date_fails():
 
 
 YEAR_2031 = datetime(2031, 1, 1, tzinfo=UTC)
+
+
+def test_a_cluster_without_metrics_is_vouched_for_by_the_runs_peers_on_a_virtual_clock():
+    date = "Fri, 20 Nov 2026 03:00:00 GMT"
+    ahead = AT + timedelta(days=14)
+    group = [(_at(ahead), date) for _ in range(3)]
+    group += [
+        (_at(ahead, current=False), date),
+        (_at(ahead + timedelta(days=3), current=False), date),
+    ]
+    errors = TimeGuard(now=AT).check_many(group)
+    assert errors[:4] == [None] * 4
+    assert errors[4] is not None and "ahead of the provider's clock" in str(errors[4])
