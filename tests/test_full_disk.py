@@ -63,3 +63,27 @@ def test_a_full_disk_names_its_cause_in_the_cli_and_the_ledger(small_disk: Path)
     status, message = runs[0]
     assert status == "failed"
     assert "no space left on device" in message and "cannot rollback" not in message
+
+
+def test_a_write_failing_for_lack_of_space_fails_the_run_with_its_cause(tmp_path, monkeypatch):
+    """The same without root: DuckDB's own I/O error injected at the write layer."""
+    import duckdb
+
+    from pipeline.snapshot import run_snapshot
+    from pipeline.store import StoreWriteError
+    from tests.snapshot_helpers import make_config
+
+    def full(con, rows):
+        raise duckdb.IOException('Could not write file "g.duckdb.wal": No space left on device')
+
+    monkeypatch.setattr(Store, "_write_buckets", staticmethod(full))
+    monkeypatch.setenv("GPUCOST_API_KEY", API_KEY)
+    db = tmp_path / "g.duckdb"
+    sim = Simulator(Fleet(FleetSpec(seed=3, clusters=5, start=START)), api_key=API_KEY)
+    with sim.run_in_thread(port=0) as url, pytest.raises(StoreWriteError) as caught:
+        run_snapshot(make_config(db, url))
+    assert "no space left on device" in str(caught.value)
+    assert caught.value.exit_code == 1
+    with Store.open(db, read_only=True) as store:
+        ((status, message),) = store.con.execute("select status, message from meta.runs").fetchall()
+    assert status == "failed" and "no space left on device" in message
