@@ -10,14 +10,7 @@ import duckdb
 import pytest
 
 from pipeline.errors import LockedError
-from pipeline.store import (
-    LoadBatch,
-    LoadError,
-    Store,
-    StoreError,
-    StoreWriteError,
-    code_schema_version,
-)
+from pipeline.store import LoadBatch, LoadError, Store, StoreError, code_schema_version
 from tests.store_fixtures import HOUR, T0, detail, point
 
 DAY = 24 * HOUR
@@ -436,6 +429,9 @@ def test_points_given_as_columns_store_the_same_rows_as_the_dicts(tmp_path):
             }
     assert tables[True] == tables[False]
     assert len(tables[True]["gpu_metric_points"]) > 1000
+
+
+from pipeline.store import StoreWriteError  # noqa: E402 - beside the tests that use it
 
 
 class _FullDiskConnection:
