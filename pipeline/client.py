@@ -50,21 +50,33 @@ from pipeline.config import Config, check_api_url, read_api_key
 from pipeline.errors import ApiError, AuthError, ConfigError
 from pipeline.log import get_logger
 from pipeline.normalize import (
+    MAX_NESTING,
     InexactMoneyError,
     NormalizeError,
     PointColumns,
+    check_nesting,
     dump_json,
     normalize_detail_columns,
     normalize_list_page,
     parse_json,
 )
 from pipeline.redact import redact_document, redact_text
+from pipeline.validate import ContractError, cluster_id_problem, validate_detail
 
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_RETRY_MAX_SECONDS = 300.0
+# The whole snapshot's time limit: a night's run takes minutes (seconds for a hundred clusters;
+# the request budget skips what the rate limit cannot reach within retry_max_seconds).
+DEFAULT_RUN_DEADLINE_SECONDS = 3600.0
+# The circuit breaker: this many requests in a row failed (5xx, timeouts, broken connections;
+# a 429 is pacing, not a failure) over at least this many seconds without one good answer means
+# the provider is down: the rest of the run is recorded failed ("provider unavailable") instead
+# of each cluster spending its own retry budget (91 clusters x 300 s of backoff).
+DEFAULT_BREAKER_FAILURES = 20
+DEFAULT_BREAKER_SECONDS = 60.0
 DETAIL_PARAMS = {
     "include_metrics": "true",
     "include_cost_breakdown": "true",
@@ -78,7 +90,10 @@ _BACKOFF_MULTIPLIER = 0.5
 _BACKOFF_MAX = 30.0
 # Exponential backoff with full jitter: workers that failed together do not retry together.
 _BACKOFF = tenacity.wait_random_exponential(multiplier=_BACKOFF_MULTIPLIER, max=_BACKOFF_MAX)
-_MAX_PAGES = 100_000
+# Pages beyond what the list's own total needs (clusters created while paging shift items).
+_EXTRA_PAGES = 2
+# Without any total from the provider: a last bound (a million clusters at 100 a page).
+_MAX_PAGES = 10_000
 _STATUS_RANK = {"running": 0, "error": 1}
 # Requests submitted beyond those running, per worker (each finished one holds its document).
 QUEUED_PER_WORKER = 1
@@ -101,6 +116,8 @@ class FetchResult:
     # The detail's data points as columns (the store loads them without walking the dicts);
     # None when the points took normalization's general path.
     columns: PointColumns | None = None
+    # The response's HTTP `Date` header: the provider's clock, for the snapshot's time checks.
+    provider_date: str | None = None
 
 
 def _fast_loads(body: bytes) -> Any:
@@ -108,12 +125,19 @@ def _fast_loads(body: bytes) -> Any:
 
     orjson refuses a few things the JSON grammar or the stdlib allow (NaN, lone surrogates,
     numbers beyond a double): those bodies go through the stdlib parser, so both accept the
-    same documents; ValueError when neither can parse it.
+    same documents; ValueError when neither can parse it. A document nested deeper than
+    `normalize.MAX_NESTING` raises `NormalizeError` (orjson stops at 1024 levels, the stdlib
+    parser at the recursion limit: neither may abort the run).
     """
     try:
-        return orjson.loads(body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return json.loads(body)
+        try:
+            doc = json.loads(body)
+        except RecursionError:
+            raise NormalizeError(f"nested deeper than {MAX_NESTING} levels") from None
+    check_nesting(doc)
+    return doc
 
 
 def _fast_dumps(doc: Any) -> bytes:
@@ -182,11 +206,55 @@ class _OverBudget(_Failure):
     """The next request could only go out after waiting longer than retry_max_seconds."""
 
 
+class _Halted(_Final):
+    """The run stopped sending: the circuit breaker is open or the run deadline passed."""
+
+
 @dataclass
 class _Response:
     status: int
     body: bytes
     doc: Any = None  # parsed JSON of a 200
+    date: str | None = None  # the HTTP Date header
+
+
+class _Breaker:
+    """Opens when `failures` requests in a row failed over at least `seconds` (thread-safe).
+
+    Once open it stays open for the run: the provider is plainly down, and the next night
+    tries again.
+    """
+
+    def __init__(self, failures: int, seconds: float, clock: Callable[[], float]):
+        self.failures = failures
+        self.seconds = seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._streak = 0
+        self._since: float | None = None
+        self.reason: str | None = None  # set when open
+
+    def success(self) -> None:
+        with self._lock:
+            self._streak = 0
+            self._since = None
+
+    def failure(self, what: str) -> bool:
+        """Count one failed request; True when this one opened the breaker."""
+        with self._lock:
+            if self.reason is not None:
+                return False
+            now = self._clock()
+            self._streak += 1
+            if self._since is None:
+                self._since = now
+            if self._streak >= self.failures and now - self._since >= self.seconds:
+                self.reason = (
+                    f"provider unavailable: {self._streak} requests in a row failed over "
+                    f"{now - self._since:.0f} s (last: {what}); circuit breaker open"
+                )
+                return True
+            return False
 
 
 def _header_float(headers: httpx.Headers, name: str) -> float | None:
@@ -351,6 +419,17 @@ class _Pacer:
             return total
 
 
+def _pages_allowed(total: Any, total_pages: Any, limit: int) -> int | None:
+    """The most pages a list may take by its own totals (plus `_EXTRA_PAGES` for clusters
+    created while paging), or None when it gives none."""
+    bounds = []
+    if isinstance(total_pages, int) and total_pages >= 0:
+        bounds.append(total_pages)
+    if isinstance(total, int) and total >= 0 and limit > 0:
+        bounds.append(-(-total // limit))
+    return max(bounds) + _EXTRA_PAGES if bounds else None
+
+
 def _priority(summary: dict[str, Any]) -> tuple[int, float]:
     updated = summary.get("updated_at")
     stamp = updated.timestamp() if isinstance(updated, datetime) else 0.0
@@ -385,6 +464,9 @@ class ApiClient:
         retry_max_seconds: float = DEFAULT_RETRY_MAX_SECONDS,
         include_logs: bool = False,
         allow_insecure_http: bool = False,
+        run_deadline_seconds: float = DEFAULT_RUN_DEADLINE_SECONDS,
+        breaker_failures: int = DEFAULT_BREAKER_FAILURES,
+        breaker_seconds: float = DEFAULT_BREAKER_SECONDS,
         transport: httpx.BaseTransport | None = None,
         on_event: OnEvent | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -396,12 +478,20 @@ class ApiClient:
         (wall-clock epoch seconds, as `X-RateLimit-Reset` is) are injectable for the same
         reason. `on_event(kind, cluster_id)` is told "done", "failed", "gone", "skipped" from
         the iterating thread and "retry" from the worker that retries.
+
+        Every run ends in bounded time: nothing is sent `run_deadline_seconds` after the client
+        was made, nor once `breaker_failures` requests in a row failed over `breaker_seconds`
+        (the provider is down); what is left comes back "failed" with the reason.
         """
         self.base_url = check_api_url(base_url, allow_insecure_http=allow_insecure_http)
         if not api_key or not api_key.isascii() or not api_key.isprintable():
             raise ConfigError("the API key is empty or holds characters a header cannot carry")
         if page_size < 1 or concurrency < 1 or timeout <= 0 or max_response_bytes < 1:
             raise ConfigError("page_size, concurrency, timeout and max_response_bytes must be > 0")
+        if run_deadline_seconds <= 0 or breaker_failures < 1 or breaker_seconds < 0:
+            raise ConfigError(
+                "run_deadline_seconds and breaker_failures must be > 0, breaker_seconds >= 0"
+            )
         self.page_size = page_size
         self.concurrency = concurrency
         self.timeout = timeout
@@ -411,9 +501,14 @@ class ApiClient:
         self.on_event = on_event
         self.stats = ClientStats()
         self._abort = threading.Event()
-        # By default a wait ends early when the run is aborted (AuthError, consumer gone), so
-        # that shutting the workers down never waits out a backoff or a rate-limit reset.
-        self._sleep_fn = sleep or self._abort.wait
+        # Set when the breaker opens or the deadline passes: every wait ends, nothing is sent.
+        self._halt = threading.Event()
+        self.run_deadline_seconds = run_deadline_seconds
+        self._deadline = time.monotonic() + run_deadline_seconds
+        self._breaker = _Breaker(breaker_failures, breaker_seconds, time.monotonic)
+        # By default a wait ends early when the run is aborted (AuthError, consumer gone) or
+        # halted, so that shutting the workers down never waits out a backoff or a reset.
+        self._sleep_fn = sleep or self._default_sleep
         self._clock = clock
         self._pacer = _Pacer(clock, self._sleep_counted)
         self._http = httpx.Client(
@@ -450,6 +545,9 @@ class ApiClient:
             retry_max_seconds=api.retry_max_seconds,
             include_logs=api.include_logs,
             allow_insecure_http=api.allow_insecure_http,
+            run_deadline_seconds=api.run_deadline_seconds,
+            breaker_failures=api.breaker_failures,
+            breaker_seconds=api.breaker_seconds,
             transport=transport,
             on_event=on_event,
         )
@@ -473,6 +571,31 @@ class ApiClient:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _default_sleep(self, seconds: float) -> None:
+        # Not past the deadline; the halt event is also set by an abort.
+        seconds = min(seconds, max(0.0, self._deadline - time.monotonic()))
+        if seconds > 0:
+            self._halt.wait(seconds)
+
+    def halted(self) -> str | None:
+        """Why nothing more is sent (breaker open, deadline passed, aborted), or None."""
+        if self._breaker.reason is not None:
+            return self._breaker.reason
+        if time.monotonic() >= self._deadline:
+            self._halt.set()
+            return (
+                f"run deadline reached: api.run_deadline_seconds={self.run_deadline_seconds:g} "
+                "passed before this cluster could be read"
+            )
+        if self._abort.is_set():
+            return "the run was aborted"
+        return None
+
+    def _failed_request(self, what: str) -> None:
+        if self._breaker.failure(what):
+            _log.warning("%s", self._breaker.reason)
+            self._halt.set()
+
     def _sleep_counted(self, seconds: float) -> None:
         if seconds > 0:
             self.stats.add(waited_seconds=seconds)
@@ -484,9 +607,12 @@ class ApiClient:
 
     def _send(self, path: str, params: dict[str, str]) -> _Response:
         """One request: pace, send, read at most max_response_bytes, classify the status."""
-        if self._abort.is_set():
-            raise _Final("the run was aborted")
-        self._pacer.acquire(self.retry_max_seconds)
+        halted = self.halted()
+        if halted is not None:
+            raise _Halted(halted)
+        self._pacer.acquire(
+            min(self.retry_max_seconds, max(0.0, self._deadline - time.monotonic()))
+        )
         self.stats.add(requests=1)
         sent_at = self._clock()
         started = time.monotonic()
@@ -509,16 +635,24 @@ class ApiClient:
                             resp.status_code,
                         )
                     if time.monotonic() - started > self.timeout:
+                        self._failed_request("a body too slow")
                         raise _Transient(f"timed out after {self.timeout:g} s reading the body")
                     chunks.append(chunk)
                 status, headers = resp.status_code, resp.headers
         except httpx.TimeoutException as exc:
+            self._failed_request("a timeout")
             raise _Transient(f"timeout ({type(exc).__name__})") from None
         except httpx.RemoteProtocolError as exc:
             # Also a body shorter than its Content-Length: truncated in transit.
+            self._failed_request("a broken connection")
             raise _Transient(f"connection broken: {exc}") from None
         except httpx.TransportError as exc:
+            self._failed_request("a connection error")
             raise _Transient(f"connection error ({type(exc).__name__}): {exc}") from None
+        if status >= 500:
+            self._failed_request(f"HTTP {status}")
+        elif status != 429:
+            self._breaker.success()
         body = b"".join(chunks)
         if status in (401, 403):
             word = "refused the API key" if status == 401 else "refused permission for the key"
@@ -542,13 +676,15 @@ class ApiClient:
                 retry_after=retry_after,
                 body=body,
             )
-        response = _Response(status, body)
+        response = _Response(status, body, date=headers.get("date"))
         if status == 200:
             try:
                 # Plain (fast) parse: numbers as floats. Money normally arrives as strings and
                 # becomes Decimal from them; an amount sent as a JSON number makes the caller
                 # parse again with parse_json (InexactMoneyError), so it never goes via a float.
                 response.doc = _fast_loads(body)
+            except NormalizeError as exc:
+                raise _Final(f"malformed response: {exc}", status) from None
             except (ValueError, UnicodeDecodeError) as exc:
                 reason = f"invalid JSON: {exc}"
                 raise _Transient(reason, status=status, body=body, malformed=True) from None
@@ -570,6 +706,8 @@ class ApiClient:
         return float(_BACKOFF(state))
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
+        if self.halted() is not None:
+            return True
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Transient) and exc.malformed:
             return state.attempt_number > MALFORMED_RETRIES
@@ -619,32 +757,17 @@ class ApiClient:
     def list_clusters(self) -> list[dict[str, Any]]:
         """Every cluster's canonical summary, deduplicated by id, in the provider's order.
 
-        Raises `AuthError` (401/403) or `ApiError` when the list cannot be read.
+        Paging ends when the provider says so (`has_next`, else `total_pages`), when a page
+        brings no cluster not seen before, and at most `_EXTRA_PAGES` pages beyond what the
+        list's own `total` needs. A list that contradicts itself (more pages announced than
+        its `total_pages`, more clusters than its `total`) is an `ApiError`, as is one that
+        cannot be read. Raises `AuthError` (401/403).
         """
         seen: dict[str, dict[str, Any]] = {}
         page = 1
-        while page <= _MAX_PAGES:
-            params = {"page": str(page), "limit": str(self.page_size)}
-            try:
-                response, _ = self._request("/clusters", params, None)
-            except _Transient as exc:
-                raise ApiError(
-                    f"listing clusters failed on page {page}: {exc.reason}", status=exc.status
-                ) from None
-            except _Final as exc:
-                raise ApiError(f"listing clusters failed on page {page}: {exc.reason}") from None
-            if response.status != 200:
-                raise ApiError(
-                    f"listing clusters failed on page {page}: HTTP {response.status} "
-                    f"{_error_summary(response.body)}".rstrip(),
-                    status=response.status,
-                    body=redact_text(response.body.decode("utf-8", "replace")).encode(),
-                )
-            try:
-                # Lists are small: parse again, exactly, so hourly_rate never sees a float.
-                listing = normalize_list_page(redact_document(parse_json(response.body)))
-            except NormalizeError as exc:
-                raise ApiError(f"listing clusters failed on page {page}: {exc}") from None
+        most_pages: int | None = None  # what the list's own totals allow
+        while True:
+            listing = self._list_page(page)
             for error in listing.errors:
                 _log.warning("skipping a malformed cluster summary on page %d: %s", page, error)
             new = 0
@@ -655,19 +778,72 @@ class ApiClient:
             if listing.raw_count == 0:
                 break
             pagination = listing.pagination or {}
+            limit = pagination.get("limit") or self.page_size
             has_next = pagination.get("has_next")
-            if has_next is None and pagination.get("total_pages") is not None:
-                has_next = page < pagination["total_pages"]
+            total, total_pages = pagination.get("total"), pagination.get("total_pages")
+            bound = _pages_allowed(total, total_pages, limit)
+            if bound is not None:
+                most_pages = max(most_pages or 0, bound)
+            if has_next is True and total_pages is not None and page >= total_pages:
+                raise ApiError(
+                    f"the cluster list contradicts itself: page {page} of total_pages="
+                    f"{total_pages} says has_next=true"
+                )
+            if total is not None and total >= 0 and len(seen) > total + limit:
+                raise ApiError(
+                    f"the cluster list contradicts itself: {len(seen)} distinct clusters by "
+                    f"page {page}, but total={total}"
+                )
+            if has_next is None and total_pages is not None:
+                has_next = page < total_pages
             if has_next is None:
-                limit = pagination.get("limit") or self.page_size
                 # No pagination object: a full page means there may be more; a server that
                 # ignores `page` keeps sending the same items, which must not loop forever.
                 has_next = listing.raw_count >= limit and new > 0
             if not has_next:
                 break
+            if new == 0:
+                # Nothing new on a whole page: the provider repeats itself; more pages would
+                # only repeat it again.
+                _log.warning(
+                    "the cluster list repeats itself: page %d brought no new cluster; "
+                    "stopped paging with %d clusters",
+                    page,
+                    len(seen),
+                )
+                break
+            if page >= (most_pages if most_pages is not None else _MAX_PAGES):
+                raise ApiError(
+                    f"the cluster list does not end: still has_next after {page} pages "
+                    f"(its totals allow {most_pages if most_pages is not None else _MAX_PAGES})"
+                )
             page += 1
         self._pacer.planned = 0
         return list(seen.values())
+
+    def _list_page(self, page: int) -> Any:
+        """One page of the list, normalized; `ApiError` when it cannot be read."""
+        params = {"page": str(page), "limit": str(self.page_size)}
+        try:
+            response, _ = self._request("/clusters", params, None)
+        except _Transient as exc:
+            raise ApiError(
+                f"listing clusters failed on page {page}: {exc.reason}", status=exc.status
+            ) from None
+        except _Final as exc:
+            raise ApiError(f"listing clusters failed on page {page}: {exc.reason}") from None
+        if response.status != 200:
+            raise ApiError(
+                f"listing clusters failed on page {page}: HTTP {response.status} "
+                f"{_error_summary(response.body)}".rstrip(),
+                status=response.status,
+                body=redact_text(response.body.decode("utf-8", "replace")).encode(),
+            )
+        try:
+            # Lists are small: parse again, exactly, so hourly_rate never sees a float.
+            return normalize_list_page(redact_document(parse_json(response.body)))
+        except NormalizeError as exc:
+            raise ApiError(f"listing clusters failed on page {page}: {exc}") from None
 
     # ------------------------------------------------------------------ details
 
@@ -699,7 +875,14 @@ class ApiClient:
         return params
 
     def fetch_detail(self, cluster_id: str) -> FetchResult:
-        """Fetch, redact and normalize one cluster's detail. Raises `AuthError` on 401/403."""
+        """Fetch, redact, normalize and validate one cluster's detail (`validate.py`).
+
+        An id that is not a plain path segment fails without a request. Raises `AuthError` on
+        401/403.
+        """
+        problem = cluster_id_problem(cluster_id)
+        if problem is not None:
+            return FetchResult(cluster_id, "failed", None, None, None, problem, 0)
         path = "/clusters/" + quote(cluster_id, safe="")
         try:
             response, attempts = self._request(path, self._detail_params(), cluster_id)
@@ -717,13 +900,15 @@ class ApiClient:
         except _Transient as exc:
             attempts = exc.attempts
             raw = redact_text(exc.body.decode("utf-8", "replace")).encode() if exc.body else None
+            reason = f"gave up after {attempts} attempt{'s' * (attempts != 1)}: {exc.reason}"
+            halted = self.halted()
             return FetchResult(
                 cluster_id,
                 "failed",
                 None,
                 raw,
                 exc.status,
-                f"gave up after {attempts} attempt{'s' * (attempts != 1)}: {exc.reason}",
+                f"{halted} ({reason})" if halted else reason,
                 attempts,
             )
         except _Final as exc:
@@ -764,6 +949,19 @@ class ApiClient:
                 doc = redact_document(parse_json(response.body))
                 raw = dump_json(doc)
                 detail, columns = normalize_detail_columns(doc)
+            # Before anything is written: values outside the contract fail this cluster.
+            validate_detail(detail, columns)
+        except ContractError as exc:
+            return FetchResult(
+                cluster_id,
+                "failed",
+                None,
+                raw,
+                200,
+                f"outside the contract: {exc}",
+                attempts,
+                provider_date=response.date,
+            )
         except NormalizeError as exc:
             raw = raw if raw is not None else dump_json(doc)
             return FetchResult(
@@ -779,7 +977,9 @@ class ApiClient:
                 f"malformed detail: asked for {cluster_id}, the response is for {detail['id']}",
                 attempts,
             )
-        return FetchResult(cluster_id, "ok", detail, raw, 200, None, attempts, columns)
+        return FetchResult(
+            cluster_id, "ok", detail, raw, 200, None, attempts, columns, response.date
+        )
 
     def fetch_details(
         self, cluster_ids_or_summaries: Iterable[str | dict[str, Any]]
@@ -824,6 +1024,12 @@ class ApiClient:
                         "done" if result.outcome == "ok" else result.outcome, result.cluster_id
                     )
                     yield result
+                halted = self.halted()
+                if halted is not None:
+                    # Provider down or deadline passed: the rest fail at once, not one by one.
+                    for cid in queue:
+                        self._emit("failed", cid)
+                        yield FetchResult(cid, "failed", None, None, None, halted, 0)
                 if over_budget:
                     # The budget will not come back in time: the rest are skipped, not tried.
                     for cid in queue:

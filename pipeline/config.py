@@ -39,6 +39,11 @@ class ApiSettings:
     max_response_bytes: int = 64 * 1024 * 1024
     retry_max_seconds: float = 300.0
     include_logs: bool = False
+    # Every night ends (docs/operations.md, "Bounded nights"): the snapshot's time limit, and
+    # the circuit breaker (this many failed requests in a row, over at least these seconds).
+    run_deadline_seconds: float = 3600.0
+    breaker_failures: int = 20
+    breaker_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -358,6 +363,9 @@ _MINIMUMS: dict[str, float] = {
     "api.timeout_seconds": 0.001,
     "api.max_response_bytes": 1024,
     "api.retry_max_seconds": 0,
+    "api.run_deadline_seconds": 1,
+    "api.breaker_failures": 1,
+    "api.breaker_seconds": 0,
     "store.raw_retention_days": 0,
     "thresholds.idle_threshold_pct": 0,
     "thresholds.memory_held_gb": 0,

@@ -42,6 +42,13 @@ from typing import Any
 from pipeline.errors import ApiError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Timestamps outside these are absurd for a GPU cloud (a year 9999 or a pre-1970 value makes
+# the build and the report overflow): refused at ingestion, naming the field.
+PLAUSIBLE_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+PLAUSIBLE_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
+# The contract's deepest path is 7 levels (data.metrics.historical.data_points[i].gpus[j]);
+# anything much deeper is hostile, and would exhaust the recursion of any walk over it.
+MAX_NESTING = 64
 
 
 class NormalizeError(ApiError):
@@ -85,11 +92,38 @@ _EXACT_MONEY: contextvars.ContextVar[bool] = contextvars.ContextVar("exact_money
 
 
 def parse_json(body: bytes | str) -> Any:
-    """Parse a response body; JSON numbers with a fraction become `Decimal`, never a float."""
+    """Parse a response body; JSON numbers with a fraction become `Decimal`, never a float.
+
+    A document nested deeper than `MAX_NESTING` raises `NormalizeError`, like invalid JSON.
+    """
     try:
-        return json.loads(body, parse_float=Decimal)
+        doc = json.loads(body, parse_float=Decimal)
+    except RecursionError:
+        raise NormalizeError(f"nested deeper than {MAX_NESTING} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise NormalizeError(f"invalid JSON: {exc}") from None
+    check_nesting(doc)
+    return doc
+
+
+def check_nesting(doc: Any, limit: int = MAX_NESTING) -> None:
+    """Raise `NormalizeError` when `doc` nests objects and arrays deeper than `limit`.
+
+    Iterative (a walk by recursion is what a hostile document would break), and it visits only
+    containers: the bulk of a detail is scalars.
+    """
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        items = node.values() if type(node) is dict else node if type(node) is list else None
+        if items is None:
+            continue
+        if depth > limit:
+            raise NormalizeError(f"nested deeper than {limit} levels")
+        for item in items:
+            if type(item) is dict or type(item) is list:
+                push((item, depth + 1))
 
 
 _MARK = "\ue000"
@@ -234,9 +268,18 @@ def _money(value: Any) -> Any:
     return out
 
 
+def _plausible(dt: datetime, sent: Any) -> datetime:
+    if not PLAUSIBLE_FROM <= dt < PLAUSIBLE_UNTIL:
+        raise NormalizeError(
+            f"timestamp {sent!r:.40} is not plausible (expected {PLAUSIBLE_FROM.year} to "
+            f"{PLAUSIBLE_UNTIL.year - 1})"
+        )
+    return dt
+
+
 def _from_epoch_ms(ms: int) -> datetime:
     try:
-        return _EPOCH + timedelta(milliseconds=ms)
+        return _plausible(_EPOCH + timedelta(milliseconds=ms), ms)
     except OverflowError:
         raise NormalizeError(f"epoch milliseconds out of range: {ms}") from None
 
@@ -249,9 +292,10 @@ def _timestamp(value: Any) -> Any:
             return _from_epoch_ms(int(text))
         try:
             dt = datetime.fromisoformat(text)
-        except ValueError:
+            dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        except (ValueError, OverflowError):
             raise NormalizeError(f"expected an ISO 8601 timestamp, got {value!r:.40}") from None
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        return _plausible(dt, value)
     if t is int:
         return _from_epoch_ms(value)
     if value is None:

@@ -21,6 +21,7 @@ as one JSON record with the counts. The API key is never logged: this module nev
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -34,7 +35,8 @@ import httpx
 from pipeline.config import Config
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, ApiError, AuthError, GpucostError
 from pipeline.log import get_logger
-from pipeline.store import DEFAULT_BATCH_CLUSTERS, LoadBatch, Store
+from pipeline.store import DEFAULT_BATCH_CLUSTERS, LoadBatch, Store, rollback_quietly
+from pipeline.validate import TimeGuard, validate_detail
 
 _log = get_logger("snapshot")
 _DONE = object()
@@ -226,7 +228,8 @@ def _finish(
 ) -> None:
     result.requests = client.stats.requests
     result.retries = client.stats.retries
-    try:
+
+    def record() -> None:
         store.finish_run(
             result.run_id,
             result.status,
@@ -235,10 +238,19 @@ def _finish(
             retries=result.retries,
             raw_retention_days=raw_retention_days,
         )
-    except Exception:  # pragma: no cover - the database itself failed: the next run recovers
+
+    try:
+        record()
+    except Exception:
         if result.status != "failed":
             raise
-        _log.exception("could not record run %s as failed", result.run_id)
+        # A fatal write error (a full disk) can leave the connection unusable while the
+        # one-row ledger update still fits: a fresh connection gets it recorded.
+        try:
+            store.reconnect()
+            record()
+        except Exception:  # the next run marks it failed ("interrupted")
+            _log.exception("could not record run %s as failed", result.run_id)
 
 
 def _snapshot(
@@ -269,31 +281,41 @@ def _snapshot(
     store.set_listed(run_id, result.listed)
     bar.set_total(result.listed)
     keep_raw = config.store.raw_retention_days > 0
-    batch = LoadBatch(run_id, keep_raw=keep_raw)
     writer = _Writer(store, result, client)
+    guard = TimeGuard()
+    # A batch's results are judged together (their snapshot times against each other's),
+    # then queued for the writer.
+    held: list[Any] = []
+
+    def flush() -> None:
+        if not held:
+            return
+        batch = LoadBatch(run_id, keep_raw=keep_raw)
+        for fetched in _check_times(guard, held):
+            batch.add_result(fetched)
+        held.clear()
+        writer.submit(batch)
+
     try:
         # A batch write takes a fraction of a second and releases the GIL: a few results per
         # worker keep HTTP busy meanwhile; more would only hold canonical details (~0.7 MB
         # each with 8 GPUs) in memory.
         depth = max(QUEUE_PER_WORKER * config.api.concurrency, 1)
         for fetched in _fetch_in_background(client, summaries, depth):
-            batch.add_result(fetched)
+            held.append(fetched)
             if fetched.outcome != "ok":
                 _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome, fetched.reason)
-            if len(batch) >= batch_clusters:
-                writer.submit(batch)
-                batch = LoadBatch(run_id, keep_raw=keep_raw)
+            if len(held) >= batch_clusters:
+                flush()
     except AuthError:
         # What was fetched before the provider refused the key is still worth keeping.
-        if len(batch):
-            writer.submit(batch)
+        flush()
         writer.close()
         raise
     except BaseException:
         writer.close(wait_only=True)
         raise
-    if len(batch):
-        writer.submit(batch)
+    flush()
     writer.close()
 
 
@@ -351,6 +373,24 @@ class _Writer:
                 self._collect()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def _check_times(guard: TimeGuard, results: list[Any]) -> list[Any]:
+    """The results, those whose snapshot time is far from the run's turned into failures (a
+    provider clock years ahead would otherwise be "newest" forever and pin every bucket)."""
+    ok = [i for i, r in enumerate(results) if r.outcome == "ok" and r.detail is not None]
+    errors = guard.check_many([(results[i].detail, results[i].provider_date) for i in ok])
+    out = list(results)
+    for i, error in zip(ok, errors, strict=True):
+        if error is not None:
+            out[i] = dataclasses.replace(
+                results[i],
+                outcome="failed",
+                detail=None,
+                columns=None,
+                reason=f"outside the contract: {error}",
+            )
+    return out
 
 
 def _fetch_in_background(client: Any, summaries: list[dict[str, Any]], depth: int) -> Iterator[Any]:
@@ -426,6 +466,7 @@ def _rebuild_from_raw(config: Config, batch_clusters: int) -> SnapshotResult:
                 result.listed += 1
                 try:
                     detail = normalize_detail(parse_json(body))
+                    validate_detail(detail)
                 except ApiError as exc:
                     batch.add_failure(
                         cluster_id,
@@ -447,7 +488,7 @@ def _rebuild_from_raw(config: Config, batch_clusters: int) -> SnapshotResult:
             store.set_listed(run_id, result.listed)
             store.con.commit()
         except BaseException as exc:
-            store.con.rollback()
+            rollback_quietly(store.con)
             store.finish_run(run_id, "failed", message=_failure_message(exc))
             raise
         result.status = "complete" if not result.failed else "partial"

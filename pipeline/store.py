@@ -33,6 +33,8 @@ reloads idempotent:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import os
 import re
@@ -89,6 +91,30 @@ class StoreError(GpucostError):
 
 class LoadError(GpucostError):
     """One canonical detail cannot be turned into rows (the reason names the field)."""
+
+
+class StoreWriteError(StoreError):
+    """The database refused a write for a reason outside the data: the disk is full, the file
+    cannot be written. The message names the cause (not a failed rollback's own error)."""
+
+
+def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after an error without hiding it: DuckDB ends a transaction whose commit
+    failed (a full disk), and a rollback then raises "no transaction is active"."""
+    try:
+        con.rollback()
+    except duckdb.Error as exc:
+        _log.debug("rollback after a failed write: %s", exc)
+
+
+def write_error(path: Path, exc: BaseException) -> StoreWriteError:
+    """A `StoreWriteError` naming the cause of `exc` (a DuckDB I/O error or an OSError)."""
+    text = str(exc)
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        "no space left on device" in text.lower()
+    )
+    cause = "no space left on device" if full else "cannot write"
+    return StoreWriteError(f"database {path}: {cause}: {text}")
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -965,7 +991,7 @@ class Store:
                 )
                 self.con.commit()
             except duckdb.Error as exc:
-                self.con.rollback()
+                rollback_quietly(self.con)
                 raise StoreError(f"migration {name} failed: {exc}") from None
             _log.debug("applied migration %s", name)
 
@@ -983,6 +1009,14 @@ class Store:
         except duckdb.CatalogException:
             raise StoreError(f"{self.path} is not a gpucost database") from None
         return rows[0][0] or 0
+
+    def reconnect(self) -> None:
+        """A fresh connection to the same file, the lock kept: after a fatal write error
+        DuckDB refuses everything on the old one (the ledger must still be written)."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+        self.con = duckdb.connect(str(self.path), read_only=self.read_only)
+        self.con.execute("set TimeZone = 'UTC'")
 
     def close(self) -> None:
         """Close the connection, release the lock; safe to call twice."""
@@ -1077,8 +1111,10 @@ class Store:
                 [status, datetime.now(UTC), message, requests_made, retries, run_id],
             )
             self.con.commit()
-        except BaseException:
-            self.con.rollback()
+        except BaseException as exc:
+            rollback_quietly(self.con)
+            if isinstance(exc, OSError | duckdb.Error):
+                raise write_error(self.path, exc) from exc
             raise
 
     def run(self, run_id: str) -> dict[str, Any]:
@@ -1226,13 +1262,18 @@ class Store:
                     con.rollback()
                 else:
                     con.commit()
-        except BaseException:
+        except BaseException as exc:
             if transaction:
-                con.rollback()
+                rollback_quietly(con)
+            if isinstance(exc, OSError) or (
+                isinstance(exc, duckdb.Error) and not isinstance(exc, _DATA_ERRORS)
+            ):
+                raise write_error(self.path, exc) from exc
             raise
         finally:
             for name in registered:
-                con.unregister(name)
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister(name)
 
     @staticmethod
     def _write_snapshots(con: duckdb.DuckDBPyConnection) -> None:
@@ -1306,7 +1347,7 @@ class Store:
             pruned = self._prune_raw(days)
             self.con.commit()
         except BaseException:
-            self.con.rollback()
+            rollback_quietly(self.con)
             raise
         return pruned
 

@@ -326,9 +326,20 @@ def test_detail_request_asks_for_metrics_cost_and_seven_days_with_bearer_key() -
 def test_cluster_ids_are_escaped_in_the_path() -> None:
     api = FakeApi(0)
     with make_client(api) as client:
-        results = fetch_all(client, ["../admin"])
-    assert api.requests[0].url.raw_path.startswith(b"/v1/clusters/..%2Fadmin")
-    assert results["../admin"].outcome == "gone"
+        results = fetch_all(client, ["a:b@c"])
+    assert api.requests[0].url.raw_path.startswith(b"/v1/clusters/a%3Ab%40c")
+    assert results["a:b@c"].outcome == "gone"
+
+
+def test_cluster_ids_that_are_not_plain_path_segments_fail_without_a_request() -> None:
+    api = FakeApi(0)
+    bad = ["../admin", ".", "..", "a/b", "a%2Fb", "a\x00b", "a b", "a\nb", ""]
+    with make_client(api) as client:
+        results = fetch_all(client, bad)
+    assert api.requests == []
+    assert {cid: r.outcome for cid, r in results.items()} == dict.fromkeys(bad, "failed")
+    assert "relative path segment" in (results[".."].reason or "")
+    assert "not a plain URL path segment" in (results["a%2Fb"].reason or "")
 
 
 def test_duplicate_ids_are_fetched_once() -> None:

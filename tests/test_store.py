@@ -373,7 +373,7 @@ def test_a_refused_batch_writes_nothing(store, monkeypatch):
         raise duckdb.IOException("disk full")
 
     monkeypatch.setattr(Store, "_write_buckets", staticmethod(boom))
-    with pytest.raises(duckdb.IOException):
+    with pytest.raises(StoreWriteError, match="disk full"):
         store.write_batch(batch)
     assert _count(store, "cluster_snapshots") == 0
     assert store.run(run_id)["clusters_fetched"] == 0
@@ -438,3 +438,67 @@ def test_points_given_as_columns_store_the_same_rows_as_the_dicts(tmp_path):
             }
     assert tables[True] == tables[False]
     assert len(tables[True]["gpu_metric_points"]) > 1000
+
+
+from pipeline.store import StoreWriteError  # noqa: E402 - beside the tests that use it
+
+
+class _FullDiskConnection:
+    """A DuckDB connection whose commit fails as DuckDB's does on a full disk: the transaction
+    is ended first, so a rollback afterwards raises "no transaction is active"."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def commit(self) -> None:
+        self._con.rollback()
+        raise duckdb.TransactionException(
+            'TransactionContext Error: Failed to commit: Could not write file "g.duckdb.wal": '
+            "No space left on device"
+        )
+
+    def __getattr__(self, name: str):
+        return getattr(self._con, name)
+
+
+def test_a_full_disk_is_named_not_hidden_by_the_failed_rollback(store):
+    run_id = store.start_run(None)
+    batch = LoadBatch(run_id)
+    batch.add_detail(detail("cls_a"))
+    real = store.con
+    store.con = _FullDiskConnection(real)
+    try:
+        with pytest.raises(StoreWriteError, match="no space left on device") as caught:
+            store.write_batch(batch)
+    finally:
+        store.con = real
+    assert "no transaction is active" not in str(caught.value)
+    assert _count(store, "cluster_snapshots") == 0
+
+
+def test_an_oserror_enospc_at_the_write_layer_is_named(store, monkeypatch):
+    import errno
+    import os as _os
+
+    run_id = store.start_run(None)
+    batch = LoadBatch(run_id)
+    batch.add_detail(detail("cls_a"))
+
+    def boom(con, rows):
+        raise OSError(errno.ENOSPC, _os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Store, "_write_buckets", staticmethod(boom))
+    with pytest.raises(StoreWriteError, match="no space left on device"):
+        store.write_batch(batch)
+
+
+def test_finishing_a_run_on_a_full_disk_names_the_cause(store):
+    run_id = store.start_run(None)
+    real = store.con
+    store.con = _FullDiskConnection(real)
+    try:
+        with pytest.raises(StoreWriteError, match="no space left on device"):
+            store.finish_run(run_id, "failed", message="x")
+    finally:
+        store.con = real
+    assert store.run(run_id)["status"] == "running"
