@@ -19,6 +19,7 @@ from pipeline import __version__
 from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, GpucostError
 from pipeline.log import configure_logging, get_logger
+from pipeline.redact import redact_text
 
 log = get_logger("cli")
 
@@ -114,14 +115,18 @@ def _config(
 
 
 def _fail(exc: BaseException, verbose: bool) -> int:
+    # Every message is redacted: an error can quote what the provider sent (a 401 body that
+    # echoes the key), and stderr goes to cron mail and the nightly log.
     if isinstance(exc, GpucostError):
-        click.echo(f"gpucost: {exc}", err=True)
+        click.echo(f"gpucost: {redact_text(str(exc))}", err=True)
         return exc.exit_code
     if verbose:
         import traceback
 
-        traceback.print_exception(exc)
-    click.echo(f"gpucost: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(redact_text("".join(traceback.format_exception(exc))), err=True, nl=False)
+    click.echo(
+        f"gpucost: unexpected error: {type(exc).__name__}: {redact_text(str(exc))}", err=True
+    )
     return EXIT_UNEXPECTED
 
 

@@ -51,6 +51,7 @@ from filelock import FileLock, Timeout
 
 from pipeline.errors import ConfigError, GpucostError, LockedError
 from pipeline.log import get_logger
+from pipeline.redact import redact_bytes, redact_text
 
 if TYPE_CHECKING:
     from pipeline.normalize import PointColumns
@@ -805,7 +806,8 @@ class LoadBatch:
         """Queue a cluster that failed, was gone (404) or skipped, with its reason."""
         if outcome not in ("failed", "gone", "skipped"):
             raise ValueError(f"unknown outcome {outcome!r}")
-        body = raw_body[:MAX_FAILURE_BODY_BYTES] if raw_body is not None else None
+        # Redacted again here, at the last door: a reason can quote what the provider sent.
+        body = redact_bytes(raw_body[:MAX_FAILURE_BODY_BYTES]) if raw_body is not None else None
         self.failures.append(
             {
                 "run_id": self.run_id,
@@ -813,7 +815,7 @@ class LoadBatch:
                 "stage": stage,
                 "outcome": outcome,
                 "http_status": http_status,
-                "reason": reason or outcome,
+                "reason": redact_text(reason or outcome),
                 "raw_body": body,
                 "recorded_at": datetime.now(UTC),
             }
@@ -1074,7 +1076,14 @@ class Store:
                 "update meta.runs set status = ?, finished_at = ?, message = ?,"
                 " requests_made = coalesce(?, requests_made), retries = coalesce(?, retries)"
                 " where run_id = ?",
-                [status, datetime.now(UTC), message, requests_made, retries, run_id],
+                [
+                    status,
+                    datetime.now(UTC),
+                    message and redact_text(message),
+                    requests_made,
+                    retries,
+                    run_id,
+                ],
             )
             self.con.commit()
         except BaseException:
