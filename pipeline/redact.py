@@ -111,9 +111,12 @@ _SUSPECT = re.compile(_SUSPECT_BASE, re.IGNORECASE)
 # prefix), its quantifiers range over classes that cannot overlap what follows them, and an
 # unclosed quote is taken to the end rather than retried (`"[^"]*"?`).
 
-_SECRET_WORDS = (
-    r"password|passwd|passphrase|pwd|token|secret|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|account[_-]?key|credentials?|authorization|auth"
+# Names of secrets, not a secret:
+_SECRET_WORDS = "|".join(
+    (
+        "password|passwd|passphrase|pwd|token|secret|api[_-]?key|access[_-]?key",
+        "private[_-]?key|account[_-]?key|credentials?|authorization|auth",
+    )
 )
 _SIGNED_PARAMS = (
     r"sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature"
@@ -162,7 +165,9 @@ TOKEN_FAMILIES: dict[str, str] = {
     "stripe": r"[sr]k_(?:live|test)_[A-Za-z0-9]{10,}",
     "stripe_webhook": r"whsec_[A-Za-z0-9]{16,}",
     "gitlab": r"gl(?:pat|ptt|dt|rt|soat|cbt|oas)-[A-Za-z0-9_-]{16,}",
-    "aws_access_key": r"(?:AKIA|ASIA|A3T[A-Z0-9]|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA)[A-Z0-9]{16}\b",
+    "aws_access_key": (
+        r"(?:AKIA|ASIA|A3T[A-Z0-9]|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA)[A-Z0-9]{16}\b"
+    ),
     "google_api_key": r"AIza[0-9A-Za-z_-]{30,}",
     "google_oauth": r"ya29\.[0-9A-Za-z_-]{20,}",
     "npm": r"npm_[A-Za-z0-9]{30,}",

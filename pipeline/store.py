@@ -1068,6 +1068,7 @@ class Store:
         """Mark the run finished with `status`, pruning old raw responses, in one transaction."""
         if status not in ("complete", "partial", "failed"):
             raise ValueError(f"unknown run status {status!r}")
+        message = redact_text(message) if message else message  # it can quote the provider
         self.con.begin()
         try:
             if raw_retention_days is not None:
@@ -1076,14 +1077,7 @@ class Store:
                 "update meta.runs set status = ?, finished_at = ?, message = ?,"
                 " requests_made = coalesce(?, requests_made), retries = coalesce(?, retries)"
                 " where run_id = ?",
-                [
-                    status,
-                    datetime.now(UTC),
-                    message and redact_text(message),
-                    requests_made,
-                    retries,
-                    run_id,
-                ],
+                [status, datetime.now(UTC), message, requests_made, retries, run_id],
             )
             self.con.commit()
         except BaseException:

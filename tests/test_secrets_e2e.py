@@ -4,6 +4,7 @@ columns and the raw store. Over real HTTP, `gpucost` as a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import subprocess
@@ -42,10 +43,8 @@ def _every_stored_text(db: Path) -> str:
             for row in con.execute(f'select * from "{schema}"."{table}"').fetchall():
                 for value in row:
                     if isinstance(value, bytes):
-                        try:
+                        with contextlib.suppress(OSError):
                             value = gzip.decompress(value)
-                        except OSError:
-                            pass
                         parts.append(value.decode("utf-8", "replace"))
                     else:
                         parts.append(str(value))
