@@ -125,12 +125,16 @@ _SIGNED_PARAMS = (
     r"|auth|credential"
 )
 
+# Where a word starts: after a non-word character, or after a JSON escape (`\n`, `\t`) in a raw
+# body, where `\b` would see the escape's letter glued to the secret.
+_START = r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrtbf]))"
+
 _RULES: list[tuple[re.Pattern[str], str]] = [
     # Credentials inside a URL or connection string: the whole userinfo part goes. Anchored at
     # `://` (not at the scheme, whose characters `a.a.a` would give a start at every letter).
     (re.compile(r"://[^\s/@\"'<>]+@"), rf"://{REDACTED}@"),
     # Authorization schemes in log lines and headers.
-    (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"), rf"\1\2{REDACTED}"),
+    (re.compile(rf"(?i){_START}(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{{6,}}"), rf"\1\2{REDACTED}"),
     # Signed-URL and OAuth parameters: `?sig=...`, `&X-Amz-Signature=...`, `?code=...`.
     (
         re.compile(rf"(?i)([?&;](?:{_SIGNED_PARAMS})=)(?!\[REDACTED\])[^&;\s\"'<>#]+"),
@@ -140,7 +144,8 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     # in a secret word right before the `=` or `:`, which is all that is matched of it.
     (
         re.compile(
-            rf"(?i)((?:{_SECRET_WORDS})\s*[=:]\s*)(?!\[REDACTED\])(\"[^\"]*\"?|'[^']*'?|[^\s&;,\"']+)"
+            rf"(?i)((?:{_SECRET_WORDS})\s*[=:]\s*(?:(?:bearer|basic|token|digest)\s+)?+)"
+            rf"(?!\[REDACTED\])(\"[^\"]*\"?|'[^']*'?|[^\s&;,\"']+)"
         ),
         rf"\1{REDACTED}",
     ),
@@ -149,7 +154,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
         re.compile(r"(?i)((?:password|passwd|passphrase)\s+)(?!\[REDACTED\])[^\s\"'<>]+"),
         rf"\1{REDACTED}",
     ),
-    (re.compile(r"(?i)\b(sshpass\s+-p\s*)\S+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(?i){_START}(sshpass\s+-p\s*)\S+"), rf"\1{REDACTED}"),
     (re.compile(r"hooks\.slack\.com/services/[A-Za-z0-9/_-]+"), f"hooks.slack.com/{REDACTED}"),
 ]
 
@@ -179,7 +184,7 @@ TOKEN_FAMILIES: dict[str, str] = {
     "age": r"AGE-SECRET-KEY-1[0-9A-Z]{50,}",
     "jwt": r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
 }
-_TOKENS = re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in TOKEN_FAMILIES.values()) + ")")
+_TOKENS = re.compile(_START + "(?:" + "|".join(f"(?:{p})" for p in TOKEN_FAMILIES.values()) + ")")
 
 # `"name": value` in a body that does not parse; the callback decides by the name. A name is
 # matched from its opening quote up to the next quote only, so starts never overlap.
