@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 from filelock import FileLock, Timeout
 
+from pipeline import duck
 from pipeline.errors import ConfigError, GpucostError, LockedError
 from pipeline.log import get_logger
 from pipeline.redact import redact_bytes, redact_text
@@ -919,7 +920,7 @@ class Store:
         try:
             created = not db.exists()
             try:
-                con = duckdb.connect(str(db), read_only=read_only)
+                con = duck.connect(db, read_only=read_only)
             except duckdb.IOException as exc:
                 if "lock" in str(exc).lower():
                     raise LockedError(f"database {db} is in use by another process") from None
