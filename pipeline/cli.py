@@ -85,6 +85,14 @@ out_option = click.option(
 )
 """The report folder option of `report`, `run` and `demo`."""
 
+force_out_option = click.option(
+    "--force-out",
+    is_flag=True,
+    help="Write the report into --out even when it is a non-empty folder gpucost did not make "
+    "(the report's files are replaced, nothing else is touched).",
+)
+"""Refusing a foreign --out folder (`--out /`) is the default; this asks for it anyway."""
+
 
 def _config(
     db: str | None,
@@ -188,7 +196,8 @@ def build(db, config_path, log_format, verbose, full_refresh):
 @cli.command()
 @common_options
 @out_option
-def report(db, config_path, log_format, verbose, out_dir):
+@force_out_option
+def report(db, config_path, log_format, verbose, out_dir, force_out):
     """Render the HTML report, the CSV exports and the FOCUS export; print the report's path.
 
     \b
@@ -199,7 +208,7 @@ def report(db, config_path, log_format, verbose, out_dir):
 
     try:
         config = _config(db, config_path, log_format, verbose, out_dir=out_dir)
-        result = render_report(config, Path(config.report.out_dir))
+        result = render_report(config, Path(config.report.out_dir), force_out=force_out)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     click.echo(str(result.index_html))
@@ -209,7 +218,8 @@ def report(db, config_path, log_format, verbose, out_dir):
 @common_options
 @api_options
 @out_option
-def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
+@force_out_option
+def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir, force_out):
     """Snapshot, build and report, as cron calls it; exit 3 if some clusters failed.
 
     \b
@@ -217,7 +227,7 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
         15 3 * * * cd /srv/gpucost && GPUCOST_API_KEY=$(cat key) gpucost run --log-format json
     """
     from pipeline.models import build_models
-    from pipeline.report import render_report
+    from pipeline.report import check_out_dir, render_report
     from pipeline.snapshot import run_snapshot
 
     try:
@@ -230,11 +240,13 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
             api_key_file=api_key_file,
             out_dir=out_dir,
         )
+        # A refused --out is said before the night's snapshot, not after it.
+        check_out_dir(Path(config.report.out_dir), force=force_out)
         snap = run_snapshot(config, progress=sys.stderr.isatty())
         log.info(snap.summary_line())
         built = build_models(config)
         log.info(built.summary_line())
-        rendered = render_report(config, Path(config.report.out_dir))
+        rendered = render_report(config, Path(config.report.out_dir), force_out=force_out)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     click.echo(str(rendered.index_html))

@@ -19,6 +19,7 @@ Each file is written to a temporary name and renamed, so a reader never sees hal
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -36,6 +37,7 @@ from typing import Any
 
 import duckdb
 import jinja2
+import markupsafe
 import numpy as np
 import polars as pl
 
@@ -167,11 +169,28 @@ def _share(part: Any, whole: Any) -> float | None:
     return float(Decimal(str(part)) / Decimal(str(whole)) * 100)
 
 
+# Control characters (C0 but tab and line breaks, DEL, C1): never shown, never in the HTML (a
+# NUL in a cluster name would otherwise reach index.html as is).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def displayable(value: Any) -> Any:
+    """Jinja's `finalize`: every text shown has its control characters replaced by U+FFFD."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        cleaned = _CONTROL.sub("\ufffd", value)
+        if isinstance(value, markupsafe.Markup):
+            # already markup (a chart): replacing control characters adds no markup to it
+            return markupsafe.Markup(cleaned)  # noqa: S704
+        return cleaned
+    return value
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,
+        finalize=displayable,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -995,7 +1014,10 @@ _ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def _anchor(cluster_id: str) -> str:
-    return "cluster-" + _ANCHOR_UNSAFE.sub("_", cluster_id)
+    """An HTML id for a cluster's section: readable, and distinct for distinct ids (`a/b` and
+    `a_b` differ by the hash of the id, which the readable part alone would merge)."""
+    digest = hashlib.sha256(cluster_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"cluster-{_ANCHOR_UNSAFE.sub('_', cluster_id)[:60]}-{digest}"
 
 
 def _cluster_details(
