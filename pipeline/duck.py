@@ -32,14 +32,14 @@ def check_database_file(path: Path) -> None:
     is fine: DuckDB makes it one)."""
     try:
         with path.open("rb") as file:
-            head = file.read(_MAGIC_OFFSET + len(_MAGIC))
+            head = file.read(16)
     except FileNotFoundError:
         return
     except IsADirectoryError:
         raise ConfigError(f"database {path} is a directory, not a DuckDB file") from None
     except OSError as exc:
         raise ConfigError(f"database {path} cannot be read: {exc.strerror}") from None
-    if head and head[_MAGIC_OFFSET:] != _MAGIC:
+    if head and head[_MAGIC_OFFSET : _MAGIC_OFFSET + len(_MAGIC)] != _MAGIC:
         kind = "a SQLite file" if head.startswith(b"SQLite format") else "not a DuckDB database"
         raise ConfigError(
             f"database {path} is {kind}: point --db (or GPUCOST_DB) at a gpucost DuckDB file"
