@@ -237,7 +237,12 @@ def _rows(
 ) -> list[dict[str, Any]]:
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    rows = cur.fetchall()
+    # Text from the store is shown (HTML, chart labels): control characters never are.
+    return [
+        dict(zip(names, (displayable(v) if type(v) is str else v for v in row), strict=True))
+        for row in rows
+    ]
 
 
 # --------------------------------------------------------------------------- CSV
