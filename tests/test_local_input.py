@@ -5,6 +5,7 @@ lock. `gpucost` runs as a subprocess, against the simulator over real HTTP where
 from __future__ import annotations
 
 import dataclasses
+import re
 import math
 import os
 import subprocess
@@ -253,3 +254,15 @@ def test_the_lock_is_free_again_after_the_holder_ends(tmp_path: Path) -> None:
     con.close()
     proc = _run("report", "--db", str(db), "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_docs_say_what_gpucost_rejects_with_an_exit_code_per_row() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "rejects.md").read_text("utf-8")
+    assert text.startswith("# What gpucost rejects, and why\n")
+    section = text.split("## From local input and configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0] == "| input | what happens | exit code |"
+    assert len(rows) > 10
+    for row in rows[1:]:
+        exit_cell = row.rstrip(" |").rsplit("|", 1)[1].strip()
+        assert re.fullmatch(r"[0-5]( \(or [0-5] .*\))?|as the run", exit_cell), row
