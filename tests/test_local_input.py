@@ -5,9 +5,9 @@ lock. `gpucost` runs as a subprocess, against the simulator over real HTTP where
 from __future__ import annotations
 
 import dataclasses
-import re
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
