@@ -287,23 +287,6 @@ def write_csv(frame: pl.DataFrame, path: Path) -> Path:
 STALE_TEMP_SECONDS = 3600
 
 
-def _remove_stale_temp_files(out_dir: Path) -> None:
-    """Delete temporary files that a killed report left behind (`.<name>.<random>`).
-
-    Only those of our own output names, and only when older than an hour, so that a report
-    being written into the same folder right now keeps its files.
-    """
-    names = ["index.html", "focus.csv", *(f"{mart}.csv" for mart in MART_EXPORTS)]
-    cutoff = time.time() - STALE_TEMP_SECONDS
-    for name in names:
-        for stale in out_dir.glob(f".{name}.*"):
-            try:
-                if stale.is_file() and stale.stat().st_mtime < cutoff:
-                    stale.unlink()
-            except OSError:  # gone already, or not ours to delete: leave it
-                continue
-
-
 def _write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -389,6 +372,22 @@ def stage_out_dir(out_dir: Path) -> Path:
         ) from None
 
 
+def _carry_over(out_dir: Path, stage: Path) -> None:
+    """Move into `stage` what `out_dir` holds besides gpucost's outputs (someone's notes, a
+    file a concurrent report is writing), so that replacing the folder loses nothing but the
+    old report and the temporary files a killed report left (older than an hour)."""
+    produced = {p.name for p in stage.iterdir()}
+    own = _own_names() | produced | {OUT_MARKER}
+    temps = tuple(f".{name}." for name in own)
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for path in out_dir.iterdir():
+        if path.name in own:
+            continue
+        if path.name.startswith(temps) and path.lstat().st_mtime < cutoff:
+            continue
+        os.replace(path, stage / path.name)
+
+
 def publish_out_dir(stage: Path, out_dir: Path, files: list[Path]) -> tuple[Path, list[Path]]:
     """Put the finished report of `stage` in place of `out_dir`; return index.html and the files
     at their final paths.
@@ -409,6 +408,7 @@ def publish_out_dir(stage: Path, out_dir: Path, files: list[Path]) -> tuple[Path
             old = Path(
                 tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old-report", dir=stage.parent)
             )
+            _carry_over(out_dir, stage)
             os.rename(out_dir, old / "previous")
             os.rename(stage, out_dir)
             shutil.rmtree(old, ignore_errors=True)
