@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from itertools import chain, compress, repeat
 from operator import is_
@@ -556,12 +556,3 @@ def redact_document(doc: Any) -> Any:
     while later:
         _walk(later.pop(), later)
     return doc
-
-
-def redacting(func: Callable[..., str]) -> Callable[..., str]:
-    """Wrap a function returning text (a log formatter's `format`) so its result is redacted."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> str:
-        return redact_text(func(*args, **kwargs))
-
-    return wrapper
