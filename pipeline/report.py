@@ -146,7 +146,7 @@ def format_pct(value: Any, places: int = 1) -> str:
 
 def format_time(value: datetime | None) -> str:
     """An instant in UTC, minutes precision (`2026-11-20 03:00 UTC`)."""
-    if value is None:
+    if not isinstance(value, datetime):  # None, or an instant Python cannot hold (year > 9999)
         return "–"
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -237,12 +237,25 @@ def _rows(
 ) -> list[dict[str, Any]]:
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description or []]
+    # DuckDB hands an instant beyond Python's year 9999 over as text: such a value (a provider
+    # clock gone wild, kept in the store) is shown as missing rather than break the page.
+    temporal = [str(d[1]).upper().startswith(("TIMESTAMP", "DATE")) for d in cur.description or []]
     rows = cur.fetchall()
-    # Text from the store is shown (HTML, chart labels): control characters never are.
     return [
-        dict(zip(names, (displayable(v) if type(v) is str else v for v in row), strict=True))
+        dict(zip(names, (_shown(v, t) for v, t in zip(row, temporal, strict=True)), strict=True))
         for row in rows
     ]
+
+
+def _displayable_instant(value: Any) -> bool:
+    return isinstance(value, datetime) and DISPLAY_FROM <= value <= DISPLAY_TO
+
+
+def _shown(value: Any, temporal: bool) -> Any:
+    if type(value) is str:
+        # Text from the store is shown (HTML, chart labels): control characters never are.
+        return None if temporal else displayable(value)
+    return value
 
 
 # --------------------------------------------------------------------------- CSV
@@ -1114,6 +1127,8 @@ def _cluster_details(
             "rate_total": total,
             "recs": recs_by.get(cid, []),
         }
+        if not _displayable_instant(snap["snapshot_at"]):
+            continue  # an instant no period can take (year 9999, 200000): no heatmap
         end = snap["snapshot_at"].replace(minute=0, second=0, microsecond=0)
         starts[cid] = end - timedelta(hours=HEATMAP_HOURS)
     _attach_heatmaps(con, out, starts)
