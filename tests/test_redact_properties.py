@@ -109,7 +109,10 @@ def planted_documents(draw: st.DrawFn) -> tuple[Any, str]:
     return node, secret
 
 
-PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# No example database: tests write only in temporary folders (it would be .hypothesis/ here).
+PROPERTY = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
 
 
 @PROPERTY
@@ -150,13 +153,13 @@ JSON_ANY = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(JSON_ANY)
 def test_redaction_never_raises_on_any_document(doc: Any) -> None:
     redact_document(doc)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, database=None)
 @given(st.text())
 def test_redaction_never_raises_on_any_text(text: str) -> None:
     out = redact_text(text)
