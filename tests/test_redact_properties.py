@@ -5,12 +5,17 @@ and redaction never raises on any JSON-like input."""
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from pipeline.redact import redact_document, redact_text
+
+# Hypothesis keeps caches in ./.hypothesis by default: tests write only in temporary folders.
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="gpucost-hypothesis-"))
 
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
