@@ -12,6 +12,9 @@ are subprocesses again), on the simulator, one after the other:
 4. report     the report of 1,000 clusters x 30 days (bench/report.py): render time, HTML size
               (target at most 5 MB), focus.csv; `gpucost demo` time (target under a minute)
 5. scaling    items 1 and 3 at three sizes: time and memory near-linear or better
+6. redaction  `pipeline.redact` on 1 MB fields (quick: 0.25 MB) of plain text, adversarial
+              strings and a big JSON body (bench/redaction.py): MB/s, target >= 2 MB/s on
+              every shape (a 1 MB field in well under a second; issue 9)
 
 Writes `bench/results/<item>.json` (`bench/results/quick/` with `--quick`) and `latest.md` there,
 a short table (item, size, time, ratio/target, peak RSS, pass/miss) with the machine (CPU model,
@@ -37,7 +40,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-ITEMS = ("snapshot", "ratelimit", "build", "report", "scaling")
+ITEMS = ("snapshot", "ratelimit", "build", "report", "scaling", "redaction")
 SNAPSHOT_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 1024.0
 RATE_TOLERANCE = 0.10
@@ -121,11 +124,18 @@ def _item_report(clusters: int, plan: Plan) -> dict[str, Any]:
     return run_report_bench(clusters, plan.quick, days=days, demo=not plan.quick)
 
 
+def _item_redaction(clusters: int, plan: Plan) -> dict[str, Any]:
+    from bench.redaction import run
+
+    return run(0.25 if plan.quick else 1.0)
+
+
 _RUNNERS: dict[str, Callable[[int, Plan], dict[str, Any]]] = {
     "snapshot": _item_snapshot,
     "ratelimit": _item_ratelimit,
     "build": _item_build,
     "report": _item_report,
+    "redaction": _item_redaction,
 }
 
 
@@ -340,6 +350,22 @@ def _rows_report(r: dict[str, Any], size: str) -> list[Row]:
     return rows
 
 
+def _rows_redaction(r: dict[str, Any], size: str) -> list[Row]:
+    slowest = r["slowest"]
+    fastest = max(r["shapes"], key=lambda x: x["mb_per_s"])
+    return [
+        (
+            "6 redaction",
+            f"{r['megabytes']:g} MB per field, {len(r['shapes'])} shapes",
+            f"slowest {slowest['seconds']:.3f} s ({slowest['shape']})",
+            f"{slowest['mb_per_s']:.1f}-{fastest['mb_per_s']:.1f} MB/s"
+            f" / ≥ {r['target_mb_per_s']:g} MB/s",
+            _fmt_mb(_dig(r, "process", "maxrss_mb")),
+            _verdict(r["ok"]),
+        )
+    ]
+
+
 def _scaling_series(
     runs: dict[int, dict[str, Any]], seconds: Callable[[dict[str, Any]], Any]
 ) -> list[tuple[int, float]]:
@@ -429,7 +455,7 @@ def run_all(plan: Plan, only: tuple[str, ...] = ITEMS) -> str:
     began = time.perf_counter()
     results: dict[str, Any] = {}
     size = f"{plan.clusters:,}"
-    for name in ("snapshot", "ratelimit", "build", "report"):
+    for name in ("snapshot", "ratelimit", "build", "report", "redaction"):
         if name in only or (name in ("snapshot", "build") and "scaling" in only):
             print(f"bench: {name} ({size} clusters) ...", flush=True)
             results[name] = _run_item(name, plan.clusters, plan, folder / f"{name}.json")
@@ -474,6 +500,7 @@ def write_table(plan: Plan, results: dict[str, Any], info: dict[str, Any]) -> st
         ("ratelimit", _rows_ratelimit),
         ("build", _rows_build),
         ("report", _rows_report),
+        ("redaction", _rows_redaction),
     ):
         r = results.get(name)
         if r is None or (name in ("snapshot", "build") and name not in only):

@@ -19,6 +19,7 @@ from pipeline import __version__
 from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, EXIT_USAGE, GpucostError
 from pipeline.log import configure_logging, get_logger
+from pipeline.redact import redact_text
 
 log = get_logger("cli")
 
@@ -84,6 +85,14 @@ out_option = click.option(
 )
 """The report folder option of `report`, `run` and `demo`."""
 
+force_out_option = click.option(
+    "--force-out",
+    is_flag=True,
+    help="Write the report into --out even when it is a non-empty folder gpucost did not make "
+    "(the report's files are replaced, nothing else is touched).",
+)
+"""Refusing a foreign --out folder (`--out /`) is the default; this asks for it anyway."""
+
 
 def _config(
     db: str | None,
@@ -114,14 +123,18 @@ def _config(
 
 
 def _fail(exc: BaseException, verbose: bool) -> int:
+    # Every message is redacted: an error can quote what the provider sent (a 401 body that
+    # echoes the key), and stderr goes to cron mail and the nightly log.
     if isinstance(exc, GpucostError):
-        click.echo(f"gpucost: {exc}", err=True)
+        click.echo(f"gpucost: {redact_text(str(exc))}", err=True)
         return exc.exit_code
     if verbose:
         import traceback
 
-        traceback.print_exception(exc)
-    click.echo(f"gpucost: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(redact_text("".join(traceback.format_exception(exc))), err=True, nl=False)
+    click.echo(
+        f"gpucost: unexpected error: {type(exc).__name__}: {redact_text(str(exc))}", err=True
+    )
     return EXIT_UNEXPECTED
 
 
@@ -184,7 +197,8 @@ def build(db, config_path, log_format, verbose, full_refresh):
 @cli.command()
 @common_options
 @out_option
-def report(db, config_path, log_format, verbose, out_dir):
+@force_out_option
+def report(db, config_path, log_format, verbose, out_dir, force_out):
     """Render the HTML report, the CSV exports and the FOCUS export; print the report's path.
 
     \b
@@ -195,7 +209,7 @@ def report(db, config_path, log_format, verbose, out_dir):
 
     try:
         config = _config(db, config_path, log_format, verbose, out_dir=out_dir)
-        result = render_report(config, Path(config.report.out_dir))
+        result = render_report(config, Path(config.report.out_dir), force_out=force_out)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     click.echo(str(result.index_html))
@@ -205,7 +219,8 @@ def report(db, config_path, log_format, verbose, out_dir):
 @common_options
 @api_options
 @out_option
-def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
+@force_out_option
+def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir, force_out):
     """Snapshot, build and report, then notify when channels are configured, as cron calls it.
 
     Exit 3 if some clusters failed or a notification could not be delivered (it stays pending
@@ -216,7 +231,7 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
         15 3 * * * cd /srv/gpucost && GPUCOST_API_KEY=$(cat key) gpucost run --log-format json
     """
     from pipeline.models import build_models
-    from pipeline.report import render_report
+    from pipeline.report import check_out_dir, render_report
     from pipeline.snapshot import run_snapshot
 
     try:
@@ -229,6 +244,8 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
             api_key_file=api_key_file,
             out_dir=out_dir,
         )
+        # A refused --out is said before the night's snapshot, not after it.
+        check_out_dir(Path(config.report.out_dir), force=force_out)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     try:
@@ -237,7 +254,7 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir):
         _sync_suppressions(config)
         built = build_models(config)
         log.info(built.summary_line())
-        rendered = render_report(config, Path(config.report.out_dir))
+        rendered = render_report(config, Path(config.report.out_dir), force_out=force_out)
     except Exception as exc:
         code = _fail(exc, verbose)
         # a failed night is news too (run_health); notify's own trouble changes nothing here

@@ -60,7 +60,7 @@ from pipeline.normalize import (
     normalize_list_page,
     parse_json,
 )
-from pipeline.redact import redact_document, redact_text
+from pipeline.redact import redact_document, redact_text, register_secret
 from pipeline.validate import ContractError, cluster_id_problem, validate_detail
 
 DEFAULT_PAGE_SIZE = 100
@@ -486,6 +486,7 @@ class ApiClient:
         self.base_url = check_api_url(base_url, allow_insecure_http=allow_insecure_http)
         if not api_key or not api_key.isascii() or not api_key.isprintable():
             raise ConfigError("the API key is empty or holds characters a header cannot carry")
+        register_secret(api_key)  # never written or printed, even when the provider echoes it
         if page_size < 1 or concurrency < 1 or timeout <= 0 or max_response_bytes < 1:
             raise ConfigError("page_size, concurrency, timeout and max_response_bytes must be > 0")
         if run_deadline_seconds <= 0 or breaker_failures < 1 or breaker_seconds < 0:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
+from pipeline.log import get_logger
+from pipeline.redact import register_secret
 
 DEFAULT_CONFIG_FILE = "gpucost.toml"
 DEFAULT_DB = "gpucost.duckdb"
@@ -356,7 +360,8 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "thresholds.lookback_days": (7, 14, 30),
 }
 
-# (key, minimum) for numbers that make no sense below a bound.
+# (key, minimum) for numbers that make no sense below a bound. Every threshold has one: a
+# negative threshold (or a NaN, refused for every number) silently changes what is counted.
 _MINIMUMS: dict[str, float] = {
     "api.page_size": 1,
     "api.concurrency": 1,
@@ -369,12 +374,19 @@ _MINIMUMS: dict[str, float] = {
     "store.raw_retention_days": 0,
     "thresholds.idle_threshold_pct": 0,
     "thresholds.memory_held_gb": 0,
+    "thresholds.stop_idle_share_pct": 0,
     "thresholds.stop_idle_min_buckets": 1,
+    "thresholds.downsize_percentile": 0,
     "thresholds.schedule_min_idle_hours": 1,
     "thresholds.schedule_min_days": 1,
+    "thresholds.drift_flag_pct": 0,
+    "thresholds.drift_flag_min_abs": 0,
+    "thresholds.drift_min_coverage_pct": 0,
     "thresholds.mape_days": 1,
     "thresholds.hours_per_month": 1,
 }
+# Percentages of a whole are at most 100; `drift_flag_pct` is not one (a drift can be 300 %),
+# and counts of days and hours stop at what a week, a day, a year holds.
 _MAXIMUMS: dict[str, float] = {
     "api.page_size": 100,
     "thresholds.idle_threshold_pct": 100,
@@ -383,6 +395,9 @@ _MAXIMUMS: dict[str, float] = {
     "thresholds.drift_min_coverage_pct": 100,
     "thresholds.schedule_min_days": 7,
     "thresholds.schedule_min_idle_hours": 24,
+    "thresholds.mape_days": 366,
+    "thresholds.hours_per_month": 744,
+    "thresholds.stop_idle_min_buckets": 10_000,
 }
 
 
@@ -402,6 +417,8 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok:
             value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
     elif base == "str":
         ok = isinstance(value, str)
     else:  # pragma: no cover - a field type this loader does not know is a programming error
@@ -504,19 +521,48 @@ def load_config(
 
 
 def read_api_key(key_file: str | None, env: Mapping[str, str] | None = None) -> str | None:
-    """The API key: `GPUCOST_API_KEY` wins, else the first line of `key_file`, else None."""
+    """The API key: `GPUCOST_API_KEY` wins, else the first line of `key_file`, else None.
+
+    The key is registered with `pipeline.redact` as soon as it is read, so that nothing gpucost
+    writes or prints afterwards can carry it, even when the provider echoes it back. A key file
+    that group or others can read is used with a warning (as ssh warns); one that is not UTF-8
+    text is a `ConfigError`.
+    """
     env = os.environ if env is None else env
     if env.get("GPUCOST_API_KEY"):
-        return env["GPUCOST_API_KEY"].strip()
-    if key_file:
-        try:
-            key = Path(key_file).read_text(encoding="utf-8").strip().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"api key file {key_file} cannot be read: {exc.strerror}") from None
-        if not key or not key[0].strip():
-            raise ConfigError(f"api key file {key_file} is empty")
-        return key[0].strip()
-    return None
+        key = env["GPUCOST_API_KEY"].strip()
+        register_secret(key)
+        return key
+    if not key_file:
+        return None
+    path = Path(key_file)
+    try:
+        data = path.read_bytes()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"api key file {key_file} cannot be read: {exc.strerror}") from None
+    try:
+        lines = data.decode("utf-8").strip().splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"api key file {key_file} is not UTF-8 text (is it the right file?)"
+        ) from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"api key file {key_file} is empty")
+    key = lines[0].strip()
+    register_secret(key)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) and key_file not in _WARNED_KEY_FILES:
+        _WARNED_KEY_FILES.add(key_file)
+        get_logger("config").warning(
+            "warning: api key file %s is accessible by others (mode %03o); run chmod 600 %s",
+            key_file,
+            stat.S_IMODE(mode),
+            key_file,
+        )
+    return key
+
+
+_WARNED_KEY_FILES: set[str] = set()
 
 
 def is_loopback_url(url: str) -> bool:

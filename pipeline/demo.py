@@ -22,8 +22,9 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline import duck
 from pipeline.config import Config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, GpucostError
 from pipeline.log import get_logger
 
 DEMO_START = datetime(2026, 11, 13, 3, 0, tzinfo=UTC)
@@ -77,8 +78,8 @@ def _is_demo_database(path: Path) -> bool:
     from pipeline.config import is_loopback_url
 
     try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:
+        con = duck.connect(path, read_only=True)
+    except (duckdb.Error, GpucostError):
         return False
     try:
         urls = [row[0] for row in con.execute("select api_base_url from meta.runs").fetchall()]

@@ -263,7 +263,9 @@ def run_health_events(con: duckdb.DuckDBPyConnection) -> list[Event]:
     latest = _rows(
         con,
         "select run_id, status, run_data_at, clusters_snapshotted from staging.runs "
-        "where status in ('complete', 'partial', 'failed') order by run_id desc limit 1",
+        "where status in ('complete', 'partial', 'failed') "
+        # run ids sort by second only: two runs in one second are told apart by the clock
+        "order by finished_at desc nulls last, started_at desc, run_id desc limit 1",
     )
     if not latest:
         return []

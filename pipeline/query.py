@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.errors import ConfigError, LockedError
+from pipeline.duck import connect
+from pipeline.errors import ConfigError
 
 OutputFormat = Literal["table", "csv", "json"]
 
@@ -41,22 +42,14 @@ def run_query(db: str | Path, sql: str) -> QueryResult:
     """Run `sql` on the database `db` opened read-only and return every row.
 
     Raises ConfigError (exit 2) when the file is missing or the SQL is wrong or tries to write,
-    LockedError (exit 5) when a nightly run holds the database.
+    `LockedError` (exit 5) when a nightly run holds the database.
     """
     path = Path(db)
     if not path.is_file():
         raise ConfigError(f"database {path} does not exist (pass --db or set GPUCOST_DB)")
     try:
-        con = duckdb.connect(
-            str(path),
-            read_only=True,
-            # Never fetch or load an extension because of what a file or a query asks for.
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
-        )
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise LockedError(f"database {path} is in use by another gpucost run") from None
-        raise ConfigError(f"cannot open {path} as a DuckDB database: {exc}") from None
+        # duck.connect: never an extension download; a run holding the file is exit 5.
+        con = connect(path, read_only=True)
     except duckdb.Error as exc:
         raise ConfigError(f"cannot open {path} as a DuckDB database: {exc}") from None
     try:

@@ -19,9 +19,11 @@ Each file is written to a temporary name and renamed, so a reader never sees hal
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -35,10 +37,11 @@ from typing import Any
 
 import duckdb
 import jinja2
+import markupsafe
 import numpy as np
 import polars as pl
 
-from pipeline import __version__, _charts
+from pipeline import __version__, _charts, duck
 from pipeline.config import Config
 from pipeline.errors import EXIT_USAGE, GpucostError
 from pipeline.focus import build_focus, reconcile
@@ -72,6 +75,11 @@ _MART_ORDER = {
 _SYMBOLS = {"USD": "$", "EUR": "€"}
 _FORMULA_START = r"^[=+\-@\t\r]"
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+# The instants the report's period can take: its day arithmetic (the period, chart axes) stays
+# far from Python's date limits. Anything the store holds outside (a provider clock in year
+# 9999 or before 1970) stays in the CSVs but never sets the period, so it cannot crash it.
+DISPLAY_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+DISPLAY_TO = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class ReportError(GpucostError):
@@ -138,7 +146,7 @@ def format_pct(value: Any, places: int = 1) -> str:
 
 def format_time(value: datetime | None) -> str:
     """An instant in UTC, minutes precision (`2026-11-20 03:00 UTC`)."""
-    if value is None:
+    if not isinstance(value, datetime):  # None, or an instant Python cannot hold (year > 9999)
         return "–"
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -161,11 +169,28 @@ def _share(part: Any, whole: Any) -> float | None:
     return float(Decimal(str(part)) / Decimal(str(whole)) * 100)
 
 
+# Control characters (C0 but tab and line breaks, DEL, C1): never shown, never in the HTML (a
+# NUL in a cluster name would otherwise reach index.html as is).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def displayable(value: Any) -> Any:
+    """Jinja's `finalize`: every text shown has its control characters replaced by U+FFFD."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        cleaned = _CONTROL.sub("\ufffd", value)
+        if isinstance(value, markupsafe.Markup):
+            # already markup (a chart): replacing control characters adds no markup to it
+            return markupsafe.Markup(cleaned)  # noqa: S704
+        return cleaned
+    return value
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,
+        finalize=displayable,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -193,7 +218,7 @@ def _connect(db: str) -> duckdb.DuckDBPyConnection:
         )
     try:
         # read_only: the report never writes into the database (temp tables live in memory)
-        con = duckdb.connect(str(path), read_only=True)
+        con = duck.connect(path, read_only=True)
     except duckdb.Error as exc:
         raise ReportError(f"cannot open {path} read-only: {exc}") from None
     con.execute("set TimeZone = 'UTC'")
@@ -212,7 +237,25 @@ def _rows(
 ) -> list[dict[str, Any]]:
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    # DuckDB hands an instant beyond Python's year 9999 over as text: such a value (a provider
+    # clock gone wild, kept in the store) is shown as missing rather than break the page.
+    temporal = [str(d[1]).upper().startswith(("TIMESTAMP", "DATE")) for d in cur.description or []]
+    rows = cur.fetchall()
+    return [
+        dict(zip(names, (_shown(v, t) for v, t in zip(row, temporal, strict=True)), strict=True))
+        for row in rows
+    ]
+
+
+def _displayable_instant(value: Any) -> bool:
+    return isinstance(value, datetime) and DISPLAY_FROM <= value <= DISPLAY_TO
+
+
+def _shown(value: Any, temporal: bool) -> Any:
+    if type(value) is str:
+        # Text from the store is shown (HTML, chart labels): control characters never are.
+        return None if temporal else displayable(value)
+    return value
 
 
 # --------------------------------------------------------------------------- CSV
@@ -257,23 +300,6 @@ def write_csv(frame: pl.DataFrame, path: Path) -> Path:
 STALE_TEMP_SECONDS = 3600
 
 
-def _remove_stale_temp_files(out_dir: Path) -> None:
-    """Delete temporary files that a killed report left behind (`.<name>.<random>`).
-
-    Only those of our own output names, and only when older than an hour, so that a report
-    being written into the same folder right now keeps its files.
-    """
-    names = ["index.html", "focus.csv", *(f"{mart}.csv" for mart in MART_EXPORTS)]
-    cutoff = time.time() - STALE_TEMP_SECONDS
-    for name in names:
-        for stale in out_dir.glob(f".{name}.*"):
-            try:
-                if stale.is_file() and stale.stat().st_mtime < cutoff:
-                    stale.unlink()
-            except OSError:  # gone already, or not ours to delete: leave it
-                continue
-
-
 def _write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -288,6 +314,129 @@ def _write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- the out folder
+
+OUT_MARKER = ".gpucost-report"
+"""The file gpucost writes into every report folder it makes: the folder is gpucost's to replace."""
+
+
+def _own_names() -> set[str]:
+    return {"index.html", "focus.csv", *(f"{mart}.csv" for mart in MART_EXPORTS)}
+
+
+def is_report_folder(path: Path) -> bool:
+    """True when `path` is empty or gpucost's own: it holds the marker, or (a report folder
+    from before the marker) nothing but gpucost's own output files and their temporary files."""
+    names = {p.name for p in path.iterdir()}
+    if not names or OUT_MARKER in names:
+        return True
+    own = _own_names()
+    temps = tuple(f".{name}." for name in own)
+    return all(name in own or name.startswith(temps) for name in names)
+
+
+def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
+    """Refuse (`ReportError`, exit 2) an `out_dir` that is a file, or a non-empty folder gpucost
+    did not make (`--out /` would write into `/`), unless `force`."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ReportError(f"report folder {out_dir} exists and is not a folder")
+    try:
+        ours = is_report_folder(out_dir)
+    except OSError as exc:
+        raise ReportError(f"report folder {out_dir} cannot be read: {exc.strerror}") from None
+    if not ours and not force:
+        raise ReportError(
+            f"report folder {out_dir} is not empty and gpucost did not make it (no "
+            f"{OUT_MARKER}); choose another --out, or pass --force-out to write into it anyway"
+        )
+
+
+def _swappable(out_dir: Path) -> bool:
+    # A folder can be replaced whole when it is gpucost's own and has a parent to rename in
+    # (not `/`, not the working directory itself).
+    resolved = out_dir.resolve()
+    return resolved != resolved.parent and resolved != Path.cwd().resolve()
+
+
+def _remove_stale_stages(parent: Path, name: str) -> None:
+    """Delete the temporary folders a killed report left beside `name` (older than an hour)."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for stale in parent.glob(f".{name}.*-report"):
+        try:
+            if stale.is_dir() and stale.stat().st_mtime < cutoff:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def stage_out_dir(out_dir: Path) -> Path:
+    """A new, private, empty folder beside `out_dir` to write a whole report into."""
+    resolved = out_dir.resolve()
+    parent = resolved.parent if _swappable(out_dir) else resolved
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_stages(parent, resolved.name)
+        return Path(tempfile.mkdtemp(prefix=f".{resolved.name}.", suffix=".new-report", dir=parent))
+    except OSError as exc:
+        raise ReportError(
+            f"cannot write the report into {out_dir}: {exc.strerror or exc}"
+        ) from None
+
+
+def _carry_over(out_dir: Path, stage: Path) -> None:
+    """Move into `stage` what `out_dir` holds besides gpucost's outputs (someone's notes, a
+    file a concurrent report is writing), so that replacing the folder loses nothing but the
+    old report and the temporary files a killed report left (older than an hour)."""
+    produced = {p.name for p in stage.iterdir()}
+    own = _own_names() | produced | {OUT_MARKER}
+    temps = tuple(f".{name}." for name in own)
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for path in out_dir.iterdir():
+        if path.name in own:
+            continue
+        if path.name.startswith(temps) and path.lstat().st_mtime < cutoff:
+            continue
+        os.replace(path, stage / path.name)
+
+
+def publish_out_dir(stage: Path, out_dir: Path, files: list[Path]) -> tuple[Path, list[Path]]:
+    """Put the finished report of `stage` in place of `out_dir`; return index.html and the files
+    at their final paths.
+
+    gpucost's own folder (or none yet) is replaced whole by two renames; a folder that is not
+    gpucost's (`check_out_dir` let it through only with `force`) gets the files moved in one by
+    one, and keeps everything else.
+    """
+    (stage / OUT_MARKER).write_text(
+        "This folder is written by gpucost report and replaced whole by the next one.\n",
+        encoding="utf-8",
+    )
+    try:
+        if not out_dir.exists():
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(stage, out_dir)
+        elif _swappable(out_dir) and is_report_folder(out_dir):
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old-report", dir=stage.parent)
+            )
+            _carry_over(out_dir, stage)
+            os.rename(out_dir, old / "previous")
+            os.rename(stage, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # not gpucost's (allowed by force), or a folder that cannot be renamed
+            for path in stage.iterdir():
+                os.replace(path, out_dir / path.name)
+            shutil.rmtree(stage, ignore_errors=True)
+    except OSError as exc:
+        raise ReportError(
+            f"cannot write the report into {out_dir}: {exc.strerror or exc}"
+        ) from None
+    final = [out_dir / path.name for path in files]
+    return out_dir / "index.html", final
+
+
 # --------------------------------------------------------------------------- render
 
 
@@ -298,8 +447,14 @@ def render_report(
     period_days: int = DEFAULT_PERIOD_DAYS,
     cluster_sections: int = CLUSTER_SECTIONS,
     provider_name: str | None = None,
+    force_out: bool = False,
 ) -> ReportResult:
     """Render index.html, the mart CSVs and focus.csv from `config.store.db` into `out_dir`.
+
+    All of the files or none: they are written into a temporary sibling folder that replaces
+    `out_dir` at the end. A non-empty `out_dir` that gpucost did not make is refused
+    (`ReportError`, exit 2) unless `force_out`; then the files are moved into it one by one and
+    nothing else in it is touched.
 
     The HTML covers the last `period_days` days of data; the `cluster_sections` clusters with
     the most spend get a full section, the others a row in a compact table. The CSVs hold
@@ -308,6 +463,8 @@ def render_report(
     Raises `MartsMissingError` when the database has no marts (`gpucost build` first) and
     `ReportError` when it cannot be opened.
     """
+    final_dir = out_dir
+    check_out_dir(final_dir, force=force_out)
     started = time.monotonic()
     # DuckDB may create files beside the database while it is open (a spill directory for
     # temp tables): cost data, so readable by the owner only. The umask is process-wide, so it
@@ -325,8 +482,10 @@ def render_report(
                 f"the database {config.store.db} has no marts yet (missing: "
                 f"{', '.join('marts.' + m for m in missing)}): run gpucost build first"
             )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temp_files(out_dir)
+        # Every file is written into a new sibling folder, which replaces `out_dir` only once
+        # all are there: a failure leaves the previous report whole (no new CSVs beside an old
+        # index.html).
+        out_dir = stage_out_dir(final_dir)
         files: list[Path] = []
         for mart in MART_EXPORTS:
             frame = con.sql(f"select * from marts.{mart} order by {_MART_ORDER[mart]}").pl()
@@ -339,6 +498,11 @@ def render_report(
             out_dir / "index.html", lambda tmp: tmp.write_text(html, encoding="utf-8")
         )
         files.insert(0, index)
+        index, files = publish_out_dir(out_dir, final_dir, files)
+    except BaseException:
+        if out_dir != final_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     finally:
         con.close()
         os.umask(saved_umask)
@@ -412,24 +576,30 @@ def _complete_days(
     Only the whole UTC days of the last `period_days` + 2 are read: the period cannot start
     earlier, and a year of history is 8,760 buckets per cluster to count for nothing.
     """
-    newest = con.execute("select max(bucket_at) from snap.metric_points").fetchall()[0][0]
-    since = None
+    span = {"lo": DISPLAY_FROM, "hi": DISPLAY_TO}
+    newest = con.execute(
+        "select max(bucket_at) from snap.metric_points where bucket_at between $lo and $hi", span
+    ).fetchall()[0][0]
+    since = DISPLAY_FROM
     if newest is not None:
         midnight = newest.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        since = midnight - timedelta(days=period_days + 1)
+        since = max(DISPLAY_FROM, midnight - timedelta(days=period_days + 1))
     rows = con.execute(
         """
         select cast(timezone('UTC', bucket_at) as date) as day,
                count(distinct date_trunc('hour', bucket_at)) >= 24 as is_complete
-        from snap.metric_points where bucket_at >= $since group by 1 order by 1
+        from snap.metric_points where bucket_at between $since and $hi group by 1 order by 1
         """,
-        {"since": since},
+        {"since": since, "hi": DISPLAY_TO},
     ).fetchall()
     complete = [day for day, ok in rows if ok]
     partial = [day for day, ok in rows if not ok]
     if complete:
         return complete[0], complete[-1], partial
-    bounds = con.execute("select min(day), max(day) from marts.fleet_daily").fetchall()[0]
+    bounds = con.execute(
+        "select min(day), max(day) from marts.fleet_daily where day between $lo and $hi",
+        {"lo": DISPLAY_FROM.date(), "hi": DISPLAY_TO.date()},
+    ).fetchall()[0]
     if bounds[0] is None:
         today = datetime.now(UTC).date()
         return today, today, []
@@ -882,7 +1052,10 @@ _ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def _anchor(cluster_id: str) -> str:
-    return "cluster-" + _ANCHOR_UNSAFE.sub("_", cluster_id)
+    """An HTML id for a cluster's section: readable, and distinct for distinct ids (`a/b` and
+    `a_b` differ by the hash of the id, which the readable part alone would merge)."""
+    digest = hashlib.sha256(cluster_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"cluster-{_ANCHOR_UNSAFE.sub('_', cluster_id)[:60]}-{digest}"
 
 
 def _cluster_details(
@@ -974,6 +1147,8 @@ def _cluster_details(
             "rate_total": total,
             "recs": recs_by.get(cid, []),
         }
+        if not _displayable_instant(snap["snapshot_at"]):
+            continue  # an instant no period can take (year 9999, 200000): no heatmap
         end = snap["snapshot_at"].replace(minute=0, second=0, microsecond=0)
         starts[cid] = end - timedelta(hours=HEATMAP_HOURS)
     _attach_heatmaps(con, out, starts)

@@ -51,8 +51,10 @@ import numpy as np
 import pyarrow as pa
 from filelock import FileLock, Timeout
 
+from pipeline import duck
 from pipeline.errors import ConfigError, GpucostError, LockedError
 from pipeline.log import get_logger
+from pipeline.redact import redact_bytes, redact_text
 
 if TYPE_CHECKING:
     from pipeline.normalize import PointColumns
@@ -831,7 +833,8 @@ class LoadBatch:
         """Queue a cluster that failed, was gone (404) or skipped, with its reason."""
         if outcome not in ("failed", "gone", "skipped"):
             raise ValueError(f"unknown outcome {outcome!r}")
-        body = raw_body[:MAX_FAILURE_BODY_BYTES] if raw_body is not None else None
+        # Redacted again here, at the last door: a reason can quote what the provider sent.
+        body = redact_bytes(raw_body[:MAX_FAILURE_BODY_BYTES]) if raw_body is not None else None
         self.failures.append(
             {
                 "run_id": self.run_id,
@@ -839,7 +842,7 @@ class LoadBatch:
                 "stage": stage,
                 "outcome": outcome,
                 "http_status": http_status,
-                "reason": reason or outcome,
+                "reason": redact_text(reason or outcome),
                 "raw_body": body,
                 "recorded_at": datetime.now(UTC),
             }
@@ -943,7 +946,7 @@ class Store:
         try:
             created = not db.exists()
             try:
-                con = duckdb.connect(str(db), read_only=read_only)
+                con = duck.connect(db, read_only=read_only)
             except duckdb.IOException as exc:
                 if "lock" in str(exc).lower():
                     raise LockedError(f"database {db} is in use by another process") from None
@@ -1015,7 +1018,7 @@ class Store:
         DuckDB refuses everything on the old one (the ledger must still be written)."""
         with contextlib.suppress(duckdb.Error):
             self.con.close()
-        self.con = duckdb.connect(str(self.path), read_only=self.read_only)
+        self.con = duck.connect(self.path, read_only=self.read_only)
         self.con.execute("set TimeZone = 'UTC'")
 
     def close(self) -> None:
@@ -1100,6 +1103,7 @@ class Store:
         """Mark the run finished with `status`, pruning old raw responses, in one transaction."""
         if status not in ("complete", "partial", "failed"):
             raise ValueError(f"unknown run status {status!r}")
+        message = redact_text(message) if message else message  # it can quote the provider
         self.con.begin()
         try:
             if raw_retention_days is not None:

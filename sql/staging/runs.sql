@@ -22,6 +22,8 @@ final as (
     select
         runs.run_id,
         runs.status,
+        runs.started_at,
+        runs.finished_at,
         run_times.run_data_at,
         coalesce(run_times.clusters_snapshotted, 0) as clusters_snapshotted,
     from runs
