@@ -16,8 +16,7 @@ import pyarrow as pa
 
 from pipeline.config import Thresholds
 from pipeline.models import BuildResult, build_on_connection
-
-MIGRATION = Path(__file__).resolve().parents[1] / "pipeline" / "migrations" / "0001_initial.sql"
+from pipeline.store import migrations
 
 T0 = datetime(2026, 11, 13, 3, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -52,7 +51,8 @@ class FixtureDB:
     def __init__(self, path: Path | None = None) -> None:
         self.con = duckdb.connect(str(path) if path else ":memory:")
         self.con.execute("set TimeZone = 'UTC'")
-        self.con.execute(MIGRATION.read_text(encoding="utf-8"))
+        for _version, _name, sql in migrations():
+            self.con.execute(sql)
         self._points: dict[tuple[str, datetime], tuple[Any, ...]] = {}
 
     # -- inserting ---------------------------------------------------------------------------

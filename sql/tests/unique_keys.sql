@@ -29,6 +29,20 @@ duplicates as (
     select 'cluster_drift_accuracy', cluster_id || '/' || horizon || '/' || currency, count(*)
     from marts.cluster_drift_accuracy group by cluster_id, horizon, currency
     having count(*) > 1
+    union all
+    select 'project_monthly', month || '/' || coalesce(project_id, '') || '/' || currency,
+        count(*)
+    from marts.project_monthly group by month, project_id, currency having count(*) > 1
+    union all
+    select 'projects', coalesce(project_id, ''), count(*)
+    from marts.projects group by project_id having count(*) > 1
+    union all
+    select 'budget_status', budget_name || '/' || month, count(*)
+    from marts.budget_status group by budget_name, month having count(*) > 1
+    union all
+    select 'spend_anomalies', day || '/' || scope || '/' || coalesce(scope_id, '') || '/'
+        || currency, count(*)
+    from marts.spend_anomalies group by day, scope, scope_id, currency having count(*) > 1
 )
 
 select * from duplicates
