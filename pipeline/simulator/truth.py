@@ -540,3 +540,269 @@ def _idle_runs(
                 run.append(b.hour)
     close()
     return total, days
+
+
+# --------------------------------------------------------------------------------------------
+# Finance: chargeback by project, budgets with the run-rate forecast, spend anomalies
+# --------------------------------------------------------------------------------------------
+#
+# Choices written down (the SQL models follow the same):
+# - A cluster is charged to its plan's project (the project its latest snapshot names); a
+#   project `[cost_centers]` does not map has cost center "unmapped".
+# - Budgets: one row per budget and month with spend in its currency. actual_to_date = the
+#   scope's cost in the month; forecast = actual + for each cluster of the scope existing at the
+#   last snapshot time, its hourly rate then (storage only when stopped: the breakdown of a
+#   stopped cluster) x the hours from that instant to the month's end (0 once it has ended).
+# - Anomalies: complete UTC days only (the first day counts when the first bucket starts at
+#   midnight; the last complete day is the one before the day of the last bucket's end); a day
+#   without a cluster's buckets counts as 0; baseline = median of the previous N days, MAD =
+#   median |x - baseline|; flagged at |cost - baseline| >= floor and > factor x MAD. Clusters
+#   behind: delta against their own N-day median of the same sign as the scope's, largest first
+#   (a tie: cluster id). Cause of the first: billed hours up -> started, down -> stopped; else
+#   max billed GPUs changed -> resize; else cost per billed GPU-hour moved > 0.1 % ->
+#   rate_change; else usage (against the day before; none that day: stopped).
+
+
+@dataclass(frozen=True)
+class ProjectMonthTruth:
+    """One project's spend in one UTC month and currency."""
+
+    month: date
+    project_id: str
+    currency: str
+    cost_center: str
+    cost: Decimal
+    gpu_hours: Decimal
+    idle_gpu_hours: Decimal
+    idle_cost: Decimal
+    unused_capacity_cost: Decimal
+
+
+@dataclass(frozen=True)
+class BudgetStatusTruth:
+    """A budget in one month: actual, run-rate forecast and status."""
+
+    budget_name: str
+    scope: str
+    scope_id: str | None
+    month: date
+    currency: str
+    amount: Decimal
+    actual_to_date: Decimal
+    forecast_month_end: Decimal
+    status: str
+
+
+@dataclass(frozen=True)
+class AnomalyTruth:
+    """A day whose spend left its scope's recent baseline."""
+
+    day: date
+    scope: str
+    scope_id: str | None
+    currency: str
+    cost: Decimal
+    baseline: Decimal
+    cause: str
+    cluster_ids: tuple[str, ...]
+
+
+@dataclass
+class FinanceTruth:
+    """The expected finance marts."""
+
+    project_monthly: list[ProjectMonthTruth]
+    budget_status: list[BudgetStatusTruth]
+    anomalies: list[AnomalyTruth]
+
+
+UNMAPPED = "unmapped"
+
+
+def finance_truth(
+    fleet: Fleet,
+    truth: GroundTruth,
+    *,
+    cost_centers: dict[str, str] | None = None,
+    budgets: Iterable[Any] = (),
+    thresholds: Thresholds | None = None,
+) -> FinanceTruth:
+    """Project months, budget status and anomalies from `truth` (a `ground_truth` of the same
+    fleet and snapshot times) and the fleet's series. `budgets`: objects with name, scope,
+    scope_id, amount, currency (pipeline.config.Budget)."""
+    th = thresholds or Thresholds()
+    centers = cost_centers or {}
+    project = {cid: fleet.plan(cid).project_id for cid in fleet.cluster_ids()}
+
+    def center_of(project_id: str) -> str:
+        return centers.get(project_id, UNMAPPED)
+
+    acc: dict[tuple[date, str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 5)
+    for r in truth.daily:
+        a = acc[(r.day.replace(day=1), project[r.cluster_id], r.currency)]
+        a[0] += r.actual_cost
+        a[1] += r.gpu_hours
+        a[2] += r.idle_gpu_hours
+        a[3] += r.idle_cost
+        a[4] += r.unused_capacity_cost
+    months = [ProjectMonthTruth(m, p, c, center_of(p), *v) for (m, p, c), v in sorted(acc.items())]
+    return FinanceTruth(
+        months,
+        _budget_truth(fleet, truth, months, project, center_of, budgets),
+        _anomaly_truth(fleet, truth, project, th),
+    )
+
+
+def _month_end(month: date) -> datetime:
+    from datetime import UTC
+
+    nxt = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    return datetime(nxt.year, nxt.month, nxt.day, tzinfo=UTC)
+
+
+def _budget_truth(
+    fleet: Fleet,
+    truth: GroundTruth,
+    months: list[ProjectMonthTruth],
+    project: dict[str, str],
+    center_of: Any,
+    budgets: Iterable[Any],
+) -> list[BudgetStatusTruth]:
+    last = truth.snapshot_times[-1]
+
+    def in_scope(budget: Any, project_id: str) -> bool:
+        if budget.scope == "project":
+            return bool(project_id == budget.scope_id)
+        if budget.scope == "cost_center":
+            return bool(center_of(project_id) == budget.scope_id)
+        return True
+
+    out: list[BudgetStatusTruth] = []
+    for b in budgets:
+        for month in sorted({m.month for m in months if m.currency == b.currency}):
+            actual = sum(
+                (
+                    m.cost
+                    for m in months
+                    if m.month == month and m.currency == b.currency and in_scope(b, m.project_id)
+                ),
+                Decimal(0),
+            )
+            seconds = max(0, int((_month_end(month) - last).total_seconds()))
+            remaining = Decimal(0)
+            for cid in fleet.cluster_ids():
+                plan = fleet.plan(cid)
+                if plan.currency != b.currency or not in_scope(b, project[cid]):
+                    continue
+                if not fleet.exists(cid, last):
+                    continue
+                rate = sum(fleet.state(cid, last)["breakdown"].values(), Decimal(0))
+                remaining += rate * seconds / 3600
+            forecast = actual + remaining
+            status = "over" if actual >= b.amount else "at_risk" if forecast >= b.amount else "ok"
+            out.append(
+                BudgetStatusTruth(
+                    b.name,
+                    b.scope,
+                    b.scope_id,
+                    month,
+                    b.currency,
+                    b.amount,
+                    actual,
+                    forecast.quantize(_Q6),
+                    status,
+                )
+            )
+    return out
+
+
+def _median(values: list[Decimal]) -> Decimal:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _anomaly_truth(
+    fleet: Fleet, truth: GroundTruth, project: dict[str, str], th: Thresholds
+) -> list[AnomalyTruth]:
+    times = truth.snapshot_times
+    per_cluster: dict[str, list[_Bucket]] = {}
+    for cid in fleet.cluster_ids():
+        snaps = [_snap(fleet, cid, t) for t in times if fleet.exists(cid, t)]
+        if snaps:
+            per_cluster[cid] = _seen_buckets(fleet, cid, snaps, "newest")
+    hours = [b.hour for buckets in per_cluster.values() for b in buckets]
+    if not hours:
+        return []
+    first, last = hour_start(min(hours)), hour_start(max(hours) + 1)
+    first_day = first.date() if first.hour == 0 else first.date() + timedelta(days=1)
+    last_day = last.date() - timedelta(days=1)
+    days = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+    cost: dict[str, dict[date, Decimal]] = {}
+    for cid, buckets in per_cluster.items():
+        if not buckets:
+            continue
+        daily: dict[date, Decimal] = defaultdict(Decimal)
+        for b in buckets:
+            daily[hour_start(b.hour).date()] += b.cost
+        cost[cid] = {d: daily.get(d, Decimal(0)) for d in days}
+    scopes: dict[tuple[str, str | None, str], list[str]] = defaultdict(list)
+    for cid in cost:
+        currency = fleet.plan(cid).currency
+        scopes[("project", project[cid], currency)].append(cid)
+        scopes[("fleet", None, currency)].append(cid)
+    n = th.anomaly_baseline_days
+    out: list[AnomalyTruth] = []
+    for (scope, scope_id, currency), cids in sorted(scopes.items(), key=lambda kv: str(kv[0])):
+        total = {d: sum((cost[c][d] for c in cids), Decimal(0)) for d in days}
+        for i in range(n, len(days)):
+            day, before = days[i], days[i - n : i]
+            values = [total[d] for d in before]
+            base = _median(values)
+            mad = _median([abs(v - base) for v in values])
+            delta = total[day] - base
+            if abs(delta) < Decimal(repr(th.anomaly_min_cost)):
+                continue
+            if not abs(delta) > Decimal(repr(th.anomaly_mad_factor)) * mad:
+                continue
+            moved = []
+            for c in cids:
+                d = cost[c][day] - _median([cost[c][x] for x in before])
+                if d != 0 and (d > 0) == (delta > 0):
+                    moved.append((-abs(d), c))
+            behind = tuple(c for _, c in sorted(moved))
+            cause = _day_cause(per_cluster[behind[0]], day) if behind else "usage"
+            out.append(
+                AnomalyTruth(day, scope, scope_id, currency, total[day], base, cause, behind)
+            )
+    return out
+
+
+def _day_cause(buckets: list[_Bucket], day: date) -> str:
+    """What changed in a cluster from the day before to `day` (see the choices above)."""
+
+    def profile(d: date) -> tuple[int, int | None, Decimal | None, bool]:
+        mine = [b for b in buckets if hour_start(b.hour).date() == d]
+        billed = [b for b in mine if b.status != "stopped"]
+        gpu_hours = sum(b.gpus for b in billed)
+        rate = sum((b.cost for b in billed), Decimal(0)) / gpu_hours if gpu_hours else None
+        return len(billed), max((b.gpus for b in billed), default=None), rate, bool(mine)
+
+    hours, gpus, rate, seen = profile(day)
+    if not seen:
+        return "stopped"
+    hours_before, gpus_before, rate_before, _ = profile(day - timedelta(days=1))
+    if hours > hours_before:
+        return "started"
+    if hours < hours_before:
+        return "stopped"
+    if gpus is not None and gpus_before is not None and gpus != gpus_before:
+        return "resize"
+    if (
+        rate is not None
+        and rate_before is not None
+        and abs(rate - rate_before) > abs(rate_before) * Decimal("0.001")
+    ):
+        return "rate_change"
+    return "usage"

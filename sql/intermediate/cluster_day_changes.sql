@@ -37,8 +37,9 @@ final as (
             when coalesce(today.billed_hours, 0) < coalesce(before.billed_hours, 0)
                 then 'stopped'
             when today.billed_gpus <> before.billed_gpus then 'resize'
-            when round(today.cost_per_gpu_hour, 4) <> round(before.cost_per_gpu_hour, 4)
-                then 'rate_change'
+            -- a rate differs by more than its rounding (0.1 %)
+            when abs(today.cost_per_gpu_hour - before.cost_per_gpu_hour)
+                > 0.001 * abs(before.cost_per_gpu_hour) then 'rate_change'
             else 'usage'
         end as cause,
     from days as today

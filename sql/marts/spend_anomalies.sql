@@ -120,7 +120,11 @@ deviations as (
 flagged as (
     select baselines.*, deviations.mad,
     from baselines
-    inner join deviations using (scope, scope_id, currency, day)
+    inner join deviations
+        on deviations.scope = baselines.scope
+        and deviations.scope_id is not distinct from baselines.scope_id
+        and deviations.currency = baselines.currency
+        and deviations.day = baselines.day
     where abs(baselines.cost - baselines.baseline)
         >= cast(getvariable('anomaly_min_cost') as decimal(18, 6))
     and abs(baselines.cost - baselines.baseline)
@@ -145,6 +149,7 @@ contributions as (
         and today.day = flagged.day
     inner join scoped as before
         on before.scope = flagged.scope
+        and before.scope_id is not distinct from flagged.scope_id
         and before.cluster_id = today.cluster_id
         and before.currency = flagged.currency
         and before.day < flagged.day
@@ -170,7 +175,9 @@ explained as (
         behind.currency,
         behind.day,
         string_agg(behind.cluster_id, ',' order by behind.contribution_rank) as cluster_ids,
-        any_value(changes.cause) filter (where behind.contribution_rank = 1) as cause,
+        -- the first cluster billed nothing that day (deleted): no change row, it stopped
+        any_value(coalesce(changes.cause, 'stopped'))
+            filter (where behind.contribution_rank = 1) as cause,
     from behind
     left join changes
         on changes.cluster_id = behind.cluster_id
@@ -190,12 +197,16 @@ final as (
         cast(
             (flagged.cost - flagged.baseline) * 100 / nullif(flagged.baseline, 0) as double
         ) as deviation_pct,
-        -- a cluster that billed nothing that day (deleted) has no change row: it stopped
-        coalesce(explained.cause, 'stopped') as cause,
+        -- no cluster moved the way the scope did (medians do not add up): usage
+        coalesce(explained.cause, 'usage') as cause,
         cast(flagged.mad as decimal(18, 6)) as mad,
         explained.cluster_ids,
     from flagged
-    left join explained using (scope, scope_id, currency, day)
+    left join explained
+        on explained.scope = flagged.scope
+        and explained.scope_id is not distinct from flagged.scope_id
+        and explained.currency = flagged.currency
+        and explained.day = flagged.day
 )
 
 select * from final
