@@ -94,12 +94,10 @@ class CloseResult:
 
 
 def close_month(config: Config, month: date) -> CloseResult:
-    """Freeze `month` (its first day): copy its `marts.project_monthly` rows, as last built,
-    into `meta.closed_project_monthly` and record it in `meta.closed_months`.
+    """Freeze `month` (its first day) in the database of `config`: see `close_month_on`.
 
-    Raises `CloseError` (exit 2) when the month is already closed, has no data in the mart, or
-    lies before a month already closed (months close in order, so that the revisions of closed
-    months have one open month to be booked in); `ConfigError` when the database does not exist.
+    Raises `ConfigError` (exit 2) when the database does not exist, `LockedError` (exit 5) when
+    another run holds its lock.
     """
     from pipeline.store import Store
 
@@ -107,51 +105,59 @@ def close_month(config: Config, month: date) -> CloseResult:
     if not path.exists():
         raise ConfigError(f"database {path} does not exist: run `gpucost snapshot` first")
     with Store.open(path) as store:
-        con = store.con
-        exists = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'marts' and table_name = 'project_monthly'"
+        return close_month_on(store.con, month)
+
+
+def close_month_on(con: duckdb.DuckDBPyConnection, month: date) -> CloseResult:
+    """Copy `month`'s `marts.project_monthly` rows, as last built, into
+    `meta.closed_project_monthly` and record the month in `meta.closed_months`, in one
+    transaction.
+
+    Raises `CloseError` (exit 2) when the month is already closed, has no data in the mart, or
+    lies before a month already closed (months close in order, so that the revisions of closed
+    months have one open month to be booked in).
+    """
+    exists = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'marts' and table_name = 'project_monthly'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        raise CloseError("no marts yet: run `gpucost build` before closing a month")
+    con.execute("begin transaction")
+    try:
+        row = con.execute(
+            "select max(month), count(*) filter (where month = ?) from meta.closed_months",
+            [month],
         ).fetchone()
-        if not exists or not exists[0]:
-            raise CloseError("no marts yet: run `gpucost build` before closing a month")
-        con.execute("begin transaction")
-        try:
-            row = con.execute(
-                "select max(month), count(*) filter (where month = ?) from meta.closed_months",
-                [month],
-            ).fetchone()
-            latest, already = (row[0], row[1]) if row else (None, 0)
-            if already:
-                raise CloseError(f"{month:%Y-%m} is already closed")
-            if latest is not None and month < latest:
-                raise CloseError(
-                    f"{month:%Y-%m} is before {latest:%Y-%m}, which is closed: months close "
-                    "in order"
-                )
-            columns = ", ".join(FROZEN_COLUMNS)
-            count = con.execute(
-                "select count(*) from marts.project_monthly where month = ? and not is_closed",
-                [month],
-            ).fetchone()
-            if not count or not count[0]:
-                raise CloseError(f"{month:%Y-%m} has no data in marts.project_monthly to close")
-            con.execute(
-                f"insert into meta.closed_project_monthly ({columns}) "
-                f"select {columns} from marts.project_monthly where month = ?",
-                [month],
+        latest, already = (row[0], row[1]) if row else (None, 0)
+        if already:
+            raise CloseError(f"{month:%Y-%m} is already closed")
+        if latest is not None and month < latest:
+            raise CloseError(
+                f"{month:%Y-%m} is before {latest:%Y-%m}, which is closed: months close in order"
             )
-            con.execute("insert into meta.closed_months values (?, ?)", [month, datetime.now(UTC)])
-            # the mart says so at once; the next build reads the frozen rows
-            con.execute(
-                "update marts.project_monthly set is_closed = true where month = ?", [month]
-            )
-            totals = con.execute(
-                "select currency, sum(cost + adjustment_cost) from marts.project_monthly "
-                "where month = ? group by currency",
-                [month],
-            ).fetchall()
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        count = con.execute(
+            "select count(*) from marts.project_monthly where month = ? and not is_closed",
+            [month],
+        ).fetchone()
+        if not count or not count[0]:
+            raise CloseError(f"{month:%Y-%m} has no data in marts.project_monthly to close")
+        columns = ", ".join(FROZEN_COLUMNS)
+        con.execute(
+            f"insert into meta.closed_project_monthly ({columns}) "
+            f"select {columns} from marts.project_monthly where month = ?",
+            [month],
+        )
+        con.execute("insert into meta.closed_months values (?, ?)", [month, datetime.now(UTC)])
+        # the mart says so at once; the next build reads the frozen rows
+        con.execute("update marts.project_monthly set is_closed = true where month = ?", [month])
+        totals = con.execute(
+            "select currency, sum(cost + adjustment_cost) from marts.project_monthly "
+            "where month = ? group by currency",
+            [month],
+        ).fetchall()
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
     return CloseResult(month, int(count[0]), {cur: str(cost) for cur, cost in totals})
