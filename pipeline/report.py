@@ -62,13 +62,27 @@ REQUIRED_MARTS = (
     "recommendations",
     "clusters",
 )
-MART_EXPORTS = ("idle_waste_daily", "recommendations", "projection_drift", "fleet_daily")
+MART_EXPORTS = (
+    "idle_waste_daily",
+    "recommendations",
+    "projection_drift",
+    "fleet_daily",
+    "project_monthly",
+    "budget_status",
+    "spend_anomalies",
+)
 _MART_ORDER = {
     "idle_waste_daily": "day, cluster_id, currency",
     "recommendations": "cluster_id, kind, rec_id",
     "projection_drift": "projected_at, cluster_id, horizon",
     "fleet_daily": "day, currency",
+    "project_monthly": "month, currency, project_id",
+    "budget_status": "month, budget_name",
+    "spend_anomalies": "day, scope, scope_id, currency",
 }
+# finance marts: exported and shown when the database has them (built since migration 0002)
+FINANCE_MARTS = ("project_monthly", "budget_status", "spend_anomalies")
+TOP_ANOMALIES = 30
 _SYMBOLS = {"USD": "$", "EUR": "€"}
 _FORMULA_START = r"^[=+\-@\t\r]"
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -328,7 +342,10 @@ def render_report(
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temp_files(out_dir)
         files: list[Path] = []
+        present = _tables(con, "marts")
         for mart in MART_EXPORTS:
+            if mart in FINANCE_MARTS and mart not in present:
+                continue
             frame = con.sql(f"select * from marts.{mart} order by {_MART_ORDER[mart]}").pl()
             files.append(write_csv(frame, out_dir / f"{mart}.csv"))
         focus = build_focus(con, **({"provider_name": provider_name} if provider_name else {}))
@@ -381,6 +398,7 @@ def _context(
     health = _health(con)
     clusters = _clusters(con, params, thresholds.idle_threshold_pct, charts, cluster_sections)
     notes = _notes(con, marts)
+    finance = _finance(con, marts, charts)
     latest_snapshot = con.execute("select max(last_snapshot_at) from marts.clusters").fetchall()
     return {
         "version": __version__,
@@ -398,7 +416,9 @@ def _context(
         "anchors": {c["cluster_id"]: c["anchor"] for c in clusters["sections"]},
         "notes": notes,
         "thresholds": thresholds,
-        "csv_files": [f"{m}.csv" for m in MART_EXPORTS] + ["focus.csv"],
+        "finance": finance,
+        "csv_files": [f"{m}.csv" for m in MART_EXPORTS if m not in FINANCE_MARTS or m in marts]
+        + ["focus.csv"],
     }
 
 
@@ -579,6 +599,66 @@ def _idle(
             )
             charts.append({"currency": currency, "svg": svg})
     return {"rows": rows[:TOP_IDLE_TABLE], "total": len(rows), "charts": charts, "label": label}
+
+
+def _finance(con: duckdb.DuckDBPyConnection, marts: set[str], salt: _ChartSalt) -> dict[str, Any]:
+    """The Finance section: spend by project in the latest month (with idle share), budgets
+    (actual and forecast against the amount) and the latest anomalies; marts only."""
+    if not all(m in marts for m in FINANCE_MARTS):
+        return {"available": False}
+    month_row = con.execute("select max(month) from marts.project_monthly").fetchall()
+    month = month_row[0][0] if month_row else None
+    projects = _rows(
+        con,
+        """
+        select p.*, pr.owner_email
+        from marts.project_monthly as p
+        left join marts.projects as pr on pr.project_id is not distinct from p.project_id
+        where p.month = $month
+        order by p.currency, p.cost desc, p.project_id
+        """,
+        {"month": month},
+    )
+    for row in projects:
+        row["idle_share"] = _share(row["idle_cost"], row["cost"])
+    label = month.strftime("%B %Y") if month else ""
+    charts = []
+    for currency in sorted({r["currency"] for r in projects}):
+        mine = [r for r in projects if r["currency"] == currency]
+        charts.append(
+            {
+                "currency": currency,
+                "svg": _charts.project_spend_chart(
+                    [r["project_name"] or r["project_id"] or "(no project)" for r in mine],
+                    [float(r["cost"]) for r in mine],
+                    [float(r["idle_cost"]) for r in mine],
+                    currency=currency,
+                    symbol=currency_symbol(currency),
+                    period=label,
+                    salt=salt(),
+                ),
+            }
+        )
+    budgets = _rows(
+        con,
+        "select * from marts.budget_status where month = $month order by budget_name",
+        {"month": month},
+    )
+    anomalies = _rows(
+        con,
+        f"select * from marts.spend_anomalies order by day desc, scope, scope_id, currency "
+        f"limit {TOP_ANOMALIES + 1}",
+    )
+    return {
+        "available": True,
+        "month": month,
+        "label": label,
+        "projects": projects,
+        "charts": charts,
+        "budgets": budgets,
+        "anomalies": anomalies[:TOP_ANOMALIES],
+        "more_anomalies": len(anomalies) > TOP_ANOMALIES,
+    }
 
 
 def _recommendations(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
