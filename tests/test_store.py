@@ -10,7 +10,14 @@ import duckdb
 import pytest
 
 from pipeline.errors import LockedError
-from pipeline.store import LoadBatch, LoadError, Store, StoreError, code_schema_version
+from pipeline.store import (
+    LoadBatch,
+    LoadError,
+    Store,
+    StoreError,
+    code_schema_version,
+    migrations,
+)
 from tests.store_fixtures import HOUR, T0, detail, point
 
 DAY = 24 * HOUR
@@ -74,12 +81,13 @@ def test_umask_is_restored_after_close(db):
 
 
 def test_migrations_recorded_and_reopen_is_a_no_op(db):
+    shipped = [(version,) for version, _name, _sql in migrations()]
     with Store.open(db) as s:
-        versions = s.con.execute("select version from meta.schema_version").fetchall()
-    assert versions == [(code_schema_version(),)]
+        versions = s.con.execute("select version from meta.schema_version order by 1").fetchall()
+    assert versions == shipped and versions[-1] == (code_schema_version(),)
     with Store.open(db) as s:
         assert s.schema_version() == code_schema_version()
-        assert len(s.con.execute("select * from meta.schema_version").fetchall()) == 1
+        assert len(s.con.execute("select * from meta.schema_version").fetchall()) == len(shipped)
 
 
 def test_database_newer_than_code_is_refused(db):
@@ -429,3 +437,18 @@ def test_points_given_as_columns_store_the_same_rows_as_the_dicts(tmp_path):
             }
     assert tables[True] == tables[False]
     assert len(tables[True]["gpu_metric_points"]) > 1000
+
+
+def test_the_project_owner_e_mail_is_stored_beside_the_owner_id(store):
+    doc = detail()
+    doc["project_info"] = {
+        "project_id": "proj_1",
+        "project_name": "ML",
+        "owner_id": "u1",
+        "owner_email": "ada@example.com",
+    }
+    _load(store, doc)
+    row = store.con.execute(
+        "select project_id, owner_id, owner_email from snap.cluster_snapshots"
+    ).fetchall()
+    assert row == [("proj_1", "u1", "ada@example.com")]
