@@ -159,3 +159,25 @@ def test_spend_anomalies_equal_the_truth(finance):
         assert abs(m["baseline"] - t.baseline) < CENT, key
         assert m["cause"] == t.cause, key
         assert tuple((m["cluster_ids"] or "").split(",")) == t.cluster_ids, key
+
+
+def test_report_writes_the_finance_csvs_with_the_marts_columns(finance, tmp_path):
+    import polars as pl
+
+    from pipeline.report import render_report
+
+    result = render_report(Config(store=StoreSettings(db=str(finance["db"]))), tmp_path)
+    names = {p.name for p in result.files}
+    assert {"project_monthly.csv", "budget_status.csv", "spend_anomalies.csv"} <= names
+    for mart in ("project_monthly", "budget_status", "spend_anomalies"):
+        rows = _rows(finance, f"select * from marts.{mart}")
+        frame = pl.read_csv(tmp_path / f"{mart}.csv", infer_schema_length=0)
+        assert frame.columns == list(rows[0]), mart
+        assert frame.height == len(rows), mart
+    csv_cost = sum(
+        Decimal(v)
+        for v in pl.read_csv(tmp_path / "project_monthly.csv", infer_schema_length=0)["cost"]
+    )
+    assert csv_cost == sum(r["cost"] for r in _rows(finance, "select * from marts.project_monthly"))
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert 'id="finance"' in html and "Spend by project" in html
