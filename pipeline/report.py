@@ -61,6 +61,12 @@ REQUIRED_MARTS = (
     "projection_drift",
     "recommendations",
     "clusters",
+    # what the report showed from the snapshot tables before; now models (sql/marts/)
+    "report_days",
+    "active_alerts",
+    "cluster_configuration",
+    "cluster_rates",
+    "utilization_heatmap",
 )
 MART_EXPORTS = (
     "idle_waste_daily",
@@ -432,17 +438,10 @@ def _complete_days(
     Only the whole UTC days of the last `period_days` + 2 are read: the period cannot start
     earlier, and a year of history is 8,760 buckets per cluster to count for nothing.
     """
-    newest = con.execute("select max(bucket_at) from snap.metric_points").fetchall()[0][0]
-    since = None
-    if newest is not None:
-        midnight = newest.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        since = midnight - timedelta(days=period_days + 1)
+    newest = con.execute("select max(day) from marts.report_days").fetchall()[0][0]
+    since = None if newest is None else newest - timedelta(days=period_days + 1)
     rows = con.execute(
-        """
-        select cast(timezone('UTC', bucket_at) as date) as day,
-               count(distinct date_trunc('hour', bucket_at)) >= 24 as is_complete
-        from snap.metric_points where bucket_at >= $since group by 1 order by 1
-        """,
+        "select day, is_complete from marts.report_days where day >= $since order by day",
         {"since": since},
     ).fetchall()
     complete = [day for day, ok in rows if ok]
@@ -855,22 +854,7 @@ def _health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         order by case status when 'error' then 0 else 1 end, health, cluster_id
         """,
     )
-    alerts = _rows(
-        con,
-        """
-        with latest as (
-            select cluster_id, max(snapshot_at) as snapshot_at
-            from snap.cluster_snapshots group by cluster_id
-        ),
-        newest as (select max(snapshot_at) as newest_at from latest)
-        select a.*, c.name
-        from snap.alerts as a
-        join latest as l using (cluster_id, snapshot_at)
-        left join marts.clusters as c using (cluster_id)
-        where a.resolved_at is null
-          and l.snapshot_at >= (select newest_at from newest) - interval 36 hour
-        """,
-    )
+    alerts = _rows(con, "select * from marts.active_alerts")
     alerts.sort(
         key=lambda a: (
             _SEVERITY_RANK.get(a["severity"] or "", 9),
@@ -953,23 +937,16 @@ def _cluster_details(
         return {}
     latest = _rows(
         con,
-        """
-        select distinct on (cluster_id) *
-        from snap.cluster_snapshots where cluster_id in (select unnest($ids))
-        order by cluster_id, snapshot_at desc
-        """,
+        "select * from marts.cluster_configuration where cluster_id in (select unnest($ids)) "
+        "order by cluster_id",
         {"ids": ids},
     )
     components = _rows(
         con,
         """
-        with latest as (
-            select cluster_id, max(snapshot_at) as snapshot_at from snap.cluster_snapshots
-            where cluster_id in (select unnest($ids)) group by cluster_id
-        )
-        select c.cluster_id, c.component, c.cost_per_hour, c.currency
-        from snap.cost_components as c join latest using (cluster_id, snapshot_at)
-        order by c.cluster_id, c.cost_per_hour desc, c.component
+        select cluster_id, component, cost_per_hour, currency
+        from marts.cluster_rates where cluster_id in (select unnest($ids))
+        order by cluster_id, cost_per_hour desc, component
         """,
         {"ids": ids},
     )
@@ -1045,37 +1022,26 @@ def _attach_heatmaps(
 ) -> None:
     if not starts:
         return
-    window = [(cid, start) for cid, start in starts.items()]
-    con.execute(
-        "create or replace temp table _gpucost_windows (cluster_id varchar, start_at timestamptz)"
-    )
-    con.executemany("insert into _gpucost_windows values (?, ?)", window)
-    # A constant lower bound lets DuckDB skip the row groups of older history (a year of it is
-    # 70 M per-GPU rows for 1,000 clusters) before the join looks at them.
-    since = {"since": min(starts.values())}
+    ids = {"ids": list(starts)}
     # Per-GPU points come as columns (polars), not one dict per point: 50 sections x 8 GPUs x
     # 168 hours is 67,200 points, and their matrices are filled by numpy indexing.
     per_gpu = con.sql(
         """
-        select g.cluster_id, g.gpu_id,
-               cast(floor((epoch(g.bucket_at) - epoch(w.start_at)) / 3600) as integer) as hour,
-               g.utilization
-        from snap.gpu_metric_points as g join _gpucost_windows as w using (cluster_id)
-        where g.bucket_at >= $since
-          and g.bucket_at >= w.start_at and g.bucket_at < w.start_at + interval 168 hour
-        order by g.cluster_id, g.bucket_at
+        select cluster_id, gpu_id, hour, utilization
+        from marts.utilization_heatmap
+        where not is_cluster_wide and cluster_id in (select unnest($ids))
+        order by cluster_id, bucket_at
         """,
-        params=since,
+        params=ids,
     ).pl()
     wide = _rows(
         con,
         """
-        select m.cluster_id, m.bucket_at, m.gpu_utilization as utilization
-        from snap.metric_points as m join _gpucost_windows as w using (cluster_id)
-        where m.bucket_at >= $since
-          and m.bucket_at >= w.start_at and m.bucket_at < w.start_at + interval 168 hour
+        select cluster_id, bucket_at, utilization
+        from marts.utilization_heatmap
+        where is_cluster_wide and cluster_id in (select unnest($ids))
         """,
-        since,
+        ids,
     )
     gpus = {part["cluster_id"][0]: part for part in per_gpu.partition_by("cluster_id")}
     cluster_wide: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -38,10 +38,9 @@ from pathlib import Path
 
 import duckdb
 
-import pipeline
+from pipeline.store import migrations
 
 D = Decimal
-MIGRATION = Path(pipeline.__file__).parent / "migrations" / "0001_initial.sql"
 
 DAY1 = datetime(2026, 11, 18, tzinfo=UTC)
 DAY2 = datetime(2026, 11, 19, tzinfo=UTC)
@@ -252,7 +251,8 @@ def create_fixture_db(
 ) -> Path:
     """Write the hand-computed database to `path`; `extra_clusters` adds filler clusters."""
     con = duckdb.connect(str(path))
-    con.execute(MIGRATION.read_text(encoding="utf-8"))
+    for _version, _name, sql in migrations():
+        con.execute(sql)
     con.execute(
         "insert into meta.runs values ('run1', ?, ?, 'http://127.0.0.1:8080/v1', 'complete',"
         " 5, 4, 0, 0, 0, 9, 0, null)",
@@ -325,8 +325,42 @@ def create_fixture_db(
             )
         if extra_clusters:
             _insert_filler_marts(con, clusters[len(CLUSTERS) :])
+        build_snapshot_marts(con)
     con.close()
     return path
+
+
+# The marts the report reads that come straight from the snapshot tables: built here by their
+# own models (sql/), over the fixture's hand-written snapshots, beside the hand-written marts.
+SNAPSHOT_MARTS = (
+    "marts.report_days",
+    "marts.active_alerts",
+    "marts.cluster_configuration",
+    "marts.cluster_rates",
+    "marts.utilization_heatmap",
+)
+
+
+def build_snapshot_marts(con: duckdb.DuckDBPyConnection) -> None:
+    """Create SNAPSHOT_MARTS, and the staging views they read, from the sql/ models."""
+    from pipeline.models import discover_models
+
+    models = discover_models()
+    by_relation = {m.relation: m for m in models}
+    needed: set[str] = set()
+    todo = list(SNAPSHOT_MARTS)
+    while todo:
+        relation = todo.pop()
+        if relation not in needed:
+            needed.add(relation)
+            todo.extend(by_relation[relation].depends_on)
+    con.execute("set TimeZone = 'UTC'")
+    for model in models:
+        if model.relation not in needed:
+            continue
+        con.execute(f"create schema if not exists {model.layer}")
+        kind = "view" if model.materialized == "view" else "table"
+        con.execute(f"create or replace {kind} {model.relation} as {model.sql.strip().rstrip(';')}")
 
 
 def _insert_filler_marts(con: duckdb.DuckDBPyConnection, fillers: list[_Cluster]) -> None:

@@ -43,6 +43,18 @@ duplicates as (
     select 'spend_anomalies', day || '/' || scope || '/' || coalesce(scope_id, '') || '/'
         || currency, count(*)
     from marts.spend_anomalies group by day, scope, scope_id, currency having count(*) > 1
+    union all
+    select 'report_days', cast(day as varchar), count(*)
+    from marts.report_days group by day having count(*) > 1
+    union all
+    select 'cluster_configuration', cluster_id, count(*)
+    from marts.cluster_configuration group by cluster_id having count(*) > 1
+    union all
+    select 'cluster_rates', cluster_id || '/' || component, count(*)
+    from marts.cluster_rates group by cluster_id, component having count(*) > 1
+    union all
+    select 'active_alerts', cluster_id || '/' || alert_id, count(*)
+    from marts.active_alerts group by cluster_id, alert_id having count(*) > 1
 )
 
 select * from duplicates
