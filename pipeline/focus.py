@@ -47,6 +47,7 @@ FOCUS_COLUMNS: tuple[str, ...] = (
     "ChargeFrequency",
     "ChargePeriodEnd",
     "ChargePeriodStart",
+    "CommitmentDiscountStatus",
     "ConsumedQuantity",
     "ConsumedUnit",
     "ContractedCost",
@@ -58,6 +59,9 @@ FOCUS_COLUMNS: tuple[str, ...] = (
     "PricingCategory",
     "PricingQuantity",
     "PricingUnit",
+    "PricingCurrencyContractedUnitPrice",
+    "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice",
     "ProviderName",
     "PublisherName",
     "RegionId",
@@ -71,6 +75,8 @@ FOCUS_COLUMNS: tuple[str, ...] = (
     "ServiceSubcategory",
     "SkuId",
     "SkuMeter",
+    "SkuPriceId",
+    "SkuPriceDetails",
     "SubAccountId",
     "SubAccountName",
     "Tags",
@@ -323,6 +329,8 @@ select
     strftime(date_trunc('month', day), '%Y-%m-%dT%H:%M:%SZ') as BillingPeriodStart,
     'Usage' as ChargeCategory,
     cast(null as varchar) as ChargeClass,
+    -- no commitment discounts: null (the column lets a reader test the status)
+    cast(null as varchar) as CommitmentDiscountStatus,
     coalesce(case component
         when 'gpu' then 'GPU compute'
         when 'cpu' then 'CPU compute'
@@ -336,10 +344,12 @@ select
     'Usage-Based' as ChargeFrequency,
     strftime(day + interval 1 day, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodEnd,
     strftime(day, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodStart,
-    case when quantity > 0 then round(quantity, 6) end as ConsumedQuantity,
-    case when quantity > 0 then unit end as ConsumedUnit,
+    -- DECIMAL, as FOCUS requires (an integer-looking quantity reads as an integer column)
+    cast(round(quantity, 6) as decimal(18, 6)) as ConsumedQuantity,
+    unit as ConsumedUnit,
     cost as ContractedCost,
     cost as EffectiveCost,
+    -- the provider pre-generates no invoice ids: null, as FOCUS asks then
     cast(null as varchar) as InvoiceId,
     $provider as InvoiceIssuerName,
     cost as ListCost,
@@ -347,8 +357,16 @@ select
         then cast(round(cast(cost as double) / quantity, 6) as decimal(18, 6)) end
         as ListUnitPrice,
     'Standard' as PricingCategory,
-    case when quantity > 0 then round(quantity, 6) end as PricingQuantity,
-    case when quantity > 0 then unit end as PricingUnit,
+    cast(round(quantity, 6) as decimal(18, 6)) as PricingQuantity,
+    unit as PricingUnit,
+    -- priced and billed in one currency: the pricing-currency columns repeat the billing ones
+    case when quantity > 0
+        then cast(round(cast(cost as double) / quantity, 6) as decimal(18, 6)) end
+        as PricingCurrencyContractedUnitPrice,
+    cost as PricingCurrencyEffectiveCost,
+    case when quantity > 0
+        then cast(round(cast(cost as double) / quantity, 6) as decimal(18, 6)) end
+        as PricingCurrencyListUnitPrice,
     $provider as ProviderName,
     $provider as PublisherName,
     region as RegionId,
@@ -362,6 +380,12 @@ select
     'Virtual Machines' as ServiceSubcategory,
     gpu_type as SkuId,
     component as SkuMeter,
+    -- one price of one SKU: the GPU type, the component and its unit price
+    gpu_type || '/' || component || '/' || coalesce(cast(
+        case when quantity > 0 then cast(round(cast(cost as double) / quantity, 6)
+        as decimal(18, 6)) end as varchar), 'none') as SkuPriceId,
+    cast(json_object('x_CostComponent', component, 'x_PricingUnit', unit) as varchar)
+        as SkuPriceDetails,
     project_id as SubAccountId,
     project_name as SubAccountName,
     cast(json_object(
