@@ -78,6 +78,8 @@ class ReportSettings:
     """Where and how reports are written."""
 
     out_dir: str = "reports/out"
+    # FOCUS: also write each billing period's file as Parquet (typed columns) beside its CSV
+    focus_parquet: bool = False
 
 
 @dataclass(frozen=True)

@@ -416,6 +416,72 @@ def build_focus(
     return frame.select(FOCUS_COLUMNS)
 
 
+_ADJUSTMENT_SQL = """
+select
+    cast(adjustment_cost as decimal(18, 6)) as BilledCost,
+    $account as BillingAccountId,
+    $account as BillingAccountName,
+    currency as BillingCurrency,
+    strftime(month + interval 1 month, '%Y-%m-%dT%H:%M:%SZ') as BillingPeriodEnd,
+    strftime(month, '%Y-%m-%dT%H:%M:%SZ') as BillingPeriodStart,
+    'Adjustment' as ChargeCategory,
+    cast(null as varchar) as ChargeClass,
+    'Revisions of closed months of project ' || coalesce(project_name, project_id, '(none)')
+        || ', booked in this period' as ChargeDescription,
+    'One-Time' as ChargeFrequency,
+    strftime(month + interval 1 month, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodEnd,
+    strftime(month, '%Y-%m-%dT%H:%M:%SZ') as ChargePeriodStart,
+    cast(null as varchar) as CommitmentDiscountStatus,
+    cast(null as decimal(18, 6)) as ConsumedQuantity,
+    cast(null as varchar) as ConsumedUnit,
+    cast(adjustment_cost as decimal(18, 6)) as ContractedCost,
+    cast(adjustment_cost as decimal(18, 6)) as EffectiveCost,
+    cast(null as varchar) as InvoiceId,
+    $provider as InvoiceIssuerName,
+    cast(adjustment_cost as decimal(18, 6)) as ListCost,
+    cast(null as decimal(18, 6)) as ListUnitPrice,
+    cast(null as varchar) as PricingCategory,
+    cast(null as decimal(18, 6)) as PricingQuantity,
+    cast(null as varchar) as PricingUnit,
+    cast(null as decimal(18, 6)) as PricingCurrencyContractedUnitPrice,
+    cast(adjustment_cost as decimal(18, 6)) as PricingCurrencyEffectiveCost,
+    cast(null as decimal(18, 6)) as PricingCurrencyListUnitPrice,
+    $provider as ProviderName,
+    $provider as PublisherName,
+    cast(null as varchar) as RegionId,
+    cast(null as varchar) as RegionName,
+    cast(null as varchar) as AvailabilityZone,
+    cast(null as varchar) as ResourceId,
+    cast(null as varchar) as ResourceName,
+    cast(null as varchar) as ResourceType,
+    'Compute' as ServiceCategory,
+    'GPU Clusters' as ServiceName,
+    'Virtual Machines' as ServiceSubcategory,
+    cast(null as varchar) as SkuId,
+    cast(null as varchar) as SkuMeter,
+    cast(null as varchar) as SkuPriceId,
+    cast(null as varchar) as SkuPriceDetails,
+    project_id as SubAccountId,
+    project_name as SubAccountName,
+    cast(null as varchar) as Tags,
+    'adjustment' as x_CostComponent,
+    cast(null as varchar) as x_ClusterStatus,
+from marts.project_monthly
+where adjustment_cost <> 0 and not is_closed
+order by month, currency, project_id
+"""
+
+
+def build_adjustments(
+    con: duckdb.DuckDBPyConnection, *, provider_name: str = DEFAULT_PROVIDER_NAME
+) -> pl.DataFrame:
+    """FOCUS rows (`ChargeCategory` Adjustment), one per project and currency with revisions of
+    closed months, in the period that books them (`marts.project_monthly.adjustment_cost`)."""
+    account = _billing_account(con)
+    frame = con.sql(_ADJUSTMENT_SQL, params={"provider": provider_name, "account": account}).pl()
+    return frame.select(FOCUS_COLUMNS)
+
+
 def _billing_account(con: duckdb.DuckDBPyConnection) -> str:
     """The account the data was read from: the API host of the newest run (no credentials)."""
     rows = con.execute(

@@ -41,7 +41,7 @@ import polars as pl
 from pipeline import __version__, _charts
 from pipeline.config import Config
 from pipeline.errors import EXIT_USAGE, GpucostError
-from pipeline.focus import build_focus, reconcile
+from pipeline.focus import build_adjustments, build_focus, reconcile
 from pipeline.log import get_logger
 from pipeline.resources import templates_dir
 
@@ -274,6 +274,51 @@ def write_csv(frame: pl.DataFrame, path: Path) -> Path:
     return _write_atomic(path, lambda tmp: ready.write_csv(tmp, float_scientific=False))
 
 
+FOCUS_TIME_COLUMNS = (
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+)
+FOCUS_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def write_focus_periods(
+    con: duckdb.DuckDBPyConnection,
+    focus: pl.DataFrame,
+    adjustments: pl.DataFrame,
+    out_dir: Path,
+    *,
+    parquet: bool = False,
+) -> list[Path]:
+    """One FOCUS file per billing period, `focus-YYYY-MM.csv` (and `.parquet` when asked): the
+    period's usage rows and the adjustments it books. A closed period (`gpucost close`) whose file
+    exists is not rewritten: what was reported stays as it was, and later revisions arrive as
+    Adjustment rows in the first open period."""
+    closed: set[str] = set()
+    if "closed_months" in _tables(con, "meta"):
+        months = con.execute("select month from meta.closed_months").fetchall()
+        closed = {row[0].strftime("%Y-%m") for row in months}
+    rows = pl.concat([focus, adjustments], how="vertical_relaxed")
+    written: list[Path] = []
+    periods = rows.get_column("BillingPeriodStart").str.slice(0, 7).unique().sort().to_list()
+    for period in periods:
+        part = rows.filter(pl.col("BillingPeriodStart").str.slice(0, 7) == period)
+        csv = out_dir / f"focus-{period}.csv"
+        if period in closed and csv.exists():
+            written.append(csv)
+            continue
+        written.append(write_csv(part, csv))
+        if parquet:
+            target = out_dir / f"focus-{period}.parquet"
+            typed = part.with_columns(
+                pl.col(column).str.to_datetime(FOCUS_TIME_FORMAT, time_zone="UTC")
+                for column in FOCUS_TIME_COLUMNS
+            )
+            written.append(_write_atomic(target, lambda tmp, t=typed: t.write_parquet(tmp)))
+    return written
+
+
 STALE_TEMP_SECONDS = 3600
 
 
@@ -283,7 +328,13 @@ def _remove_stale_temp_files(out_dir: Path) -> None:
     Only those of our own output names, and only when older than an hour, so that a report
     being written into the same folder right now keeps its files.
     """
-    names = ["index.html", "focus.csv", *(f"{mart}.csv" for mart in MART_EXPORTS)]
+    names = [
+        "index.html",
+        "focus.csv",
+        "focus-*.csv",
+        "focus-*.parquet",
+        *(f"{mart}.csv" for mart in MART_EXPORTS),
+    ]
     cutoff = time.time() - STALE_TEMP_SECONDS
     for name in names:
         for stale in out_dir.glob(f".{name}.*"):
@@ -356,6 +407,15 @@ def render_report(
             files.append(write_csv(frame, out_dir / f"{mart}.csv"))
         focus = build_focus(con, **({"provider_name": provider_name} if provider_name else {}))
         files.append(write_csv(focus, out_dir / "focus.csv"))
+        if "project_monthly" in present:
+            adjustments = build_adjustments(
+                con, **({"provider_name": provider_name} if provider_name else {})
+            )
+            files.extend(
+                write_focus_periods(
+                    con, focus, adjustments, out_dir, parquet=config.report.focus_parquet
+                )
+            )
         context = _context(con, config, period_days, cluster_sections)
         html = _environment().get_template("index.html").render(**context)
         index = _write_atomic(

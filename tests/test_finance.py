@@ -176,3 +176,59 @@ def test_a_bad_budget_exits_2_from_the_cli(tmp_path):
         cli, ["build", "--config", str(path), "--db", str(tmp_path / "x.duckdb")]
     )
     assert result.exit_code == 2 and "budgets[0].monthly" in result.output
+
+
+def test_focus_has_one_file_per_period_a_closed_one_is_kept_and_revisions_are_adjustments(
+    tmp_path,
+):
+    import duckdb
+    import polars as pl
+
+    from pipeline.config import Config, ReportSettings, StoreSettings
+    from pipeline.report import render_report
+
+    path = tmp_path / "gpucost.duckdb"
+    out = tmp_path / "out"
+    config = Config(store=StoreSettings(db=str(path)), report=ReportSettings(focus_parquet=True))
+    db = FixtureDB(path)
+    _november(db)
+    db.build()
+    close_month_on(db.con, NOV)
+    db.close()
+    render_report(config, out)
+    november = out / "focus-2026-11.csv"
+    frozen = november.read_bytes()
+    stamp = november.stat().st_mtime_ns
+    assert pl.read_csv(november)["BilledCost"].sum() == pytest.approx(27.60)
+    # the provider revises a closed November bucket (6.90 -> 10.00) and December begins
+    db.con = duckdb.connect(str(path))
+    db.con.execute("set TimeZone = 'UTC'")
+    db.bucket("c1", T0 - HOUR, gpus=[(50.0, 0.0)] * 2, cost=D("10.00"), snapshot_at=T0 + DAY)
+    db.snapshot("c1", T0 + DAY)
+    for cid in ("c1", "c2"):
+        db.snapshot(cid, DEC_T)
+    _project(db, "c1", "proj_a", "a@example.com")
+    _project(db, "c2", "proj_b", "b@example.com")
+    db.bucket("c1", DEC_T - HOUR, gpus=[(50.0, 0.0)] * 2, cost=D("6.90"), snapshot_at=DEC_T)
+    db.build()
+    db.close()
+    result = render_report(config, out)
+    # the closed period's file is what was reported; the revision is booked in December
+    assert november.read_bytes() == frozen and november.stat().st_mtime_ns == stamp
+    december = pl.read_csv(out / "focus-2026-12.csv", infer_schema_length=0)
+    adjustment = december.filter(pl.col("ChargeCategory") == "Adjustment")
+    assert adjustment["SubAccountId"].to_list() == ["proj_a"]
+    assert adjustment["BilledCost"].to_list() == ["3.100000"]
+    assert adjustment["ConsumedQuantity"].to_list() == [None]
+    usage = december.filter(pl.col("ChargeCategory") == "Usage")
+    assert sum(D(v) for v in usage["BilledCost"]) == D("6.90")
+    # Parquet beside each CSV, with typed columns
+    parquet = pl.read_parquet(out / "focus-2026-12.parquet")
+    assert parquet.schema["BilledCost"] == pl.Decimal(18, 6)
+    assert parquet.schema["ChargePeriodStart"] == pl.Datetime("us", "UTC")
+    assert parquet.height == december.height
+    assert {p.name for p in result.files} >= {
+        "focus-2026-11.csv",
+        "focus-2026-12.csv",
+        "focus-2026-12.parquet",
+    }
