@@ -315,7 +315,7 @@ def write_focus_periods(
                 pl.col(column).str.to_datetime(FOCUS_TIME_FORMAT, time_zone="UTC")
                 for column in FOCUS_TIME_COLUMNS
             )
-            written.append(_write_atomic(target, lambda tmp, t=typed: t.write_parquet(tmp)))
+            written.append(_write_atomic(target, typed.write_parquet))
     return written
 
 
