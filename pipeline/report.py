@@ -703,6 +703,15 @@ def _finance(con: duckdb.DuckDBPyConnection, marts: set[str], salt: _ChartSalt) 
         "select * from marts.budget_status where month = $month order by budget_name",
         {"month": month},
     )
+    accuracy = (
+        _rows(
+            con,
+            "select * from marts.budget_forecast_accuracy order by month desc, budget_name "
+            f"limit {MAX_TABLE_ROWS}",
+        )
+        if "budget_forecast_accuracy" in marts
+        else []
+    )
     anomalies = _rows(
         con,
         f"select * from marts.spend_anomalies order by day desc, scope, scope_id, currency "
@@ -715,6 +724,7 @@ def _finance(con: duckdb.DuckDBPyConnection, marts: set[str], salt: _ChartSalt) 
         "projects": projects,
         "charts": charts,
         "budgets": budgets,
+        "accuracy": accuracy,
         "anomalies": anomalies[:TOP_ANOMALIES],
         "more_anomalies": len(anomalies) > TOP_ANOMALIES,
     }

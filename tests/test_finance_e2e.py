@@ -181,3 +181,82 @@ def test_report_writes_the_finance_csvs_with_the_marts_columns(finance, tmp_path
     assert csv_cost == sum(r["cost"] for r in _rows(finance, "select * from marts.project_monthly"))
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert 'id="finance"' in html and "Spend by project" in html
+
+
+ENDED_NIGHTS = 21  # 13 Nov to 3 Dec: November ends inside the data and its forecasts are scored
+
+
+@pytest.fixture(scope="module")
+def ended(tmp_path_factory):
+    """21 nights, built every night from the 7th on: November's forecasts can be scored."""
+    from pipeline.simulator.truth import budget_forecast_truth
+
+    db = tmp_path_factory.mktemp("ended") / "gpucost.duckdb"
+    fleet = Fleet(FleetSpec(seed=7, clusters=40, start=START))
+    times = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPUCOST_API_KEY", API_KEY)
+        with Simulator(fleet, api_key=API_KEY).run_in_thread(port=0) as url:
+            config = Config(
+                api=ApiSettings(url=url),
+                store=StoreSettings(db=str(db)),
+                cost_centers=COST_CENTERS,
+                budgets=BUDGETS,
+            )
+            for night in range(ENDED_NIGHTS):
+                fleet.set_clock(START + timedelta(days=night))
+                assert run_snapshot(config).status == "complete"
+                times.append(fleet.now)
+                if night + 1 >= 7:
+                    build_models(config)
+    truth = ground_truth(fleet, times)
+    forecasts = budget_forecast_truth(fleet, truth, cost_centers=COST_CENTERS, budgets=BUDGETS)
+    return {"db": db, "forecasts": forecasts}
+
+
+def test_every_nights_run_rate_forecast_equals_the_truth_and_is_scored_once_the_month_ends(
+    ended,
+):
+    mine = {
+        (r["budget_name"], r["forecast_at"]): r
+        for r in _rows(ended, "select * from marts.budget_forecasts")
+    }
+    truth = {(t.budget_name, t.forecast_at): t for t in ended["forecasts"]}
+    assert set(mine) == set(truth)
+    scored = [t for t in truth.values() if t.actual_month_end is not None]
+    assert {t.month.month for t in scored} == {11}  # November ended, December has not
+    for key, t in truth.items():
+        m = mine[key]
+        assert m["month"] == t.month, key
+        assert abs(m["forecast_month_end"] - t.forecast_month_end) < CENT, key
+        if t.actual_month_end is None:
+            assert m["actual_month_end"] is None and m["error_pct"] is None, key
+        else:
+            assert abs(m["actual_month_end"] - t.actual_month_end) < CENT, key
+            error = float((t.forecast_month_end - t.actual_month_end) / t.actual_month_end * 100)
+            assert m["error_pct"] == pytest.approx(error, abs=1e-6), key
+
+
+def test_forecast_accuracy_is_the_mape_and_bias_of_the_scored_forecasts(ended):
+    rows = _rows(ended, "select * from marts.budget_forecast_accuracy")
+    by_budget = defaultdict(list)
+    for t in ended["forecasts"]:
+        if t.actual_month_end is not None and t.actual_month_end != 0:
+            by_budget[(t.budget_name, t.month)].append(
+                float((t.forecast_month_end - t.actual_month_end) / t.actual_month_end * 100)
+            )
+    assert {(r["budget_name"], r["month"]) for r in rows} == set(by_budget)
+    for r in rows:
+        errors = by_budget[(r["budget_name"], r["month"])]
+        assert r["forecasts"] == len(errors) >= 17
+        assert r["mape_pct"] == pytest.approx(sum(abs(e) for e in errors) / len(errors))
+        assert r["bias_pct"] == pytest.approx(sum(errors) / len(errors))
+        assert r["method"] == "run_rate"
+
+
+def test_the_report_shows_the_forecast_accuracy_of_an_ended_month(ended, tmp_path):
+    from pipeline.report import render_report
+
+    result = render_report(Config(store=StoreSettings(db=str(ended["db"]))), tmp_path)
+    html = result.index_html.read_text(encoding="utf-8")
+    assert 'id="forecast-accuracy"' in html and "November 2026" in html

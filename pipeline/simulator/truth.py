@@ -806,3 +806,86 @@ def _day_cause(buckets: list[_Bucket], day: date) -> str:
     ):
         return "rate_change"
     return "usage"
+
+
+@dataclass(frozen=True)
+class BudgetForecastTruth:
+    """One night's run-rate forecast of a budget's month, and the month's actual once ended."""
+
+    budget_name: str
+    month: date
+    currency: str
+    forecast_at: datetime
+    forecast_month_end: Decimal
+    actual_month_end: Decimal | None  # None until the data covers the month's end
+
+
+def budget_forecast_truth(
+    fleet: Fleet,
+    truth: GroundTruth,
+    *,
+    cost_centers: dict[str, str] | None = None,
+    budgets: Iterable[Any] = (),
+) -> list[BudgetForecastTruth]:
+    """Every night's run-rate forecast per budget (marts.budget_forecasts): billed in the month
+    by buckets that ended by the night + each cluster of the scope existing then x its rate
+    then x the hours to the month's end; the month's actual once a bucket of the scope ends at
+    the month's end."""
+    centers = cost_centers or {}
+    buckets = {
+        cid: _seen_buckets(
+            fleet,
+            cid,
+            [_snap(fleet, cid, t) for t in truth.snapshot_times if fleet.exists(cid, t)],
+            "newest",
+        )
+        for cid in fleet.cluster_ids()
+        if any(fleet.exists(cid, t) for t in truth.snapshot_times)
+    }
+
+    def in_scope(budget: Any, cid: str) -> bool:
+        plan = fleet.plan(cid)
+        if plan.currency != budget.currency:
+            return False
+        if budget.scope == "project":
+            return bool(plan.project_id == budget.scope_id)
+        if budget.scope == "cost_center":
+            return bool(centers.get(plan.project_id, UNMAPPED) == budget.scope_id)
+        return True
+
+    out: list[BudgetForecastTruth] = []
+    for b in budgets:
+        cids = [c for c in buckets if in_scope(b, c)]
+        for t in truth.snapshot_times:
+            month = t.date().replace(day=1)
+            end = _month_end(month)
+            mine = [
+                (hour_start(x.hour), x.cost)
+                for c in cids
+                for x in buckets[c]
+                if hour_start(x.hour).date().replace(day=1) == month
+            ]
+            before = sum((cost for at, cost in mine if at + timedelta(hours=1) <= t), Decimal(0))
+            seconds = max(0, int((end - t).total_seconds()))
+            remaining = sum(
+                (
+                    sum(fleet.state(c, t)["breakdown"].values(), Decimal(0)) * seconds / 3600
+                    for c in cids
+                    if fleet.exists(c, t)
+                ),
+                Decimal(0),
+            )
+            if not mine and remaining == 0:
+                continue
+            covered = bool(mine) and max(at for at, _ in mine) + timedelta(hours=1) >= end
+            out.append(
+                BudgetForecastTruth(
+                    b.name,
+                    month,
+                    b.currency,
+                    t,
+                    (before + remaining).quantize(_Q6),
+                    sum((cost for _, cost in mine), Decimal(0)) if covered else None,
+                )
+            )
+    return out

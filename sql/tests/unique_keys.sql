@@ -44,6 +44,13 @@ duplicates as (
         || currency, count(*)
     from marts.spend_anomalies group by day, scope, scope_id, currency having count(*) > 1
     union all
+    select 'budget_forecasts', budget_name || '/' || forecast_at, count(*)
+    from marts.budget_forecasts group by budget_name, forecast_at having count(*) > 1
+    union all
+    select 'budget_forecast_accuracy', budget_name || '/' || month || '/' || method, count(*)
+    from marts.budget_forecast_accuracy group by budget_name, month, method
+    having count(*) > 1
+    union all
     select 'report_days', cast(day as varchar), count(*)
     from marts.report_days group by day having count(*) > 1
     union all
