@@ -67,6 +67,7 @@ REQUIRED_MARTS = (
     "cluster_configuration",
     "cluster_rates",
     "utilization_heatmap",
+    "cluster_cost_daily",
 )
 MART_EXPORTS = (
     "idle_waste_daily",
@@ -629,7 +630,7 @@ def _idle(
         ),
         spend as (
             select cluster_id, currency, sum(cost) as spend
-            from _gpucost_focus where day between $start and $end group by all
+            from marts.cluster_cost_daily where day between $start and $end group by all
         )
         select i.*, s.spend, c.name, c.status, c.gpu_type, c.gpu_count
         from idle as i
@@ -953,7 +954,7 @@ def _clusters(
         """
         with spend as (
             select cluster_id, currency, sum(cost) as spend
-            from _gpucost_focus where day between $start and $end group by all
+            from marts.cluster_cost_daily where day between $start and $end group by all
         ),
         idle as (
             select cluster_id, currency, sum(idle_cost) as idle_cost,
@@ -1024,7 +1025,7 @@ def _cluster_details(
         con,
         """
         select cluster_id, component, currency, sum(cost) as cost
-        from _gpucost_focus
+        from marts.cluster_cost_daily
         where cluster_id in (select unnest($ids)) and day between $start and $end
         group by all order by cluster_id, cost desc
         """,

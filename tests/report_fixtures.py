@@ -338,12 +338,14 @@ SNAPSHOT_MARTS = (
     "marts.cluster_configuration",
     "marts.cluster_rates",
     "marts.utilization_heatmap",
+    "marts.cluster_cost_daily",
 )
 
 
 def build_snapshot_marts(con: duckdb.DuckDBPyConnection) -> None:
     """Create SNAPSHOT_MARTS, and the staging views they read, from the sql/ models."""
-    from pipeline.models import discover_models
+    from pipeline.config import Thresholds
+    from pipeline.models import _make_scope, discover_models, set_threshold_variables
 
     models = discover_models()
     by_relation = {m.relation: m for m in models}
@@ -355,12 +357,16 @@ def build_snapshot_marts(con: duckdb.DuckDBPyConnection) -> None:
             needed.add(relation)
             todo.extend(by_relation[relation].depends_on)
     con.execute("set TimeZone = 'UTC'")
+    # the bucket table of the marts is built as a full refresh builds it
+    set_threshold_variables(con, Thresholds())
+    _make_scope(con, full=True)
     for model in models:
         if model.relation not in needed:
             continue
         con.execute(f"create schema if not exists {model.layer}")
         kind = "view" if model.materialized == "view" else "table"
         con.execute(f"create or replace {kind} {model.relation} as {model.sql.strip().rstrip(';')}")
+    con.execute("drop table if exists _gpucost_scope")
 
 
 def _insert_filler_marts(con: duckdb.DuckDBPyConnection, fillers: list[_Cluster]) -> None:

@@ -51,6 +51,11 @@ duplicates as (
     from marts.budget_forecast_accuracy group by budget_name, month, method
     having count(*) > 1
     union all
+    select 'cluster_cost_daily', cluster_id || '/' || day || '/' || currency || '/' || component,
+        count(*)
+    from marts.cluster_cost_daily group by cluster_id, day, currency, component
+    having count(*) > 1
+    union all
     select 'report_days', cast(day as varchar), count(*)
     from marts.report_days group by day having count(*) > 1
     union all
