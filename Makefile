@@ -4,7 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser test test-all lint demo bench bench-quick clean docs
+# The FinOps Foundation's FOCUS validator (tests/test_focus_conformance.py) in its own venv: it
+# pins numpy/pyarrow/polars/duckdb below gpucost's; only PyPI is used.
+FOCUS_VENV ?= .venv-focus
+
+.PHONY: install browser test test-all lint demo bench bench-quick clean docs focus-validator
 
 install: $(VENV)/.installed
 
@@ -23,10 +27,19 @@ browser:
 	    $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+focus-validator: $(FOCUS_VENV)/.installed
+
+$(FOCUS_VENV)/.installed: tests/focus_validator/requirements.txt tests/focus_validator/patch.py
+	$(PYTHON) -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/pip install --quiet --upgrade pip
+	$(FOCUS_VENV)/bin/pip install --quiet --ignore-requires-python -r tests/focus_validator/requirements.txt
+	$(FOCUS_VENV)/bin/python tests/focus_validator/patch.py
+	touch $@
+
+test: install browser focus-validator
 	$(BIN)/pytest
 
-test-all: install browser
+test-all: install browser focus-validator
 	$(BIN)/pytest -m ''
 
 lint: install
@@ -47,4 +60,4 @@ docs: install
 	$(BIN)/python -m pipeline.docgen
 
 clean:
-	rm -rf $(VENV) dist build reports/out *.duckdb *.duckdb.wal
+	rm -rf $(VENV) $(FOCUS_VENV) dist build reports/out *.duckdb *.duckdb.wal

@@ -169,6 +169,46 @@ def idle_by_cluster_chart(
         return _to_svg(fig, salt, title)
 
 
+def project_spend_chart(
+    names: Sequence[str],
+    cost: Sequence[float],
+    idle_cost: Sequence[float],
+    *,
+    currency: str,
+    symbol: str,
+    period: str,
+    salt: str,
+) -> Markup:
+    """Horizontal bars: each project's spend in the period with its idle GPU cost over it,
+    largest on top."""
+    title = f"Spend by project, {period} ({currency})"
+    with matplotlib.rc_context(_RC):
+        height = 1.3 + 0.3 * max(len(names), 1)
+        fig = Figure(figsize=(8.0, height))
+        labels = [short_label(n) for n in names][::-1]
+        left = min(0.45, (0.25 + 0.068 * max((len(lb) for lb in labels), default=4)) / 8.0)
+        fig.subplots_adjust(left=left, right=0.97, top=1 - 0.55 / height, bottom=0.55 / height)
+        ax = fig.add_subplot()
+        y = np.arange(len(labels))
+        ax.barh(
+            y, np.asarray(cost, dtype=float)[::-1], color=SPEND_COLOR, height=0.65, label="Spend"
+        )
+        ax.barh(
+            y,
+            np.asarray(idle_cost, dtype=float)[::-1],
+            color=IDLE_COLOR,
+            height=0.65,
+            label="of which idle GPU cost",
+        )
+        ax.set_yticks(y, labels)
+        ax.grid(axis="y", visible=False)
+        ax.set_title(title, loc="left", pad=18)
+        ax.set_xlabel(f"Spend ({currency})")
+        ax.xaxis.set_major_formatter(_money_axis(symbol))
+        ax.legend(loc="lower right", frameon=False, ncols=2, bbox_to_anchor=(1.0, 1.0))
+        return _to_svg(fig, salt, title)
+
+
 def projection_chart(
     days: Sequence[date],
     projected: Sequence[float],

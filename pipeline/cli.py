@@ -535,6 +535,30 @@ def recs_reopen(db, config_path, log_format, verbose, rec_id, reason):
     _decide(db, config_path, log_format, verbose, rec_id, "reopen", reason)
 
 
+@cli.command()
+@common_options
+@click.option("--month", required=True, help="The UTC month to close, YYYY-MM.")
+def close(db, config_path, log_format, verbose, month):
+    """Close a month: freeze its marts.project_monthly rows as last built.
+
+    Later revisions of a closed month are booked as adjustment_cost in the first open month.
+    Closing a month twice, a month with no data, or a month before a closed one is an error
+    (exit 2).
+
+    \b
+    Example:
+        gpucost build && gpucost close --month 2026-11
+    """
+    from pipeline.finance import close_month, parse_month
+
+    try:
+        config = _config(db, config_path, log_format, verbose)
+        result = close_month(config, parse_month(month))
+    except Exception as exc:
+        sys.exit(_fail(exc, verbose))
+    click.echo(result.summary_line())
+
+
 def _register_simulator() -> None:
     from pipeline.simulator.cli import simulate
 

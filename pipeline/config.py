@@ -13,11 +13,13 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +78,10 @@ class Thresholds:
     hours_per_month: int = 720
     # days of stored history a recommendation is evaluated over (7, 14 or 30)
     lookback_days: int = 7
+    # finance: spend anomalies (marts.spend_anomalies)
+    anomaly_baseline_days: int = 14
+    anomaly_min_cost: float = 25.0
+    anomaly_mad_factor: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class ReportSettings:
     """Where and how reports are written."""
 
     out_dir: str = "reports/out"
+    # FOCUS: also write each billing period's file as Parquet (typed columns) beside its CSV
+    focus_parquet: bool = False
 
 
 @dataclass(frozen=True)
@@ -330,6 +338,23 @@ def parse_suppressions(values: Any) -> tuple[Suppression, ...]:
     return tuple(out)
 
 
+# The cost center of a project that `[cost_centers]` does not map (marts.project_monthly);
+# reserved: no configured cost center may be called so.
+UNMAPPED_COST_CENTER = "unmapped"
+BUDGET_SCOPES = ("fleet", "project", "cost_center")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One `[[budgets]]` entry: a monthly amount for the fleet, a project or a cost center."""
+
+    name: str
+    scope: str  # fleet | project | cost_center
+    scope_id: str | None  # the project_id or cost center; None for the fleet
+    amount: Decimal
+    currency: str
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration, one frozen value passed to every stage."""
@@ -341,6 +366,9 @@ class Config:
     log: LogSettings = field(default_factory=LogSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     suppress: tuple[Suppression, ...] = ()
+    # finance: project_id -> cost center, and the budgets
+    cost_centers: Mapping[str, str] = field(default_factory=dict)
+    budgets: tuple[Budget, ...] = ()
 
     def api_key(self) -> str | None:
         """The API key from `GPUCOST_API_KEY`, else from `api.api_key_file`; never logged."""
@@ -384,6 +412,9 @@ _MINIMUMS: dict[str, float] = {
     "thresholds.drift_min_coverage_pct": 0,
     "thresholds.mape_days": 1,
     "thresholds.hours_per_month": 1,
+    "thresholds.anomaly_baseline_days": 2,
+    "thresholds.anomaly_min_cost": 0,
+    "thresholds.anomaly_mad_factor": 0,
 }
 # Percentages of a whole are at most 100; `drift_flag_pct` is not one (a drift can be 300 %),
 # and counts of days and hours stop at what a week, a day, a year holds.
@@ -510,14 +541,108 @@ def load_config(
                 "or api.api_key_file"
             )
         notify, suppress = data.pop("notify", None), data.pop("suppress", None)
+        finance = {key: data.pop(key) for key in ("cost_centers", "budgets") if key in data}
         config = merge(config, data)
         config = dataclasses.replace(
-            config, notify=parse_notify(notify), suppress=parse_suppressions(suppress)
+            config,
+            notify=parse_notify(notify),
+            suppress=parse_suppressions(suppress),
+            cost_centers=parse_cost_centers(finance.get("cost_centers", {})),
+            budgets=parse_budgets(finance.get("budgets", [])),
         )
     config = merge(config, _env_overrides(env))
     if overrides:
         config = merge(config, {k: v for k, v in overrides.items() if v})
     return config
+
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_BUDGET_KEYS = ("name", "project_id", "cost_center", "monthly", "currency")
+
+
+def parse_cost_centers(table: Any) -> dict[str, str]:
+    """`[cost_centers]` (project_id = "cost center") checked: non-empty strings, none reserved."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            f'[cost_centers] must be a table of project_id = "cost center", got {table!r}'
+        )
+    out: dict[str, str] = {}
+    for project_id, center in table.items():
+        key = f"cost_centers.{project_id}"
+        if not isinstance(center, str) or not center.strip():
+            raise ConfigError(f"{key} must be a non-empty string, got {center!r}")
+        if center == UNMAPPED_COST_CENTER:
+            raise ConfigError(
+                f"{key}: {UNMAPPED_COST_CENTER!r} is reserved for projects without a cost center"
+            )
+        out[str(project_id)] = center
+    return out
+
+
+def _budget_amount(key: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a positive finite number, got {value!r}")
+    try:
+        # repr of a TOML float is its shortest decimal form: 3000.1 stays 3000.1
+        amount = Decimal(repr(value) if isinstance(value, float) else str(value))
+    except InvalidOperation:
+        raise ConfigError(f"{key} must be a positive number, got {value!r}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ConfigError(f"{key} must be a positive finite number, got {value!r}")
+    if amount >= Decimal(10) ** 12:
+        raise ConfigError(f"{key} must be below 10^12, got {value!r}")
+    return amount
+
+
+def parse_budgets(entries: Any) -> tuple[Budget, ...]:
+    """`[[budgets]]` checked: a unique name, at most one of project_id / cost_center (neither:
+    the whole fleet), `monthly` a positive finite amount, `currency` an ISO 4217 code."""
+    if not isinstance(entries, list):
+        raise ConfigError(f"budgets must be an array of tables ([[budgets]]), got {entries!r}")
+    out: list[Budget] = []
+    names: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"budgets[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a table, got {entry!r}")
+        for key in entry:
+            if key not in _BUDGET_KEYS:
+                raise ConfigError(
+                    f"unknown configuration key {where}.{key} (known: {', '.join(_BUDGET_KEYS)})"
+                )
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}.name must be a non-empty string, got {name!r}")
+        if name in names:
+            raise ConfigError(f"{where}.name {name!r} is used by another budget")
+        names.add(name)
+        project_id, center = entry.get("project_id"), entry.get("cost_center")
+        if project_id is not None and center is not None:
+            raise ConfigError(
+                f"{where}: set project_id or cost_center, not both (neither: the whole fleet)"
+            )
+        for key, value in (("project_id", project_id), ("cost_center", center)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{where}.{key} must be a non-empty string, got {value!r}")
+        if "monthly" not in entry:
+            raise ConfigError(f"{where}.monthly is required (the monthly amount)")
+        amount = _budget_amount(f"{where}.monthly", entry["monthly"])
+        currency = entry.get("currency")
+        if not isinstance(currency, str) or not _CURRENCY.match(currency):
+            raise ConfigError(
+                f'{where}.currency must be an ISO 4217 code such as "USD", got {currency!r}'
+            )
+        scope, scope_id = (
+            ("project", project_id)
+            if project_id is not None
+            else ("cost_center", center)
+            if center is not None
+            else ("fleet", None)
+        )
+        out.append(Budget(name, scope, scope_id, amount, currency))
+    return tuple(out)
 
 
 def read_api_key(key_file: str | None, env: Mapping[str, str] | None = None) -> str | None:

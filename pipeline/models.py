@@ -669,4 +669,8 @@ def build_models(config: Config, *, full_refresh: bool = False) -> BuildResult:
         for name, value in BUILD_SETTINGS:
             # names are our own constants; values are bound
             store.con.execute(f"set {name} = ?", [value])
+        # finance: [cost_centers] and [[budgets]] reach the models as tables
+        from pipeline.finance import write_finance_config
+
+        write_finance_config(store.con, config)
         return build_on_connection(store.con, config.thresholds, full_refresh=full_refresh)

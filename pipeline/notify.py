@@ -304,9 +304,8 @@ def collect_events(con: duckdb.DuckDBPyConnection, config: Config) -> list[Event
 def project_owners(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Project id (and name) -> the owner's e-mail, from `marts.projects` when it exists.
 
-    The snapshots keep a project's owner id but not the e-mail; the finance marts'
-    `marts.projects(project_id, project_name, owner_id, owner_email, cost_center)` carries it.
-    The one place e-mail channels with `to = "owner"` learn where to write.
+    The finance mart `marts.projects` carries each project's owner e-mail from the provider's
+    `project_info`; the one place e-mail channels with `to = "owner"` learn where to write.
     """
     if not _relation_exists(con, "marts", "projects"):
         return {}

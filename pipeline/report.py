@@ -44,7 +44,7 @@ import polars as pl
 from pipeline import __version__, _charts, duck
 from pipeline.config import Config
 from pipeline.errors import EXIT_USAGE, GpucostError
-from pipeline.focus import build_focus, reconcile
+from pipeline.focus import build_adjustments, build_focus, reconcile
 from pipeline.log import get_logger
 from pipeline.resources import templates_dir
 
@@ -64,14 +64,35 @@ REQUIRED_MARTS = (
     "projection_drift",
     "recommendations",
     "clusters",
+    # what the report showed from the snapshot tables before; now models (sql/marts/)
+    "report_days",
+    "active_alerts",
+    "cluster_configuration",
+    "cluster_rates",
+    "utilization_heatmap",
+    "cluster_cost_daily",
 )
-MART_EXPORTS = ("idle_waste_daily", "recommendations", "projection_drift", "fleet_daily")
+MART_EXPORTS = (
+    "idle_waste_daily",
+    "recommendations",
+    "projection_drift",
+    "fleet_daily",
+    "project_monthly",
+    "budget_status",
+    "spend_anomalies",
+)
 _MART_ORDER = {
     "idle_waste_daily": "day, cluster_id, currency",
     "recommendations": "cluster_id, kind, rec_id",
     "projection_drift": "projected_at, cluster_id, horizon",
     "fleet_daily": "day, currency",
+    "project_monthly": "month, currency, project_id",
+    "budget_status": "month, budget_name",
+    "spend_anomalies": "day, scope, scope_id, currency",
 }
+# finance marts: exported and shown when the database has them (built since migration 0002)
+FINANCE_MARTS = ("project_monthly", "budget_status", "spend_anomalies")
+TOP_ANOMALIES = 30
 _SYMBOLS = {"USD": "$", "EUR": "€"}
 _FORMULA_START = r"^[=+\-@\t\r]"
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -297,6 +318,60 @@ def write_csv(frame: pl.DataFrame, path: Path) -> Path:
     return _write_atomic(path, lambda tmp: ready.write_csv(tmp, float_scientific=False))
 
 
+FOCUS_TIME_COLUMNS = (
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+)
+FOCUS_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def write_focus_periods(
+    con: duckdb.DuckDBPyConnection,
+    focus: pl.DataFrame,
+    adjustments: pl.DataFrame,
+    out_dir: Path,
+    *,
+    parquet: bool = False,
+    published: Path | None = None,
+) -> list[Path]:
+    """One FOCUS file per billing period, `focus-YYYY-MM.csv` (and `.parquet` when asked): the
+    period's usage rows and the adjustments it books. A closed period (`gpucost close`) whose file
+    exists is not rewritten: what was reported stays as it was, and later revisions arrive as
+    Adjustment rows in the first open period.
+
+    `out_dir` may be a staging folder that replaces `published` (the report folder as last
+    published): a closed period's files are then carried over from there byte for byte."""
+    published = published or out_dir
+    closed: set[str] = set()
+    if "closed_months" in _tables(con, "meta"):
+        months = con.execute("select month from meta.closed_months").fetchall()
+        closed = {row[0].strftime("%Y-%m") for row in months}
+    rows = pl.concat([focus, adjustments], how="vertical_relaxed")
+    written: list[Path] = []
+    periods = rows.get_column("BillingPeriodStart").str.slice(0, 7).unique().sort().to_list()
+    for period in periods:
+        part = rows.filter(pl.col("BillingPeriodStart").str.slice(0, 7) == period)
+        csv = out_dir / f"focus-{period}.csv"
+        if period in closed and (published / csv.name).exists():
+            for kept in [csv.name, f"focus-{period}.parquet"]:
+                if (published / kept).exists() and published != out_dir:
+                    shutil.copy2(published / kept, out_dir / kept)  # bytes and mtime kept
+                if (out_dir / kept).exists():
+                    written.append(out_dir / kept)
+            continue
+        written.append(write_csv(part, csv))
+        if parquet:
+            target = out_dir / f"focus-{period}.parquet"
+            typed = part.with_columns(
+                pl.col(column).str.to_datetime(FOCUS_TIME_FORMAT, time_zone="UTC")
+                for column in FOCUS_TIME_COLUMNS
+            )
+            written.append(_write_atomic(target, typed.write_parquet))
+    return written
+
+
 STALE_TEMP_SECONDS = 3600
 
 
@@ -487,11 +562,28 @@ def render_report(
         # index.html).
         out_dir = stage_out_dir(final_dir)
         files: list[Path] = []
+        present = _tables(con, "marts")
         for mart in MART_EXPORTS:
+            if mart in FINANCE_MARTS and mart not in present:
+                continue
             frame = con.sql(f"select * from marts.{mart} order by {_MART_ORDER[mart]}").pl()
             files.append(write_csv(frame, out_dir / f"{mart}.csv"))
         focus = build_focus(con, **({"provider_name": provider_name} if provider_name else {}))
         files.append(write_csv(focus, out_dir / "focus.csv"))
+        if "project_monthly" in present:
+            adjustments = build_adjustments(
+                con, **({"provider_name": provider_name} if provider_name else {})
+            )
+            files.extend(
+                write_focus_periods(
+                    con,
+                    focus,
+                    adjustments,
+                    out_dir,
+                    parquet=config.report.focus_parquet,
+                    published=final_dir,
+                )
+            )
         context = _context(con, config, period_days, cluster_sections)
         html = _environment().get_template("index.html").render(**context)
         index = _write_atomic(
@@ -545,6 +637,7 @@ def _context(
     health = _health(con)
     clusters = _clusters(con, params, thresholds.idle_threshold_pct, charts, cluster_sections)
     notes = _notes(con, marts)
+    finance = _finance(con, marts, charts)
     latest_snapshot = con.execute("select max(last_snapshot_at) from marts.clusters").fetchall()
     return {
         "version": __version__,
@@ -562,7 +655,9 @@ def _context(
         "anchors": {c["cluster_id"]: c["anchor"] for c in clusters["sections"]},
         "notes": notes,
         "thresholds": thresholds,
-        "csv_files": [f"{m}.csv" for m in MART_EXPORTS] + ["focus.csv"],
+        "finance": finance,
+        "csv_files": [f"{m}.csv" for m in MART_EXPORTS if m not in FINANCE_MARTS or m in marts]
+        + ["focus.csv"],
     }
 
 
@@ -576,21 +671,16 @@ def _complete_days(
     Only the whole UTC days of the last `period_days` + 2 are read: the period cannot start
     earlier, and a year of history is 8,760 buckets per cluster to count for nothing.
     """
-    span = {"lo": DISPLAY_FROM, "hi": DISPLAY_TO}
+    # Only days a report can show (absurd provider times in the store never reach the period).
+    span = {"lo": DISPLAY_FROM.date(), "hi": DISPLAY_TO.date()}
     newest = con.execute(
-        "select max(bucket_at) from snap.metric_points where bucket_at between $lo and $hi", span
+        "select max(day) from marts.report_days where day between $lo and $hi", span
     ).fetchall()[0][0]
-    since = DISPLAY_FROM
-    if newest is not None:
-        midnight = newest.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        since = max(DISPLAY_FROM, midnight - timedelta(days=period_days + 1))
+    since = DISPLAY_FROM.date() if newest is None else newest - timedelta(days=period_days + 1)
     rows = con.execute(
-        """
-        select cast(timezone('UTC', bucket_at) as date) as day,
-               count(distinct date_trunc('hour', bucket_at)) >= 24 as is_complete
-        from snap.metric_points where bucket_at between $since and $hi group by 1 order by 1
-        """,
-        {"since": since, "hi": DISPLAY_TO},
+        "select day, is_complete from marts.report_days where day between $since and $hi "
+        "order by day",
+        {"since": max(since, DISPLAY_FROM.date()), "hi": DISPLAY_TO.date()},
     ).fetchall()
     complete = [day for day, ok in rows if ok]
     partial = [day for day, ok in rows if not ok]
@@ -720,7 +810,7 @@ def _idle(
         ),
         spend as (
             select cluster_id, currency, sum(cost) as spend
-            from _gpucost_focus where day between $start and $end group by all
+            from marts.cluster_cost_daily where day between $start and $end group by all
         )
         select i.*, s.spend, c.name, c.status, c.gpu_type, c.gpu_count
         from idle as i
@@ -749,6 +839,76 @@ def _idle(
             )
             charts.append({"currency": currency, "svg": svg})
     return {"rows": rows[:TOP_IDLE_TABLE], "total": len(rows), "charts": charts, "label": label}
+
+
+def _finance(con: duckdb.DuckDBPyConnection, marts: set[str], salt: _ChartSalt) -> dict[str, Any]:
+    """The Finance section: spend by project in the latest month (with idle share), budgets
+    (actual and forecast against the amount) and the latest anomalies; marts only."""
+    if not all(m in marts for m in FINANCE_MARTS):
+        return {"available": False}
+    month_row = con.execute("select max(month) from marts.project_monthly").fetchall()
+    month = month_row[0][0] if month_row else None
+    projects = _rows(
+        con,
+        """
+        select p.*, pr.owner_email
+        from marts.project_monthly as p
+        left join marts.projects as pr on pr.project_id is not distinct from p.project_id
+        where p.month = $month
+        order by p.currency, p.cost desc, p.project_id
+        """,
+        {"month": month},
+    )
+    for row in projects:
+        row["idle_share"] = _share(row["idle_cost"], row["cost"])
+    label = month.strftime("%B %Y") if month else ""
+    charts = []
+    for currency in sorted({r["currency"] for r in projects}):
+        mine = [r for r in projects if r["currency"] == currency]
+        charts.append(
+            {
+                "currency": currency,
+                "svg": _charts.project_spend_chart(
+                    [r["project_name"] or r["project_id"] or "(no project)" for r in mine],
+                    [float(r["cost"]) for r in mine],
+                    [float(r["idle_cost"]) for r in mine],
+                    currency=currency,
+                    symbol=currency_symbol(currency),
+                    period=label,
+                    salt=salt(),
+                ),
+            }
+        )
+    budgets = _rows(
+        con,
+        "select * from marts.budget_status where month = $month order by budget_name",
+        {"month": month},
+    )
+    accuracy = (
+        _rows(
+            con,
+            "select * from marts.budget_forecast_accuracy order by month desc, budget_name "
+            f"limit {MAX_TABLE_ROWS}",
+        )
+        if "budget_forecast_accuracy" in marts
+        else []
+    )
+    anomalies = _rows(
+        con,
+        f"select * from marts.spend_anomalies order by day desc, scope, scope_id, currency "
+        f"limit {TOP_ANOMALIES + 1}",
+    )
+    return {
+        "available": True,
+        "month": month,
+        "label": label,
+        "projects": projects,
+        "charts": charts,
+        "budgets": budgets,
+        "accuracy": accuracy,
+        "anomalies": anomalies[:TOP_ANOMALIES],
+        "more_anomalies": len(anomalies) > TOP_ANOMALIES,
+    }
 
 
 def _recommendations(con: duckdb.DuckDBPyConnection, *, declined: bool) -> dict[str, Any]:
@@ -965,22 +1125,7 @@ def _health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         order by case status when 'error' then 0 else 1 end, health, cluster_id
         """,
     )
-    alerts = _rows(
-        con,
-        """
-        with latest as (
-            select cluster_id, max(snapshot_at) as snapshot_at
-            from snap.cluster_snapshots group by cluster_id
-        ),
-        newest as (select max(snapshot_at) as newest_at from latest)
-        select a.*, c.name
-        from snap.alerts as a
-        join latest as l using (cluster_id, snapshot_at)
-        left join marts.clusters as c using (cluster_id)
-        where a.resolved_at is null
-          and l.snapshot_at >= (select newest_at from newest) - interval 36 hour
-        """,
-    )
+    alerts = _rows(con, "select * from marts.active_alerts")
     alerts.sort(
         key=lambda a: (
             _SEVERITY_RANK.get(a["severity"] or "", 9),
@@ -1009,7 +1154,7 @@ def _clusters(
         """
         with spend as (
             select cluster_id, currency, sum(cost) as spend
-            from _gpucost_focus where day between $start and $end group by all
+            from marts.cluster_cost_daily where day between $start and $end group by all
         ),
         idle as (
             select cluster_id, currency, sum(idle_cost) as idle_cost,
@@ -1066,23 +1211,16 @@ def _cluster_details(
         return {}
     latest = _rows(
         con,
-        """
-        select distinct on (cluster_id) *
-        from snap.cluster_snapshots where cluster_id in (select unnest($ids))
-        order by cluster_id, snapshot_at desc
-        """,
+        "select * from marts.cluster_configuration where cluster_id in (select unnest($ids)) "
+        "order by cluster_id",
         {"ids": ids},
     )
     components = _rows(
         con,
         """
-        with latest as (
-            select cluster_id, max(snapshot_at) as snapshot_at from snap.cluster_snapshots
-            where cluster_id in (select unnest($ids)) group by cluster_id
-        )
-        select c.cluster_id, c.component, c.cost_per_hour, c.currency
-        from snap.cost_components as c join latest using (cluster_id, snapshot_at)
-        order by c.cluster_id, c.cost_per_hour desc, c.component
+        select cluster_id, component, cost_per_hour, currency
+        from marts.cluster_rates where cluster_id in (select unnest($ids))
+        order by cluster_id, cost_per_hour desc, component
         """,
         {"ids": ids},
     )
@@ -1090,7 +1228,7 @@ def _cluster_details(
         con,
         """
         select cluster_id, component, currency, sum(cost) as cost
-        from _gpucost_focus
+        from marts.cluster_cost_daily
         where cluster_id in (select unnest($ids)) and day between $start and $end
         group by all order by cluster_id, cost desc
         """,
@@ -1160,37 +1298,26 @@ def _attach_heatmaps(
 ) -> None:
     if not starts:
         return
-    window = [(cid, start) for cid, start in starts.items()]
-    con.execute(
-        "create or replace temp table _gpucost_windows (cluster_id varchar, start_at timestamptz)"
-    )
-    con.executemany("insert into _gpucost_windows values (?, ?)", window)
-    # A constant lower bound lets DuckDB skip the row groups of older history (a year of it is
-    # 70 M per-GPU rows for 1,000 clusters) before the join looks at them.
-    since = {"since": min(starts.values())}
+    ids = {"ids": list(starts)}
     # Per-GPU points come as columns (polars), not one dict per point: 50 sections x 8 GPUs x
     # 168 hours is 67,200 points, and their matrices are filled by numpy indexing.
     per_gpu = con.sql(
         """
-        select g.cluster_id, g.gpu_id,
-               cast(floor((epoch(g.bucket_at) - epoch(w.start_at)) / 3600) as integer) as hour,
-               g.utilization
-        from snap.gpu_metric_points as g join _gpucost_windows as w using (cluster_id)
-        where g.bucket_at >= $since
-          and g.bucket_at >= w.start_at and g.bucket_at < w.start_at + interval 168 hour
-        order by g.cluster_id, g.bucket_at
+        select cluster_id, gpu_id, hour, utilization
+        from marts.utilization_heatmap
+        where not is_cluster_wide and cluster_id in (select unnest($ids))
+        order by cluster_id, bucket_at
         """,
-        params=since,
+        params=ids,
     ).pl()
     wide = _rows(
         con,
         """
-        select m.cluster_id, m.bucket_at, m.gpu_utilization as utilization
-        from snap.metric_points as m join _gpucost_windows as w using (cluster_id)
-        where m.bucket_at >= $since
-          and m.bucket_at >= w.start_at and m.bucket_at < w.start_at + interval 168 hour
+        select cluster_id, bucket_at, utilization
+        from marts.utilization_heatmap
+        where is_cluster_wide and cluster_id in (select unnest($ids))
         """,
-        since,
+        ids,
     )
     gpus = {part["cluster_id"][0]: part for part in per_gpu.partition_by("cluster_id")}
     cluster_wide: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -18,8 +18,6 @@ from pipeline.config import Thresholds
 from pipeline.models import BuildResult, build_on_connection
 from pipeline.store import migrations
 
-MIGRATION = Path(__file__).resolve().parents[1] / "pipeline" / "migrations" / "0001_initial.sql"
-
 T0 = datetime(2026, 11, 13, 3, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

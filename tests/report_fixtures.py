@@ -32,16 +32,15 @@ export (which reads the snapshot tables) against the marts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 
-import pipeline
+from pipeline.store import migrations
 
 D = Decimal
-MIGRATION = Path(pipeline.__file__).parent / "migrations" / "0001_initial.sql"
 
 DAY1 = datetime(2026, 11, 18, tzinfo=UTC)
 DAY2 = datetime(2026, 11, 19, tzinfo=UTC)
@@ -252,7 +251,8 @@ def create_fixture_db(
 ) -> Path:
     """Write the hand-computed database to `path`; `extra_clusters` adds filler clusters."""
     con = duckdb.connect(str(path))
-    con.execute(MIGRATION.read_text(encoding="utf-8"))
+    for _version, _name, sql in migrations():
+        con.execute(sql)
     con.execute(
         "insert into meta.runs values ('run1', ?, ?, 'http://127.0.0.1:8080/v1', 'complete',"
         " 5, 4, 0, 0, 0, 9, 0, null)",
@@ -325,8 +325,48 @@ def create_fixture_db(
             )
         if extra_clusters:
             _insert_filler_marts(con, clusters[len(CLUSTERS) :])
+        build_snapshot_marts(con)
     con.close()
     return path
+
+
+# The marts the report reads that come straight from the snapshot tables: built here by their
+# own models (sql/), over the fixture's hand-written snapshots, beside the hand-written marts.
+SNAPSHOT_MARTS = (
+    "marts.report_days",
+    "marts.active_alerts",
+    "marts.cluster_configuration",
+    "marts.cluster_rates",
+    "marts.utilization_heatmap",
+    "marts.cluster_cost_daily",
+)
+
+
+def build_snapshot_marts(con: duckdb.DuckDBPyConnection) -> None:
+    """Create SNAPSHOT_MARTS, and the staging views they read, from the sql/ models."""
+    from pipeline.config import Thresholds
+    from pipeline.models import _make_scope, discover_models, set_threshold_variables
+
+    models = discover_models()
+    by_relation = {m.relation: m for m in models}
+    needed: set[str] = set()
+    todo = list(SNAPSHOT_MARTS)
+    while todo:
+        relation = todo.pop()
+        if relation not in needed:
+            needed.add(relation)
+            todo.extend(by_relation[relation].depends_on)
+    con.execute("set TimeZone = 'UTC'")
+    # the bucket table of the marts is built as a full refresh builds it
+    set_threshold_variables(con, Thresholds())
+    _make_scope(con, full=True)
+    for model in models:
+        if model.relation not in needed:
+            continue
+        con.execute(f"create schema if not exists {model.layer}")
+        kind = "view" if model.materialized == "view" else "table"
+        con.execute(f"create or replace {kind} {model.relation} as {model.sql.strip().rstrip(';')}")
+    con.execute("drop table if exists _gpucost_scope")
 
 
 def _insert_filler_marts(con: duckdb.DuckDBPyConnection, fillers: list[_Cluster]) -> None:
@@ -463,3 +503,126 @@ def _insert_cluster(con: duckdb.DuckDBPyConnection, c: _Cluster) -> None:
             " 'cpu_utilization', 'less_than', 5, 2, '1h', ?, ?, 'resolved one')",
             [SNAP2, SNAP2 - timedelta(hours=3), SNAP2 - timedelta(hours=1)],
         )
+
+
+FINANCE_DDL = """
+create table marts.project_monthly (
+    month date, project_id varchar, currency varchar, project_name varchar, owner_id varchar,
+    cost_center varchar, cost decimal(18, 6), gpu_cost decimal(18, 6),
+    gpu_hours decimal(18, 6), idle_gpu_hours decimal(18, 6), idle_cost decimal(18, 6),
+    unused_capacity_cost decimal(18, 6), open_monthly_savings decimal(18, 6),
+    realized_monthly_savings decimal(18, 6), first_data_at timestamptz,
+    last_data_at timestamptz, is_closed boolean, adjustment_cost decimal(18, 6));
+create table marts.projects (
+    project_id varchar, project_name varchar, owner_id varchar, owner_email varchar,
+    cost_center varchar, is_unmapped boolean, clusters bigint);
+create table marts.budget_status (
+    budget_name varchar, scope varchar, scope_id varchar, month date, currency varchar,
+    amount decimal(18, 6), actual_to_date decimal(18, 6), forecast_month_end decimal(18, 6),
+    pct_of_budget double, forecast_pct double, status varchar);
+create table marts.spend_anomalies (
+    day date, scope varchar, scope_id varchar, currency varchar, cost decimal(18, 6),
+    baseline decimal(18, 6), deviation_pct double, cause varchar, mad decimal(18, 6),
+    cluster_ids varchar);
+"""
+
+NOV = date(2026, 11, 1)
+# two projects (one named hostile, one unmapped), three budgets (one per status), an anomaly
+PROJECT_MONTHLY = [
+    (
+        NOV,
+        "proj_ml",
+        "USD",
+        "ML Research",
+        "u1",
+        "CC-100",
+        D("900"),
+        D("800"),
+        D("100"),
+        D("20"),
+        D("180"),
+        D("200"),
+        D("50"),
+        D("0"),
+        DAY1,
+        SNAP2,
+        False,
+        D("0"),
+    ),
+    (
+        NOV,
+        "proj_x",
+        "USD",
+        HOSTILE_SCRIPT,
+        "u2",
+        "unmapped",
+        D("300"),
+        D("250"),
+        D("40"),
+        D("4"),
+        D("30"),
+        D("40"),
+        D("0"),
+        D("0"),
+        DAY1,
+        SNAP2,
+        False,
+        D("-1.50"),
+    ),
+]
+PROJECTS = [
+    ("proj_ml", "ML Research", "u1", "ml@example.com", "CC-100", False, 2),
+    ("proj_x", HOSTILE_SCRIPT, "u2", "x@example.com", "unmapped", True, 1),
+]
+BUDGET_STATUS = [
+    ("fleet", "fleet", None, NOV, "USD", D("5000"), D("1200"), D("2400"), 24.0, 48.0, "ok"),
+    (
+        "ml",
+        "project",
+        "proj_ml",
+        NOV,
+        "USD",
+        D("1000"),
+        D("900"),
+        D("1800"),
+        90.0,
+        180.0,
+        "at_risk",
+    ),
+    ("x", "project", "proj_x", NOV, "USD", D("200"), D("300"), D("600"), 150.0, 300.0, "over"),
+]
+SPEND_ANOMALIES = [
+    (
+        date(2026, 11, 19),
+        "project",
+        "proj_ml",
+        "USD",
+        D("600"),
+        D("300"),
+        100.0,
+        "started",
+        D("5"),
+        "cls_a,cls_b",
+    ),
+]
+
+
+def add_finance_marts(path: Path) -> None:
+    """Add the finance marts, hand-written, to a database made by `create_fixture_db`."""
+    con = duckdb.connect(str(path))
+    try:
+        con.execute(FINANCE_DDL)
+        con.executemany(
+            f"insert into marts.project_monthly values ({', '.join(['?'] * 18)})", PROJECT_MONTHLY
+        )
+        con.executemany("insert into marts.projects values (?, ?, ?, ?, ?, ?, ?)", PROJECTS)
+        con.executemany(
+            "insert into marts.budget_status values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            BUDGET_STATUS,
+        )
+        con.executemany(
+            "insert into marts.spend_anomalies values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            SPEND_ANOMALIES,
+        )
+    finally:
+        con.close()

@@ -18,7 +18,13 @@ import pytest
 
 from pipeline.config import Config, StoreSettings
 from pipeline.report import render_report
-from tests.report_fixtures import HOSTILE_FORMULA, HOSTILE_IMG, HOSTILE_SCRIPT, create_fixture_db
+from tests.report_fixtures import (
+    HOSTILE_FORMULA,
+    HOSTILE_IMG,
+    HOSTILE_SCRIPT,
+    add_finance_marts,
+    create_fixture_db,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -112,6 +118,61 @@ def test_report_in_chromium_runs_nothing_hostile_draws_charts_and_sorts(browser,
 
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert events == {"console": [], "pageerror": [], "dialog": [], "network": []}
+    page.close()
+
+
+def test_finance_section_shows_projects_budgets_and_anomalies_and_sorts(browser, tmp_path):
+    db = create_fixture_db(tmp_path / "gpucost.duckdb")
+    add_finance_marts(db)
+    out = tmp_path / "out"
+    render_report(Config(store=StoreSettings(db=str(db))), out)
+    events: dict[str, list[str]] = {"console": [], "pageerror": [], "dialog": [], "network": []}
+    page = _open(browser, out / "index.html", events)
+
+    finance = page.locator("#finance")
+    assert finance.is_visible()
+    assert page.locator('nav a[href="#finance"]').count() == 1
+    # spend by project: the chart, then the table (largest spend first), idle share beside it
+    chart = finance.locator("svg.chart").first
+    assert chart.get_attribute("aria-label") == "Spend by project, November 2026 (USD)"
+    assert chart.bounding_box()["width"] > 300
+    projects = finance.locator("#project-spend tbody tr")
+    assert projects.count() == 2
+    first = projects.first.locator("td")
+    assert first.nth(0).inner_text().startswith("ML Research")
+    assert first.nth(3).inner_text() == "$900.00"
+    assert first.nth(6).inner_text() == "20.0 %"  # idle 180 of 900
+    # the hostile project name is text; the unmapped project says so; the adjustment shows
+    second = projects.nth(1).locator("td")
+    assert second.nth(0).inner_text().startswith(HOSTILE_SCRIPT)
+    assert second.nth(1).inner_text() == "unmapped"
+    assert second.nth(8).inner_text() in ("-$1.50", "−$1.50", "$-1.50")
+    # budgets: amount, actual, forecast and status; sorting by forecast % reorders them
+    budgets = finance.locator("#budgets")
+    assert [t.strip() for t in budgets.locator("tbody td:nth-child(8)").all_inner_texts()] == [
+        "ok",
+        "at_risk",
+        "over",
+    ]
+    budgets.locator("thead th").nth(6).click()
+    assert [t.strip() for t in budgets.locator("tbody td:nth-child(1)").all_inner_texts()] == [
+        "fleet",
+        "ml",
+        "x",
+    ]
+    budgets.locator("thead th").nth(6).click()
+    assert [t.strip() for t in budgets.locator("tbody td:nth-child(1)").all_inner_texts()] == [
+        "x",
+        "ml",
+        "fleet",
+    ]
+    # anomalies: the day, the deviation, the cause and the clusters behind it
+    anomaly = finance.locator("#anomalies tbody tr").first.locator("td")
+    assert anomaly.nth(0).inner_text() == "Thu 19 Nov 2026"
+    assert anomaly.nth(4).inner_text() == "100.0 %"
+    assert anomaly.nth(5).inner_text() == "started"
+    assert anomaly.nth(6).inner_text() == "cls_a, cls_b"
     assert events == {"console": [], "pageerror": [], "dialog": [], "network": []}
     page.close()
 

@@ -23,7 +23,13 @@ import pytest
 
 from pipeline.focus import FOCUS_COLUMNS, build_focus, reconcile
 from pipeline.report import write_csv
-from tests.report_fixtures import FLEET_DAILY, HOSTILE_FORMULA, IDLE_WASTE_DAILY, create_fixture_db
+from tests.report_fixtures import (
+    FLEET_DAILY,
+    HOSTILE_FORMULA,
+    IDLE_WASTE_DAILY,
+    build_snapshot_marts,
+    create_fixture_db,
+)
 
 D = Decimal
 SPEC_PATH = Path(os.environ.get("GPUCOST_FOCUS_SPEC", "/work/shared/focus/focus-1.2-columns.json"))
@@ -103,6 +109,10 @@ def focus_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]
 
 
 def _focus(db: Path) -> tuple[duckdb.DuckDBPyConnection, list[dict]]:
+    # the marts from the snapshots as a build after the test's changes would make them
+    writer = duckdb.connect(str(db))
+    build_snapshot_marts(writer)
+    writer.close()
     con = duckdb.connect(str(db), read_only=True)
     con.execute("set TimeZone = 'UTC'")
     return con, build_focus(con).to_dicts()

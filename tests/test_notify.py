@@ -302,7 +302,7 @@ def test_slack_message_is_block_kit_with_values_escaped():
 
 def _projects_table(db: FixtureDB, rows: list[tuple[str, str, str]]) -> None:
     db.con.execute(
-        "create table marts.projects (project_id varchar, project_name varchar, "
+        "create or replace table marts.projects (project_id varchar, project_name varchar, "
         "owner_id varchar, owner_email varchar, cost_center varchar)"
     )
     for project, email_, cc in rows:

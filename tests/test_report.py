@@ -35,6 +35,7 @@ from tests.report_fixtures import (
     HOSTILE_IMG,
     HOSTILE_SCRIPT,
     IDLE_WASTE_DAILY,
+    SNAPSHOT_MARTS,
     create_fixture_db,
 )
 
@@ -370,6 +371,7 @@ def test_empty_database_renders_a_report_that_says_so(tmp_path):
         "marts.projection_drift",
         "marts.recommendations",
         "marts.clusters",
+        *SNAPSHOT_MARTS,
         "snap.metric_points",
         "snap.gpu_metric_points",
         "snap.cost_components",

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import _charts, report
 from pipeline.config import Config, StoreSettings
-from tests.report_fixtures import create_fixture_db
+from tests.report_fixtures import build_snapshot_marts, create_fixture_db
 
 START = datetime(2026, 11, 20, 3, tzinfo=UTC)
 
@@ -129,6 +129,7 @@ def test_partial_days_noted_are_the_recent_ones_not_a_year_back(tmp_path):
             " snapshot_at, cost, currency) values ('r', 'cls_a', ?, 3600, ?, 0, 'USD')",
             [f"{at}+00", f"{at}+00"],
         )
+    build_snapshot_marts(con)  # as the build after that snapshot would
     con.close()
     result = report.render_report(Config(store=StoreSettings(db=str(db))), tmp_path / "out")
     html = result.index_html.read_text(encoding="utf-8")

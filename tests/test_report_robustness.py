@@ -90,11 +90,15 @@ def test_a_failed_report_leaves_the_previous_one_whole(tmp_path: Path) -> None:
     out = tmp_path / "out"
     render_report(_config(db), out)
     before = _snapshot_of(out)
-    # A night later the marts have new rows (new CSVs would differ), and a table the HTML
-    # needs, not the CSVs, is gone: the failure comes after the CSVs are written.
+    # A night later the marts have new rows (new CSVs would differ), and a mart the HTML
+    # needs, not the CSVs, fails when read: the failure comes after the CSVs are written.
     con = duckdb.connect(str(db))
     con.execute("update marts.fleet_daily set cost = cost + 1")
-    con.execute("drop table snap.alerts")
+    con.execute("alter table marts.utilization_heatmap rename to heatmap_kept")
+    con.execute(
+        "create view marts.utilization_heatmap as select * from marts.heatmap_kept "
+        "where error('the database broke mid-report') is null"
+    )
     con.close()
     with pytest.raises(duckdb.Error):
         render_report(_config(db), out)

@@ -81,14 +81,13 @@ def test_umask_is_restored_after_close(db):
 
 
 def test_migrations_recorded_and_reopen_is_a_no_op(db):
+    shipped = [(version,) for version, _name, _sql in migrations()]
     with Store.open(db) as s:
-        versions = s.con.execute("select version from meta.schema_version").fetchall()
-    # every migration shipped, once each, in order
-    assert versions == [(version,) for version, _name, _sql in migrations()]
-    assert versions[-1] == (code_schema_version(),)
+        versions = s.con.execute("select version from meta.schema_version order by 1").fetchall()
+    assert versions == shipped and versions[-1] == (code_schema_version(),)
     with Store.open(db) as s:
         assert s.schema_version() == code_schema_version()
-        assert len(s.con.execute("select * from meta.schema_version").fetchall()) == len(versions)
+        assert len(s.con.execute("select * from meta.schema_version").fetchall()) == len(shipped)
 
 
 def test_database_newer_than_code_is_refused(db):
@@ -502,3 +501,18 @@ def test_finishing_a_run_on_a_full_disk_names_the_cause(store):
     finally:
         store.con = real
     assert store.run(run_id)["status"] == "running"
+
+
+def test_the_project_owner_e_mail_is_stored_beside_the_owner_id(store):
+    doc = detail()
+    doc["project_info"] = {
+        "project_id": "proj_1",
+        "project_name": "ML",
+        "owner_id": "u1",
+        "owner_email": "ada@example.com",
+    }
+    _load(store, doc)
+    row = store.con.execute(
+        "select project_id, owner_id, owner_email from snap.cluster_snapshots"
+    ).fetchall()
+    assert row == [("proj_1", "u1", "ada@example.com")]

@@ -908,6 +908,13 @@ _PROJECTS = (
     ("proj_vision", "Vision"),
     ("proj_ads", "Ads Ranking"),
 )
+# Each project's owner (project_info.owner_*): the person finance and notifications write to.
+_PROJECT_OWNERS = {
+    "proj_ml": "hana",
+    "proj_search": "emre",
+    "proj_vision": "julia",
+    "proj_ads": "gus",
+}
 
 
 def _busy_gpus(rng: np.random.Generator, slot: arch.Slot, gpu_count: int) -> int:
@@ -1032,7 +1039,7 @@ def _generate_plan(spec: FleetSpec, index: int) -> ClusterPlan:
         storage_gb=storage_gb,
         project_id=project_id,
         project_name=project_name,
-        owner_email=f"{person}@example.com",
+        owner_email=f"{_PROJECT_OWNERS[project_id]}@example.com",
         template_id="tmpl_jupyter" if slot.archetype == "notebook" else "tmpl_pytorch",
         template_name="Jupyter Lab CUDA 12.4"
         if slot.archetype == "notebook"

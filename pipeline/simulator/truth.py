@@ -566,6 +566,9 @@ class NotifyEventTruth:
     realized_monthly_savings: Decimal | None = None
     resurfaced: bool = False
     status: str | None = None  # run_health: the run's status
+    # budget_threshold: "budget/scope/scope_id/month/basis/level"; spend_anomaly:
+    # "scope/scope_id/day/currency" (what tells two such events apart)
+    subject: str | None = None
 
 
 @dataclass(frozen=True)
@@ -586,6 +589,9 @@ def notify_truth(
     dismissals: Iterable[Dismissal] = (),
     run_statuses: Iterable[str] | None = None,
     growth: Decimal = Decimal("1.5"),
+    finance: bool = False,
+    budgets: Iterable[Any] = (),
+    cost_centers: dict[str, str] | None = None,
 ) -> list[NotifyEventTruth]:
     """What `gpucost notify`, run after every night's snapshot and build, must announce.
 
@@ -599,7 +605,10 @@ def notify_truth(
       its last savings reach the minimum and no dismissal holds;
     - `run_health`: with `run_statuses` (one per night: complete | partial | failed), each
       night whose status differs from the last announced one (initially complete).
-    Budget and anomaly events belong to the finance marts and are not part of this truth.
+    With `finance`, from `finance_truth` of the nights so far (with `budgets`, `cost_centers`):
+    - `budget_threshold`: for each budget's newest month and each basis (actual, forecast), the
+      highest of 50 / 80 / 100 % reached, once per level higher than any announced before;
+    - `spend_anomaly`: each anomaly of the last 7 days up to the newest one, once.
     """
     th = thresholds or Thresholds()
     times = sorted(set(snapshot_times))
@@ -609,8 +618,20 @@ def notify_truth(
     out: list[NotifyEventTruth] = []
     announced: set[tuple[Any, ...]] = set()
     savings_on: dict[tuple[str, str, int], Decimal] = {}
+    budget_list = list(budgets)
+    levels_announced: dict[tuple[Any, ...], int] = {}
     for night in range(len(times)):
-        history = ground_truth(fleet, times[: night + 1], th).recommendation_history
+        so_far = ground_truth(fleet, times[: night + 1], th)
+        history = so_far.recommendation_history
+        if finance:
+            out += _finance_events(
+                night,
+                finance_truth(
+                    fleet, so_far, cost_centers=cost_centers, budgets=budget_list, thresholds=th
+                ),
+                announced,
+                levels_announced,
+            )
         for r in history:
             if r.status == "open":
                 savings_on[(r.cluster_id, r.kind, night)] = r.monthly_savings
@@ -666,4 +687,397 @@ def notify_truth(
             if status != last:
                 out.append(NotifyEventTruth(night, "run_health", None, None, None, status=status))
                 last = status
+    return out
+
+
+NOTIFY_BUDGET_LEVELS = (50, 80, 100)
+NOTIFY_ANOMALY_DAYS = 7
+
+
+def _finance_events(
+    night: int,
+    finance: FinanceTruth,
+    announced: set[tuple[Any, ...]],
+    levels_announced: dict[tuple[Any, ...], int],
+) -> list[NotifyEventTruth]:
+    """The budget_threshold and spend_anomaly events of one night (see `notify_truth`)."""
+    out: list[NotifyEventTruth] = []
+    newest: dict[tuple[Any, ...], BudgetStatusTruth] = {}
+    for b in finance.budget_status:
+        key = (b.budget_name, b.scope, b.scope_id)
+        if key not in newest or b.month > newest[key].month:
+            newest[key] = b
+    for key in sorted(newest, key=str):
+        b = newest[key]
+        for basis, value in (("actual", b.actual_to_date), ("forecast", b.forecast_month_end)):
+            pct = value / b.amount * 100
+            reached = [level for level in NOTIFY_BUDGET_LEVELS if pct >= level]
+            ledger_key = (*key, b.month, basis)
+            if reached and reached[-1] > levels_announced.get(ledger_key, 0):
+                levels_announced[ledger_key] = reached[-1]
+                subject = f"{b.budget_name}/{b.scope}/{b.scope_id}/{b.month}/{basis}/{reached[-1]}"
+                out.append(
+                    NotifyEventTruth(night, "budget_threshold", None, None, None, subject=subject)
+                )
+    if finance.anomalies:
+        top = max(a.day for a in finance.anomalies)
+        for a in sorted(finance.anomalies, key=lambda a: (a.day, a.scope, str(a.scope_id))):
+            if a.day <= top - timedelta(days=NOTIFY_ANOMALY_DAYS):
+                continue
+            seen = ("anomaly", a.day, a.scope, a.scope_id, a.currency)
+            if seen not in announced:
+                announced.add(seen)
+                subject = f"{a.scope}/{a.scope_id}/{a.day}/{a.currency}"
+                out.append(
+                    NotifyEventTruth(night, "spend_anomaly", None, None, None, subject=subject)
+                )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Finance: chargeback by project, budgets with the run-rate forecast, spend anomalies
+# --------------------------------------------------------------------------------------------
+#
+# Choices written down (the SQL models follow the same):
+# - A cluster is charged to its plan's project (the project its latest snapshot names); a
+#   project `[cost_centers]` does not map has cost center "unmapped".
+# - Budgets: one row per budget and month with spend in its currency. actual_to_date = the
+#   scope's cost in the month; forecast = actual + for each cluster of the scope existing at the
+#   last snapshot time, its hourly rate then (storage only when stopped: the breakdown of a
+#   stopped cluster) x the hours from that instant to the month's end (0 once it has ended).
+# - Anomalies: complete UTC days only (the first day counts when the first bucket starts at
+#   midnight; the last complete day is the one before the day of the last bucket's end); a day
+#   without a cluster's buckets counts as 0; baseline = median of the previous N days, MAD =
+#   median |x - baseline|; flagged at |cost - baseline| >= floor and > factor x MAD. Clusters
+#   behind: delta against their own N-day median of the same sign as the scope's, largest first
+#   (a tie: cluster id). Cause of the first: billed hours up -> started, down -> stopped; else
+#   max billed GPUs changed -> resize; else cost per billed GPU-hour moved > 0.1 % ->
+#   rate_change; else usage (against the day before; none that day: stopped).
+
+
+@dataclass(frozen=True)
+class ProjectMonthTruth:
+    """One project's spend in one UTC month and currency."""
+
+    month: date
+    project_id: str
+    currency: str
+    cost_center: str
+    cost: Decimal
+    gpu_hours: Decimal
+    idle_gpu_hours: Decimal
+    idle_cost: Decimal
+    unused_capacity_cost: Decimal
+
+
+@dataclass(frozen=True)
+class BudgetStatusTruth:
+    """A budget in one month: actual, run-rate forecast and status."""
+
+    budget_name: str
+    scope: str
+    scope_id: str | None
+    month: date
+    currency: str
+    amount: Decimal
+    actual_to_date: Decimal
+    forecast_month_end: Decimal
+    status: str
+
+
+@dataclass(frozen=True)
+class AnomalyTruth:
+    """A day whose spend left its scope's recent baseline."""
+
+    day: date
+    scope: str
+    scope_id: str | None
+    currency: str
+    cost: Decimal
+    baseline: Decimal
+    cause: str
+    cluster_ids: tuple[str, ...]
+
+
+@dataclass
+class FinanceTruth:
+    """The expected finance marts."""
+
+    project_monthly: list[ProjectMonthTruth]
+    budget_status: list[BudgetStatusTruth]
+    anomalies: list[AnomalyTruth]
+
+
+UNMAPPED = "unmapped"
+
+
+def finance_truth(
+    fleet: Fleet,
+    truth: GroundTruth,
+    *,
+    cost_centers: dict[str, str] | None = None,
+    budgets: Iterable[Any] = (),
+    thresholds: Thresholds | None = None,
+) -> FinanceTruth:
+    """Project months, budget status and anomalies from `truth` (a `ground_truth` of the same
+    fleet and snapshot times) and the fleet's series. `budgets`: objects with name, scope,
+    scope_id, amount, currency (pipeline.config.Budget)."""
+    th = thresholds or Thresholds()
+    centers = cost_centers or {}
+    project = {cid: fleet.plan(cid).project_id for cid in fleet.cluster_ids()}
+
+    def center_of(project_id: str) -> str:
+        return centers.get(project_id, UNMAPPED)
+
+    acc: dict[tuple[date, str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 5)
+    for r in truth.daily:
+        a = acc[(r.day.replace(day=1), project[r.cluster_id], r.currency)]
+        a[0] += r.actual_cost
+        a[1] += r.gpu_hours
+        a[2] += r.idle_gpu_hours
+        a[3] += r.idle_cost
+        a[4] += r.unused_capacity_cost
+    months = [ProjectMonthTruth(m, p, c, center_of(p), *v) for (m, p, c), v in sorted(acc.items())]
+    return FinanceTruth(
+        months,
+        _budget_truth(fleet, truth, months, project, center_of, budgets),
+        _anomaly_truth(fleet, truth, project, th),
+    )
+
+
+def _month_end(month: date) -> datetime:
+    from datetime import UTC
+
+    nxt = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    return datetime(nxt.year, nxt.month, nxt.day, tzinfo=UTC)
+
+
+def _budget_truth(
+    fleet: Fleet,
+    truth: GroundTruth,
+    months: list[ProjectMonthTruth],
+    project: dict[str, str],
+    center_of: Any,
+    budgets: Iterable[Any],
+) -> list[BudgetStatusTruth]:
+    last = truth.snapshot_times[-1]
+
+    def in_scope(budget: Any, project_id: str) -> bool:
+        if budget.scope == "project":
+            return bool(project_id == budget.scope_id)
+        if budget.scope == "cost_center":
+            return bool(center_of(project_id) == budget.scope_id)
+        return True
+
+    out: list[BudgetStatusTruth] = []
+    for b in budgets:
+        for month in sorted({m.month for m in months if m.currency == b.currency}):
+            actual = sum(
+                (
+                    m.cost
+                    for m in months
+                    if m.month == month and m.currency == b.currency and in_scope(b, m.project_id)
+                ),
+                Decimal(0),
+            )
+            seconds = max(0, int((_month_end(month) - last).total_seconds()))
+            remaining = Decimal(0)
+            for cid in fleet.cluster_ids():
+                plan = fleet.plan(cid)
+                if plan.currency != b.currency or not in_scope(b, project[cid]):
+                    continue
+                if not fleet.exists(cid, last):
+                    continue
+                rate = sum(fleet.state(cid, last)["breakdown"].values(), Decimal(0))
+                remaining += rate * seconds / 3600
+            forecast = actual + remaining
+            status = "over" if actual >= b.amount else "at_risk" if forecast >= b.amount else "ok"
+            out.append(
+                BudgetStatusTruth(
+                    b.name,
+                    b.scope,
+                    b.scope_id,
+                    month,
+                    b.currency,
+                    b.amount,
+                    actual,
+                    forecast.quantize(_Q6),
+                    status,
+                )
+            )
+    return out
+
+
+def _median(values: list[Decimal]) -> Decimal:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _anomaly_truth(
+    fleet: Fleet, truth: GroundTruth, project: dict[str, str], th: Thresholds
+) -> list[AnomalyTruth]:
+    times = truth.snapshot_times
+    per_cluster: dict[str, list[_Bucket]] = {}
+    for cid in fleet.cluster_ids():
+        snaps = [_snap(fleet, cid, t) for t in times if fleet.exists(cid, t)]
+        if snaps:
+            per_cluster[cid] = _seen_buckets(fleet, cid, snaps, "newest")
+    hours = [b.hour for buckets in per_cluster.values() for b in buckets]
+    if not hours:
+        return []
+    first, last = hour_start(min(hours)), hour_start(max(hours) + 1)
+    first_day = first.date() if first.hour == 0 else first.date() + timedelta(days=1)
+    last_day = last.date() - timedelta(days=1)
+    days = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+    cost: dict[str, dict[date, Decimal]] = {}
+    for cid, buckets in per_cluster.items():
+        if not buckets:
+            continue
+        daily: dict[date, Decimal] = defaultdict(Decimal)
+        for b in buckets:
+            daily[hour_start(b.hour).date()] += b.cost
+        cost[cid] = {d: daily.get(d, Decimal(0)) for d in days}
+    scopes: dict[tuple[str, str | None, str], list[str]] = defaultdict(list)
+    for cid in cost:
+        currency = fleet.plan(cid).currency
+        scopes[("project", project[cid], currency)].append(cid)
+        scopes[("fleet", None, currency)].append(cid)
+    n = th.anomaly_baseline_days
+    out: list[AnomalyTruth] = []
+    for (scope, scope_id, currency), cids in sorted(scopes.items(), key=lambda kv: str(kv[0])):
+        total = {d: sum((cost[c][d] for c in cids), Decimal(0)) for d in days}
+        for i in range(n, len(days)):
+            day, before = days[i], days[i - n : i]
+            values = [total[d] for d in before]
+            base = _median(values)
+            mad = _median([abs(v - base) for v in values])
+            delta = total[day] - base
+            if abs(delta) < Decimal(repr(th.anomaly_min_cost)):
+                continue
+            if not abs(delta) > Decimal(repr(th.anomaly_mad_factor)) * mad:
+                continue
+            moved = []
+            for c in cids:
+                d = cost[c][day] - _median([cost[c][x] for x in before])
+                if d != 0 and (d > 0) == (delta > 0):
+                    moved.append((-abs(d), c))
+            behind = tuple(c for _, c in sorted(moved))
+            cause = _day_cause(per_cluster[behind[0]], day) if behind else "usage"
+            out.append(
+                AnomalyTruth(day, scope, scope_id, currency, total[day], base, cause, behind)
+            )
+    return out
+
+
+def _day_cause(buckets: list[_Bucket], day: date) -> str:
+    """What changed in a cluster from the day before to `day` (see the choices above)."""
+
+    def profile(d: date) -> tuple[int, int | None, Decimal | None, bool]:
+        mine = [b for b in buckets if hour_start(b.hour).date() == d]
+        billed = [b for b in mine if b.status != "stopped"]
+        gpu_hours = sum(b.gpus for b in billed)
+        rate = sum((b.cost for b in billed), Decimal(0)) / gpu_hours if gpu_hours else None
+        return len(billed), max((b.gpus for b in billed), default=None), rate, bool(mine)
+
+    hours, gpus, rate, seen = profile(day)
+    if not seen:
+        return "stopped"
+    hours_before, gpus_before, rate_before, _ = profile(day - timedelta(days=1))
+    if hours > hours_before:
+        return "started"
+    if hours < hours_before:
+        return "stopped"
+    if gpus is not None and gpus_before is not None and gpus != gpus_before:
+        return "resize"
+    if (
+        rate is not None
+        and rate_before is not None
+        and abs(rate - rate_before) > abs(rate_before) * Decimal("0.001")
+    ):
+        return "rate_change"
+    return "usage"
+
+
+@dataclass(frozen=True)
+class BudgetForecastTruth:
+    """One night's run-rate forecast of a budget's month, and the month's actual once ended."""
+
+    budget_name: str
+    month: date
+    currency: str
+    forecast_at: datetime
+    forecast_month_end: Decimal
+    actual_month_end: Decimal | None  # None until the data covers the month's end
+
+
+def budget_forecast_truth(
+    fleet: Fleet,
+    truth: GroundTruth,
+    *,
+    cost_centers: dict[str, str] | None = None,
+    budgets: Iterable[Any] = (),
+) -> list[BudgetForecastTruth]:
+    """Every night's run-rate forecast per budget (marts.budget_forecasts): billed in the month
+    by buckets that ended by the night + each cluster of the scope existing then x its rate
+    then x the hours to the month's end; the month's actual once a bucket of the scope ends at
+    the month's end."""
+    centers = cost_centers or {}
+    buckets = {
+        cid: _seen_buckets(
+            fleet,
+            cid,
+            [_snap(fleet, cid, t) for t in truth.snapshot_times if fleet.exists(cid, t)],
+            "newest",
+        )
+        for cid in fleet.cluster_ids()
+        if any(fleet.exists(cid, t) for t in truth.snapshot_times)
+    }
+
+    def in_scope(budget: Any, cid: str) -> bool:
+        plan = fleet.plan(cid)
+        if plan.currency != budget.currency:
+            return False
+        if budget.scope == "project":
+            return bool(plan.project_id == budget.scope_id)
+        if budget.scope == "cost_center":
+            return bool(centers.get(plan.project_id, UNMAPPED) == budget.scope_id)
+        return True
+
+    out: list[BudgetForecastTruth] = []
+    for b in budgets:
+        cids = [c for c in buckets if in_scope(b, c)]
+        for t in truth.snapshot_times:
+            month = t.date().replace(day=1)
+            end = _month_end(month)
+            mine = [
+                (hour_start(x.hour), x.cost)
+                for c in cids
+                for x in buckets[c]
+                if hour_start(x.hour).date().replace(day=1) == month
+            ]
+            before = sum((cost for at, cost in mine if at + timedelta(hours=1) <= t), Decimal(0))
+            seconds = max(0, int((end - t).total_seconds()))
+            remaining = sum(
+                (
+                    sum(fleet.state(c, t)["breakdown"].values(), Decimal(0)) * seconds / 3600
+                    for c in cids
+                    if fleet.exists(c, t)
+                ),
+                Decimal(0),
+            )
+            if not mine and remaining == 0:
+                continue
+            covered = bool(mine) and max(at for at, _ in mine) + timedelta(hours=1) >= end
+            out.append(
+                BudgetForecastTruth(
+                    b.name,
+                    month,
+                    b.currency,
+                    t,
+                    (before + remaining).quantize(_Q6),
+                    sum((cost for _, cost in mine), Decimal(0)) if covered else None,
+                )
+            )
     return out

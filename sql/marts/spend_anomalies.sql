@@ -1,0 +1,212 @@
+-- A project's (scope `project`) and the fleet's (scope `fleet`, scope_id null) daily cost against
+-- its own recent baseline: the median of the previous `anomaly_baseline_days` complete days
+-- (a day without spend counts as 0), and the median absolute deviation (MAD) from it. A day is an
+-- anomaly when |cost - baseline| >= anomaly_min_cost (the money floor) and
+-- > anomaly_mad_factor x MAD. Only complete UTC days of the data are judged (the first and the
+-- last, partly covered, are not), and only with a full baseline. cluster_ids: the clusters whose
+-- cost moved the same way against their own baselines, most first; cause: the change of the
+-- first of them from the day before (started, stopped, resize, rate_change, else usage).
+with
+
+cluster_daily as (
+    select * from intermediate.cluster_daily
+),
+
+cluster_projects as (
+    select * from intermediate.cluster_projects
+),
+
+buckets as (
+    select * from intermediate.buckets
+),
+
+changes as (
+    select * from intermediate.cluster_day_changes
+),
+
+span as (
+    select
+        case
+            when min(bucket_at) = date_trunc('day', min(bucket_at))
+                then cast(min(bucket_at) as date)
+            else cast(min(bucket_at) as date) + 1
+        end as first_day,
+        cast(max(bucket_end_at) as date) - 1 as last_day,
+    from buckets
+),
+
+complete_days as (
+    select cast(unnest(generate_series(
+        cast(first_day as timestamp), cast(last_day as timestamp), interval 1 day
+    )) as date) as day
+    from span
+    where first_day <= last_day
+),
+
+-- every cluster on every complete day (0 when it did not bill)
+cluster_ids as (
+    select distinct cluster_id, currency from cluster_daily
+),
+
+cluster_spine as (
+    select
+        cluster_ids.cluster_id,
+        cluster_ids.currency,
+        complete_days.day,
+        coalesce(cluster_daily.cost, 0) as cost,
+    from cluster_ids
+    cross join complete_days
+    left join cluster_daily
+        on cluster_daily.cluster_id = cluster_ids.cluster_id
+        and cluster_daily.currency = cluster_ids.currency
+        and cluster_daily.day = complete_days.day
+),
+
+scoped as (
+    select
+        'project' as scope,
+        cluster_projects.project_id as scope_id,
+        cluster_spine.*,
+    from cluster_spine
+    left join cluster_projects on cluster_projects.cluster_id = cluster_spine.cluster_id
+    union all
+    select 'fleet' as scope, cast(null as varchar) as scope_id, cluster_spine.*,
+    from cluster_spine
+),
+
+scope_daily as (
+    select scope, scope_id, currency, day, sum(cost) as cost,
+    from scoped
+    group by all
+),
+
+baselines as (
+    select
+        today.scope,
+        today.scope_id,
+        today.currency,
+        today.day,
+        any_value(today.cost) as cost,
+        median(before.cost) as baseline,
+        count(*) as baseline_days,
+    from scope_daily as today
+    inner join scope_daily as before
+        on before.scope = today.scope
+        and before.scope_id is not distinct from today.scope_id
+        and before.currency = today.currency
+        and before.day < today.day
+        and before.day >= today.day - getvariable('anomaly_baseline_days')
+    group by all
+    having count(*) = getvariable('anomaly_baseline_days')
+),
+
+deviations as (
+    select
+        baselines.scope,
+        baselines.scope_id,
+        baselines.currency,
+        baselines.day,
+        median(abs(before.cost - baselines.baseline)) as mad,
+    from baselines
+    inner join scope_daily as before
+        on before.scope = baselines.scope
+        and before.scope_id is not distinct from baselines.scope_id
+        and before.currency = baselines.currency
+        and before.day < baselines.day
+        and before.day >= baselines.day - getvariable('anomaly_baseline_days')
+    group by all
+),
+
+flagged as (
+    select baselines.*, deviations.mad,
+    from baselines
+    inner join deviations
+        on deviations.scope = baselines.scope
+        and deviations.scope_id is not distinct from baselines.scope_id
+        and deviations.currency = baselines.currency
+        and deviations.day = baselines.day
+    where abs(baselines.cost - baselines.baseline)
+        >= cast(getvariable('anomaly_min_cost') as decimal(18, 6))
+    and abs(baselines.cost - baselines.baseline)
+        > cast(getvariable('anomaly_mad_factor') as decimal(18, 6)) * deviations.mad
+),
+
+-- each cluster of a flagged scope against its own baseline over the same days
+contributions as (
+    select
+        flagged.scope,
+        flagged.scope_id,
+        flagged.currency,
+        flagged.day,
+        today.cluster_id,
+        any_value(today.cost) - median(before.cost) as delta,
+        any_value(flagged.cost - flagged.baseline) as scope_delta,
+    from flagged
+    inner join scoped as today
+        on today.scope = flagged.scope
+        and today.scope_id is not distinct from flagged.scope_id
+        and today.currency = flagged.currency
+        and today.day = flagged.day
+    inner join scoped as before
+        on before.scope = flagged.scope
+        and before.scope_id is not distinct from flagged.scope_id
+        and before.cluster_id = today.cluster_id
+        and before.currency = flagged.currency
+        and before.day < flagged.day
+        and before.day >= flagged.day - getvariable('anomaly_baseline_days')
+    group by all
+),
+
+behind as (
+    select
+        contributions.*,
+        row_number() over (
+            partition by scope, scope_id, currency, day
+            order by abs(delta) desc, cluster_id
+        ) as contribution_rank,
+    from contributions
+    where sign(delta) = sign(scope_delta) and delta <> 0
+),
+
+explained as (
+    select
+        behind.scope,
+        behind.scope_id,
+        behind.currency,
+        behind.day,
+        string_agg(behind.cluster_id, ',' order by behind.contribution_rank) as cluster_ids,
+        -- the first cluster billed nothing that day (deleted): no change row, it stopped
+        any_value(coalesce(changes.cause, 'stopped'))
+            filter (where behind.contribution_rank = 1) as cause,
+    from behind
+    left join changes
+        on changes.cluster_id = behind.cluster_id
+        and changes.day = behind.day
+        and changes.currency = behind.currency
+    group by all
+),
+
+final as (
+    select
+        flagged.day,
+        flagged.scope,
+        flagged.scope_id,
+        flagged.currency,
+        cast(flagged.cost as decimal(18, 6)) as cost,
+        cast(flagged.baseline as decimal(18, 6)) as baseline,
+        cast(
+            (flagged.cost - flagged.baseline) * 100 / nullif(flagged.baseline, 0) as double
+        ) as deviation_pct,
+        -- no cluster moved the way the scope did (medians do not add up): usage
+        coalesce(explained.cause, 'usage') as cause,
+        cast(flagged.mad as decimal(18, 6)) as mad,
+        explained.cluster_ids,
+    from flagged
+    left join explained
+        on explained.scope = flagged.scope
+        and explained.scope_id is not distinct from flagged.scope_id
+        and explained.currency = flagged.currency
+        and explained.day = flagged.day
+)
+
+select * from final
