@@ -627,7 +627,7 @@ def _context(
     params = {"start": start_day, "end": end_day}
     charts = _ChartSalt()
 
-    summary = _summary(con, params)
+    summary = _summary(con, params, declined="recommendation_states" in marts)
     currencies = [s["currency"] for s in summary]
     chart_currencies = currencies[:CHART_CURRENCIES]
     trends = _trends(con, params, chart_currencies, charts)
@@ -707,10 +707,18 @@ class _ChartSalt:
         return f"gpucost-chart-{self._n}"
 
 
-def _summary(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _summary(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], *, declined: bool
+) -> list[dict[str, Any]]:
+    # savings declined (dismissed, snoozed, suppressed) are not open savings
+    not_declined = (
+        "and rec_id not in (select rec_id from marts.recommendation_states where is_declined)"
+        if declined
+        else ""
+    )
     rows = _rows(
         con,
-        """
+        f"""
         with fleet as (
             select currency, sum(cost) as spend, sum(idle_cost) as idle_cost,
                    sum(gpu_hours) as gpu_hours, sum(idle_gpu_hours) as idle_gpu_hours
@@ -733,7 +741,7 @@ def _summary(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dic
             select currency, sum(best) as open_savings, sum(n) as open_recs
             from (
                 select cluster_id, currency, max(monthly_savings) as best, count(*) as n
-                from marts.recommendations where status = 'open' group by all
+                from marts.recommendations where status = 'open' {not_declined} group by all
             )
             group by currency
         ),

@@ -149,3 +149,31 @@ def test_report_shows_declined_recommendations_apart_with_the_savings_declined(t
     assert "$9,734.40</strong> per month declined" in declined
     assert "&lt;b&gt;on purpose&lt;/b&gt;" in declined and "snoozed" in declined
     assert "4,867.20" not in open_part.split("<tbody>")[1]
+
+
+def test_report_summary_counts_no_declined_savings_as_open(tmp_path):
+    import duckdb
+
+    from pipeline.report import render_report
+
+    def open_card(path):
+        result = render_report(Config(store=StoreSettings(db=str(path))), tmp_path / "out")
+        html = result.index_html.read_text(encoding="utf-8")
+        card = html.split("Open savings, per month")[1]
+        return card.split('<div class="value">')[1].split("</div>")[0]
+
+    path, ids = _db(tmp_path)
+    before = open_card(path)
+    _gpucost(path, "recs", "dismiss", ids[("c1", "stop_idle")], "--reason", "on purpose")
+    with duckdb.connect(str(path), read_only=True) as con:
+        # by hand: per cluster the larger open saving, c1's dismissed stop_idle left out
+        (c1_downsize,) = con.execute(
+            "select monthly_savings from marts.recommendations "
+            "where cluster_id = 'c1' and kind = 'downsize'"
+        ).fetchone()
+        (c2_best,) = con.execute(
+            "select max(monthly_savings) from marts.recommendations where cluster_id = 'c2'"
+        ).fetchone()
+    after = open_card(path)
+    assert after != before
+    assert after == f"${c1_downsize + c2_best:,.2f}"
