@@ -155,7 +155,7 @@ def transpile_model(sql: str) -> str:
         if table.db and not table.alias:
             table.set("alias", exp.TableAlias(this=exp.to_identifier(table.name)))
     tree = tree.transform(_first_pass).transform(_rewrite)
-    return tree.sql(dialect="spark")
+    return tree.sql(dialect="spark", comments=False)
 
 
 def _ddl(columns: list[list[str]]) -> str:
