@@ -59,10 +59,16 @@ LAYERS = ("staging", "intermediate", "marts")
 SOURCE_SCHEMAS = ("snap", "meta")
 MAX_FAILING_ROWS_SHOWN = 10
 # DuckDB settings of the build stage. Insertion order is not preserved: no mart relies on the
-# order rows were written in (readers sort), and keeping it holds rows in memory. DuckDB's own
-# memory limit (80 % of RAM) is kept: a 2 GB cap spilled 12-26 GB to `<db>.tmp` and then failed
-# (recommendation_windows, out of memory) on 1,000 clusters x 365 days (bench/build.py).
-BUILD_SETTINGS = (("preserve_insertion_order", False),)
+# order rows were written in (readers sort), and keeping it holds rows in memory. The memory
+# limit holds because a full refresh runs in batches of clusters: on 1,000 clusters x 365 days
+# it peaked at 7.1 GB RSS in one piece, and under a 1.5 GB cap spilled more than 10 GB to
+# `<db>.tmp` without finishing; in batches, 1.8 GB RSS under the cap, 2.7 GB without it
+# (bench/build.py, bench/README.md). DuckDB spills past the limit to `<db>.tmp`.
+BUILD_MEMORY_LIMIT = "1536MB"
+BUILD_SETTINGS: tuple[tuple[str, object], ...] = (
+    ("preserve_insertion_order", False),
+    ("memory_limit", BUILD_MEMORY_LIMIT),
+)
 # A full refresh runs the per-cluster models in batches of clusters holding at most this many
 # buckets (`snap.metric_points` rows), so that its memory follows the batch, not the fleet: a
 # year of 1,000 clusters (8.9 M buckets, 68 M per-GPU rows) peaked at 7.1 GB in one piece.
