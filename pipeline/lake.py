@@ -351,7 +351,7 @@ def attach_lake(con: duckdb.DuckDBPyConnection, lake: str | os.PathLike[str]) ->
             listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
             con.execute(
                 f"create or replace temp view {raw} as select {names} "
-                f"from read_parquet([{listed}], hive_partitioning = false)"
+                f"from read_parquet([{listed}], hive_partitioning = false, union_by_name = true)"
             )
         else:
             typed = ", ".join(f'cast(null as {kind}) as "{column}"' for column, kind in columns)

@@ -797,6 +797,7 @@ def build_on_connection(
     finally:
         con.execute("drop table if exists _gpucost_new_runs")
         con.execute("drop table if exists _gpucost_scope")
+        con.execute("drop table if exists _gpucost_all_scope")
         con.execute("drop table if exists _gpucost_fingerprints")
     result.seconds = time.perf_counter() - started
     # the CLI prints the summary line; the log keeps the per-model timings for diagnosis
