@@ -31,6 +31,14 @@ earliest `from_at` / `from_day` of the scope) to compute only what is needed; on
 as they exist only during a build. `full_refresh=True`, a new model or a changed model file or
 threshold rebuilds from all history (the scope is then every cluster from -infinity). Both give
 identical tables.
+
+Bounded memory: a full refresh of more than `FULL_REFRESH_BATCH_BUCKETS` buckets runs the
+per-cluster tables batch by batch of clusters through the same scope, the staging views over
+`BATCHED_SOURCES` restricted to the batch, then the fleet-wide and other tables once
+(`_build_batched`); the build runs under DuckDB's `memory_limit` (`BUILD_MEMORY_LIMIT`),
+spilling past it. A per-cluster model must then take its fleet-wide figures from sources other
+than `BATCHED_SOURCES` (as `projection_actuals` takes the fleet's newest snapshot from
+`cluster_snapshots`); tests/test_models_e2e.py compares both ways mart by mart.
 """
 
 from __future__ import annotations
