@@ -12,12 +12,14 @@ difference between the engines is handled in this module, nowhere else:
 - functions: `epoch_ms(timestamp)` -> `unix_millis`, `to_hours / to_seconds /
   to_milliseconds` -> `make_dt_interval`, `quantile_cont` -> `percentile` (both interpolate
   linearly), `x at time zone 'UTC'` -> `x` (the session time zone is UTC);
-- types: DuckDB divides DECIMALs into a DOUBLE, Spark into a DECIMAL; each division whose
-  operand is a DECIMAL is cast to DOUBLE, so both engines round the same way.
+  `regexp_full_match` -> an anchored `rlike`;
+- types: DuckDB's `/` always divides as DOUBLE (DECIMALs too), Spark's keeps DECIMALs: both
+  operands of every `/` are cast to DOUBLE; `avg` of a DECIMAL is the DOUBLE of its exact sum
+  over the count, as DuckDB's; a division by zero is NULL (ANSI mode off), as on DuckDB.
 
-A full refresh only: each model is computed from all of the lake; staging and intermediate
-views stay views, tables are checkpointed, and each mart is written as Parquet under
-`<lake>/marts/<name>/`. The data tests of `sql/tests/` run on the result as on DuckDB.
+A full refresh only: each model is computed from all of the lake, once (checkpointed), and each
+mart is written as Parquet under `<lake>/marts/<name>/`. The data tests of `sql/tests/` run on
+the result as on DuckDB.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,12 +184,13 @@ def spark_session(master: str | None = None) -> SparkSession:
         raise ConfigError(
             "the Spark engine needs pyspark: pip install 'gpucost[spark]' (and Java 17)"
         ) from None
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise ConfigError("the Spark engine needs Java 17 (e.g. Debian openjdk-17-jre-headless)")
+    url = master or os.environ.get("SPARK_MASTER") or DEFAULT_MASTER
     builder = (
-        SparkSession.builder.master(master or os.environ.get("SPARK_MASTER") or DEFAULT_MASTER)
+        SparkSession.builder.master(url)
         .appName("gpucost-build")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
-        .config("spark.default.parallelism", str(SHUFFLE_PARTITIONS))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         # DuckDB's semantics: a division by zero is NULL, not an error
@@ -194,6 +198,10 @@ def spark_session(master: str | None = None) -> SparkSession:
         # timestamps written as instants (isAdjustedToUTC), as DuckDB's TIMESTAMPTZ
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     )
+    if url.startswith("local"):
+        # a real cluster takes its parallelism from spark-defaults.conf
+        builder = builder.config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
+        builder = builder.config("spark.default.parallelism", str(SHUFFLE_PARTITIONS))
     return builder.getOrCreate()
 
 
