@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # pins numpy/pyarrow/polars/duckdb below gpucost's; only PyPI is used.
 FOCUS_VENV ?= .venv-focus
 
-.PHONY: install browser test test-all lint demo bench bench-quick clean docs focus-validator
+.PHONY: install browser java test test-all lint demo bench bench-quick clean docs focus-validator
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,15 @@ browser:
 	    $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# Apache Spark 4 (the Spark engine's test) needs Java 17: a headless JRE from Debian when the
+# machine has no java.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	    SUDO=""; [ "$$(id -u)" = "0" ] || SUDO="sudo"; \
+	    echo "make: installing Debian's openjdk-17-jre-headless for the Spark test"; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
 focus-validator: $(FOCUS_VENV)/.installed
 
 $(FOCUS_VENV)/.installed: tests/focus_validator/requirements.txt tests/focus_validator/patch.py
@@ -36,10 +45,10 @@ $(FOCUS_VENV)/.installed: tests/focus_validator/requirements.txt tests/focus_val
 	$(FOCUS_VENV)/bin/python tests/focus_validator/patch.py
 	touch $@
 
-test: install browser focus-validator
+test: install browser java focus-validator
 	$(BIN)/pytest
 
-test-all: install browser focus-validator
+test-all: install browser java focus-validator
 	$(BIN)/pytest -m ''
 
 lint: install

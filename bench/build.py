@@ -88,6 +88,7 @@ def _child_build(db: str, full: bool) -> dict[str, Any]:
         "models_seconds": round(sum(result.model_seconds.values()), 2),
         "slowest_models": {name: round(value, 2) for name, value in slowest},
         "incremental_marts": result.incremental_marts,
+        "batches": result.batches,
         "rows_per_mart": result.rows_per_mart,
     }
 

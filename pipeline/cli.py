@@ -176,19 +176,51 @@ def snapshot(db, config_path, log_format, verbose, api_url, api_key_file, from_r
 @cli.command()
 @common_options
 @click.option("--full-refresh", is_flag=True, help="Rebuild every mart from all history.")
-def build(db, config_path, log_format, verbose, full_refresh):
+@click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "spark"]),
+    default="duckdb",
+    show_default=True,
+    help="Where the models run: the DuckDB file, or Apache Spark over the lake (--lake).",
+)
+@click.option(
+    "--lake",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The Parquet lake of `gpucost lake export` (--engine spark; marts go to LAKE/marts/).",
+)
+@click.option(
+    "--spark-master",
+    default=None,
+    help="Spark master URL, e.g. spark://host:7077 [env SPARK_MASTER; default local[2]].",
+)
+def build(db, config_path, log_format, verbose, full_refresh, engine, lake, spark_master):
     """Run the SQL models in sql/ into the marts, then their data tests.
+
+    With --engine spark the same models, transpiled, run on Apache Spark over the lake (always
+    a full refresh) and each mart is written as Parquet under LAKE/marts/<name>/.
 
     \b
     Example:
         gpucost build --db gpucost.duckdb --full-refresh
+        gpucost build --engine spark --lake /data/gpucost-lake --spark-master local[4]
     """
+    from pipeline.errors import ConfigError
     from pipeline.models import build_models
 
     try:
         config = _config(db, config_path, log_format, verbose)
-        _sync_suppressions(config)
-        result = build_models(config, full_refresh=full_refresh)
+        if engine == "spark":
+            if lake is None:
+                raise ConfigError("--engine spark needs --lake DIR (see `gpucost lake export`)")
+            from pipeline.engines.spark import build_on_spark
+
+            result = build_on_spark(lake, config.thresholds, config=config, master=spark_master)
+        else:
+            if lake is not None or spark_master is not None:
+                raise ConfigError("--lake and --spark-master go with --engine spark")
+            _sync_suppressions(config)
+            result = build_models(config, full_refresh=full_refresh)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     click.echo(result.summary_line())
@@ -554,6 +586,45 @@ def close(db, config_path, log_format, verbose, month):
     try:
         config = _config(db, config_path, log_format, verbose)
         result = close_month(config, parse_month(month))
+    except Exception as exc:
+        sys.exit(_fail(exc, verbose))
+    click.echo(result.summary_line())
+
+
+@cli.group()
+def lake() -> None:
+    """The Parquet lake: the snapshot tables by UTC day, for Spark, Trino or a warehouse.
+
+    \b
+    Example:
+        gpucost lake export --db gpucost.duckdb --lake /data/gpucost-lake
+    """
+
+
+@lake.command("export")
+@common_options
+@click.option(
+    "--lake",
+    "lake_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="The lake folder (local or mounted; created when missing).",
+)
+def lake_export(db, config_path, log_format, verbose, lake_dir):
+    """Write the runs not yet in the lake as Parquet, partitioned by UTC day (hive style).
+
+    Incremental and atomic per run: runs already exported are not written again (a rerun
+    changes nothing), and a killed export never leaves a run that looks exported.
+
+    \b
+    Example (after the nightly run):
+        gpucost lake export --db gpucost.duckdb --lake /data/gpucost-lake
+    """
+    from pipeline.lake import export_lake
+
+    try:
+        config = _config(db, config_path, log_format, verbose)
+        result = export_lake(config.store.db, lake_dir)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
     click.echo(result.summary_line())

@@ -31,6 +31,14 @@ earliest `from_at` / `from_day` of the scope) to compute only what is needed; on
 as they exist only during a build. `full_refresh=True`, a new model or a changed model file or
 threshold rebuilds from all history (the scope is then every cluster from -infinity). Both give
 identical tables.
+
+Bounded memory: a full refresh of more than `FULL_REFRESH_BATCH_BUCKETS` buckets runs the
+per-cluster tables batch by batch of clusters through the same scope, the staging views over
+`BATCHED_SOURCES` restricted to the batch, then the fleet-wide and other tables once
+(`_build_batched`); the build runs under DuckDB's `memory_limit` (`BUILD_MEMORY_LIMIT`),
+spilling past it. A per-cluster model must then take its fleet-wide figures from sources other
+than `BATCHED_SOURCES` (as `projection_actuals` takes the fleet's newest snapshot from
+`cluster_snapshots`); tests/test_models_e2e.py compares both ways mart by mart.
 """
 
 from __future__ import annotations
@@ -59,10 +67,24 @@ LAYERS = ("staging", "intermediate", "marts")
 SOURCE_SCHEMAS = ("snap", "meta")
 MAX_FAILING_ROWS_SHOWN = 10
 # DuckDB settings of the build stage. Insertion order is not preserved: no mart relies on the
-# order rows were written in (readers sort), and keeping it holds rows in memory. DuckDB's own
-# memory limit (80 % of RAM) is kept: a 2 GB cap spilled 12-26 GB to `<db>.tmp` and then failed
-# (recommendation_windows, out of memory) on 1,000 clusters x 365 days (bench/build.py).
-BUILD_SETTINGS = (("preserve_insertion_order", False),)
+# order rows were written in (readers sort), and keeping it holds rows in memory. The memory
+# limit holds because a full refresh runs in batches of clusters: on 1,000 clusters x 365 days
+# it peaked at 7.1 GB RSS in one piece, and under a 1.5 GB cap spilled more than 10 GB to
+# `<db>.tmp` without finishing; in batches, 1.8 GB RSS under the cap, 2.7 GB without it
+# (bench/build.py, bench/README.md). DuckDB spills past the limit to `<db>.tmp`.
+BUILD_MEMORY_LIMIT = "1536MB"
+BUILD_SETTINGS: tuple[tuple[str, object], ...] = (
+    ("preserve_insertion_order", False),
+    ("memory_limit", BUILD_MEMORY_LIMIT),
+)
+# A full refresh runs the per-cluster models in batches of clusters holding at most this many
+# buckets (`snap.metric_points` rows), so that its memory follows the batch, not the fleet: a
+# year of 1,000 clusters (8.9 M buckets, 68 M per-GPU rows) peaked at 7.1 GB in one piece.
+FULL_REFRESH_BATCH_BUCKETS = 1_500_000
+# The source tables whose staging views a batch restricts to its clusters: the volume of the
+# history (every bucket, every GPU reading, every projection). Fleet-wide figures the models
+# take from other tables (the newest snapshot of the fleet, the runs) stay whole.
+BATCHED_SOURCES = frozenset({"snap.metric_points", "snap.gpu_metric_points", "snap.projections"})
 
 
 class BuildError(GpucostError):
@@ -99,6 +121,7 @@ class BuildResult:
     full_refresh: bool = False
     incremental_marts: list[str] = field(default_factory=list)
     model_seconds: dict[str, float] = field(default_factory=dict)
+    batches: int = 1  # a full refresh of a large history runs in batches of clusters
 
     def summary_line(self) -> str:
         """One line for the log: counts, rows per mart and elapsed time."""
@@ -150,7 +173,13 @@ def _parse_references(sql: str, path: Path) -> frozenset[str]:
     return frozenset(refs)
 
 
-_BUILD_ONLY_NAMES = ("_gpucost_scope", "build_from_at", "build_from_day_at")
+_BUILD_ONLY_NAMES = (
+    "_gpucost_scope",
+    "build_from_at",
+    "build_from_day_at",
+    "build_batch_from",
+    "build_batch_to",
+)
 _INCREMENTAL = re.compile(r"^(per cluster|fleet) where (.+)$", re.IGNORECASE)
 
 
@@ -502,6 +531,128 @@ def _build_model(
     return False
 
 
+def _cluster_batches(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[str, str]]:
+    """The clusters cut into contiguous ranges `(first, last)` of sorted ids, each holding at
+    most `limit` buckets (or one cluster, when one alone holds more)."""
+    rows = con.execute(
+        "select cluster_id, coalesce(count(bucket_at), 0) from ("
+        "select cluster_id, null::timestamptz as bucket_at from snap.cluster_snapshots "
+        "union all select cluster_id, bucket_at from snap.metric_points) "
+        "group by cluster_id order by cluster_id"
+    ).fetchall()
+    batches: list[tuple[str, str]] = []
+    first: str | None = None
+    last = ""
+    held = 0
+    for cluster_id, buckets in rows:
+        if first is not None and held + buckets > limit:
+            batches.append((first, last))
+            first, held = None, 0
+        if first is None:
+            first = cluster_id
+        last = cluster_id
+        held += buckets
+    if first is not None:
+        batches.append((first, last))
+    return batches
+
+
+def _batched_select(model: Model) -> str:
+    """A staging model over a batched source, restricted to the batch's range of clusters."""
+    select = _strip_trailing_semicolon(model.sql)
+    return (
+        f"select * from ({select}) as batched where batched.cluster_id "
+        "between getvariable('build_batch_from') and getvariable('build_batch_to')"
+    )
+
+
+def _is_batched_staging(model: Model) -> bool:
+    return model.layer == "staging" and bool(_references(model.sql, model.path) & BATCHED_SOURCES)
+
+
+def _is_per_cluster(model: Model) -> bool:
+    return (
+        model.materialized == "table"
+        and model.incremental_key is not None
+        and model.incremental_key.lower().startswith("per cluster")
+    )
+
+
+def _build_batched(
+    con: duckdb.DuckDBPyConnection,
+    models: list[Model],
+    batches: list[tuple[str, str]],
+    existing: dict[str, str],
+    result: BuildResult,
+) -> None:
+    """A full refresh in batches of clusters (see `FULL_REFRESH_BATCH_BUCKETS`).
+
+    Every table is first created empty (its columns); then, batch by batch, the scope is the
+    batch's clusters (from -infinity) and the staging views over `BATCHED_SOURCES` see only
+    them, and each per-cluster table inserts the batch's rows, as an incremental build would;
+    last, with every view whole again, the other tables (fleet-wide, or not incremental) are
+    built from the complete per-cluster tables. Gives the tables of a build in one piece.
+    """
+    seconds = dict.fromkeys((m.relation for m in models), 0.0)
+    con.execute("set variable build_batch_from = ?", [batches[0][0]])
+    con.execute("set variable build_batch_to = ?", [batches[0][1]])
+    for model in models:
+        began = time.perf_counter()
+        target = f'"{model.layer}"."{model.name}"'
+        select = _strip_trailing_semicolon(model.sql)
+        if model.materialized == "view":
+            body = _batched_select(model) if _is_batched_staging(model) else select
+            _create_or_replace(
+                con, "view", model, f"create or replace view {target} as {body}", existing
+            )
+        else:
+            # the columns only: a constant-false filter is planned, never run
+            _create_or_replace(
+                con,
+                "table",
+                model,
+                f"create or replace table {target} as select * from ({select}) where false",
+                existing,
+            )
+        seconds[model.relation] += time.perf_counter() - began
+    con.execute("create or replace temp table _gpucost_all_scope as select * from _gpucost_scope")
+    for first, last in batches:
+        con.execute("set variable build_batch_from = ?", [first])
+        con.execute("set variable build_batch_to = ?", [last])
+        con.execute(
+            "create or replace temp table _gpucost_scope as select * from _gpucost_all_scope "
+            "where cluster_id between ? and ?",
+            [first, last],
+        )
+        for model in models:
+            if not _is_per_cluster(model):
+                continue
+            began = time.perf_counter()
+            select = _strip_trailing_semicolon(model.sql)
+            con.execute(
+                f'insert into "{model.layer}"."{model.name}" select model.* from ({select}) '
+                "as model semi join _gpucost_scope on model.cluster_id = _gpucost_scope.cluster_id"
+            )
+            seconds[model.relation] += time.perf_counter() - began
+    con.execute("create or replace temp table _gpucost_scope as select * from _gpucost_all_scope")
+    con.execute("drop table _gpucost_all_scope")
+    for model in models:
+        if not _is_batched_staging(model):
+            continue
+        select = _strip_trailing_semicolon(model.sql)
+        con.execute(f'create or replace view "{model.layer}"."{model.name}" as {select}')
+    for model in models:
+        if model.materialized != "table" or _is_per_cluster(model):
+            continue
+        began = time.perf_counter()
+        select = _strip_trailing_semicolon(model.sql)
+        con.execute(f'create or replace table "{model.layer}"."{model.name}" as {select}')
+        seconds[model.relation] += time.perf_counter() - began
+    result.models_built.extend(m.relation for m in models)
+    result.model_seconds.update(seconds)
+    result.batches = len(batches)
+
+
 def _existing_relations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """`schema.name` -> "table" | "view" for every relation of the model layers."""
     rows = con.execute(
@@ -560,8 +711,11 @@ def build_on_connection(
     *,
     full_refresh: bool = False,
     root: Path | None = None,
+    batch_buckets: int = FULL_REFRESH_BATCH_BUCKETS,
 ) -> BuildResult:
-    """Build every model and run the data tests on an open connection, in one transaction."""
+    """Build every model and run the data tests on an open connection, in one transaction.
+
+    A full refresh of more than `batch_buckets` buckets runs in batches of clusters."""
     started = time.perf_counter()
     models = discover_models(root)
     tests = discover_tests(root)
@@ -593,7 +747,20 @@ def build_on_connection(
         )
         _make_scope(con, full=full_scope)
         result.full_refresh = full_scope
-        for model in models:
+        batches = _cluster_batches(con, batch_buckets) if full_scope else []
+        if len(batches) > 1:
+            try:
+                _build_batched(con, models, batches, existing, result)
+            except duckdb.Error as exc:
+                raise BuildError(
+                    f"the full refresh (in {len(batches)} batches) failed: {exc}"
+                ) from exc
+            for model in models:
+                con.execute(
+                    "insert or replace into marts.build_models values (?, ?, now())",
+                    [model.relation, _checksum(model, thresholds)],
+                )
+        for model in models if len(batches) <= 1 else []:
             checksum = _checksum(model, thresholds)
             model_started = time.perf_counter()
             try:
@@ -638,6 +805,7 @@ def build_on_connection(
     finally:
         con.execute("drop table if exists _gpucost_new_runs")
         con.execute("drop table if exists _gpucost_scope")
+        con.execute("drop table if exists _gpucost_all_scope")
         con.execute("drop table if exists _gpucost_fingerprints")
     result.seconds = time.perf_counter() - started
     # the CLI prints the summary line; the log keeps the per-model timings for diagnosis

@@ -63,7 +63,13 @@ with_now as (
 
 classified as (
     select
-        *,
+        with_now.*,
+        -- named, not `*`: a second cluster_id would be ambiguous (on Spark, not only DuckDB)
+        gpu_evidence.idle_gpus,
+        gpu_evidence.idle_gpu_ids,
+        gpu_evidence.min_idle_hours,
+        gpu_evidence.billed_hours,
+        gpu_evidence.idle_memory_gb,
         case
             when last_seen_at = last_snapshot_at and not is_deleted then 'open'
             when is_deleted

@@ -35,12 +35,18 @@ span as (
     from buckets
 ),
 
-complete_days as (
-    select cast(unnest(generate_series(
+-- the series unnested as a select item of its own (Spark takes no generator inside a cast)
+complete_day_starts as (
+    select unnest(generate_series(
         cast(first_day as timestamp), cast(last_day as timestamp), interval 1 day
-    )) as date) as day
+    )) as day_at
     from span
     where first_day <= last_day
+),
+
+complete_days as (
+    select cast(day_at as date) as day
+    from complete_day_starts
 ),
 
 -- every cluster on every complete day (0 when it did not bill)
@@ -176,8 +182,9 @@ explained as (
         behind.day,
         string_agg(behind.cluster_id, ',' order by behind.contribution_rank) as cluster_ids,
         -- the first cluster billed nothing that day (deleted): no change row, it stopped
-        any_value(coalesce(changes.cause, 'stopped'))
-            filter (where behind.contribution_rank = 1) as cause,
+        -- (one row has rank 1; max() over a case is plain SQL every engine reads)
+        max(case when behind.contribution_rank = 1 then coalesce(changes.cause, 'stopped') end)
+            as cause,
     from behind
     left join changes
         on changes.cluster_id = behind.cluster_id
