@@ -82,6 +82,7 @@ class Thresholds:
     anomaly_baseline_days: int = 14
     anomaly_min_cost: float = 25.0
     anomaly_mad_factor: float = 3.0
+    anomaly_min_pct: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -415,6 +416,7 @@ _MINIMUMS: dict[str, float] = {
     "thresholds.anomaly_baseline_days": 2,
     "thresholds.anomaly_min_cost": 0,
     "thresholds.anomaly_mad_factor": 0,
+    "thresholds.anomaly_min_pct": 0,
 }
 # Percentages of a whole are at most 100; `drift_flag_pct` is not one (a drift can be 300 %),
 # and counts of days and hours stop at what a week, a day, a year holds.

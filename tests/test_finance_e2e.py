@@ -11,7 +11,7 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from pipeline.config import ApiSettings, Budget, Config, StoreSettings
+from pipeline.config import ApiSettings, Budget, Config, StoreSettings, Thresholds
 from pipeline.models import build_models
 from pipeline.simulator import Fleet, FleetSpec, Simulator
 from pipeline.simulator.truth import finance_truth, ground_truth
@@ -153,6 +153,8 @@ def test_spend_anomalies_equal_the_truth(finance):
     truth = {(t.day, t.scope, t.scope_id, t.currency): t for t in finance["truth"].anomalies}
     assert truth  # the fleet grows: there is something to flag
     assert set(mine) == set(truth)
+    # a move of a few % of a steady baseline is not news, however small its MAD
+    assert all(abs(m["deviation_pct"]) >= Thresholds().anomaly_min_pct for m in mine.values())
     for key, t in truth.items():
         m = mine[key]
         assert abs(m["cost"] - t.cost) < CENT, key

@@ -958,6 +958,8 @@ def _anomaly_truth(
                 continue
             if not abs(delta) > Decimal(repr(th.anomaly_mad_factor)) * mad:
                 continue
+            if abs(delta) * 100 < Decimal(repr(th.anomaly_min_pct)) * abs(base):
+                continue
             moved = []
             for c in cids:
                 d = cost[c][day] - _median([cost[c][x] for x in before])

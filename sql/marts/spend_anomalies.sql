@@ -1,8 +1,8 @@
 -- A project's (scope `project`) and the fleet's (scope `fleet`, scope_id null) daily cost against
 -- its own recent baseline: the median of the previous `anomaly_baseline_days` complete days
 -- (a day without spend counts as 0), and the median absolute deviation (MAD) from it. A day is an
--- anomaly when |cost - baseline| >= anomaly_min_cost (the money floor) and
--- > anomaly_mad_factor x MAD. Only complete UTC days of the data are judged (the first and the
+-- anomaly when |cost - baseline| >= anomaly_min_cost (the money floor), > anomaly_mad_factor x MAD
+-- and >= anomaly_min_pct % of the baseline. Only complete UTC days of the data are judged (the first and the
 -- last, partly covered, are not), and only with a full baseline. cluster_ids: the clusters whose
 -- cost moved the same way against their own baselines, most first; cause: the change of the
 -- first of them from the day before (started, stopped, resize, rate_change, else usage).
@@ -135,6 +135,9 @@ flagged as (
         >= cast(getvariable('anomaly_min_cost') as decimal(18, 6))
     and abs(baselines.cost - baselines.baseline)
         > cast(getvariable('anomaly_mad_factor') as decimal(18, 6)) * deviations.mad
+    -- and a share of the baseline: a steady fleet's MAD is tiny, a few % is not news
+    and abs(baselines.cost - baselines.baseline) * 100
+        >= cast(getvariable('anomaly_min_pct') as decimal(18, 6)) * abs(baselines.baseline)
 ),
 
 -- each cluster of a flagged scope against its own baseline over the same days
