@@ -219,7 +219,6 @@ def build(db, config_path, log_format, verbose, full_refresh, engine, lake, spar
         else:
             if lake is not None or spark_master is not None:
                 raise ConfigError("--lake and --spark-master go with --engine spark")
-            _sync_suppressions(config)
             result = build_models(config, full_refresh=full_refresh)
     except Exception as exc:
         sys.exit(_fail(exc, verbose))
@@ -283,7 +282,6 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir, fo
     try:
         snap = run_snapshot(config, progress=sys.stderr.isatty())
         log.info(snap.summary_line())
-        _sync_suppressions(config)
         built = build_models(config)
         log.info(built.summary_line())
         rendered = render_report(config, Path(config.report.out_dir), force_out=force_out)
@@ -295,16 +293,6 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir, fo
     click.echo(str(rendered.index_html))
     notified = _notify_after_run(config, verbose)
     sys.exit(snap.exit_code or notified)
-
-
-def _sync_suppressions(config: Config) -> None:
-    """Copy the config's [[suppress]] into the database for marts.recommendation_states."""
-    from pipeline.recs import sync_suppressions
-    from pipeline.store import Store
-
-    if Path(config.store.db).exists():
-        with Store.open(config.store.db) as store:
-            sync_suppressions(store.con, config.suppress)
 
 
 def _notify_after_run(config: Config, verbose: bool) -> int:

@@ -837,8 +837,10 @@ def build_models(config: Config, *, full_refresh: bool = False) -> BuildResult:
         for name, value in BUILD_SETTINGS:
             # names are our own constants; values are bound
             store.con.execute(f"set {name} = ?", [value])
-        # finance: [cost_centers] and [[budgets]] reach the models as tables
+        # configuration the models read as tables: [cost_centers], [[budgets]], [[suppress]]
         from pipeline.finance import write_finance_config
+        from pipeline.recs import sync_suppressions
 
         write_finance_config(store.con, config)
+        sync_suppressions(store.con, config.suppress)
         return build_on_connection(store.con, config.thresholds, full_refresh=full_refresh)

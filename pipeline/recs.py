@@ -7,7 +7,7 @@ newest decision on a recommendation is the one in force. A dismissal holds until
 (or for good) unless the recommendation's monthly savings reach `RESURFACE_GROWTH` times the
 savings dismissed: then it is open again (and announced again). The configuration's
 `[[suppress]]` entries do the same from version control; they are copied into
-`meta.recommendation_suppressions` by `sync_suppressions` (called by `build`, `run`, `recs` and
+`meta.recommendation_suppressions` by `sync_suppressions` (called by `build_models`, `recs` and
 `notify`). The effective state is the view `marts.recommendation_states`.
 """
 
