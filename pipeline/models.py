@@ -10,6 +10,9 @@ exist, is a `BuildError` naming the files.
 Thresholds reach SQL as DuckDB variables named after `pipeline.config.Thresholds` fields
 (`getvariable('idle_threshold_pct')`), set through bound parameters, never pasted into SQL text.
 
+Each mart declares its columns beside its file (`sql/marts/<name>.toml`, `pipeline.contracts`):
+a mart built with other names, order or types fails the build, naming the mart and the column.
+
 The whole build, data tests included, is one transaction: when a data test in `sql/tests/`
 returns rows, the transaction is rolled back (the marts stay as the last good build) and
 `DataTestError` shows the failing rows.
