@@ -1,10 +1,14 @@
-"""Generate docs/cli.md from the commands' own --help, so the reference cannot drift.
+"""Generate docs/cli.md from the commands' own --help, and the column tables of docs/marts.md
+from the marts' declarations (`sql/marts/<name>.toml`), so neither reference can drift.
 
-Run `make docs` (python -m pipeline.docgen); tests/test_docs.py fails when the file is stale.
+Run `make docs` (python -m pipeline.docgen); tests/test_docs.py fails when a file is stale.
+In docs/marts.md, the lines between `<!-- columns: <mart> -->` and `<!-- end columns -->` are
+generated; the prose around them is written by hand.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -12,8 +16,13 @@ import click
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.contracts import Contract, load_contracts
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+MARTS_DOC = DOC.with_name("marts.md")
+_COLUMNS_BLOCK = re.compile(
+    r"(<!-- columns: (?P<mart>\w+) -->\n)(?P<body>.*?)(<!-- end columns -->)", re.DOTALL
+)
 
 
 def iter_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -55,10 +64,45 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def _cell(text: str) -> str:
+    # a `|` inside a cell would end it
+    return text.replace("|", "\\|")
+
+
+def columns_table(contract: Contract) -> str:
+    """One mart's declared columns as a Markdown table (name, DuckDB type, unit, definition)."""
+    lines = ["| column | type | unit | definition |", "|---|---|---|---|"]
+    for c in contract.columns:
+        lines.append(f"| {c.name} | {c.type} | {_cell(c.unit)} | {_cell(c.description)} |")
+    return "\n".join(lines) + "\n"
+
+
+def columns_in_doc(text: str) -> list[str]:
+    """The marts whose column table a document holds, in order of appearance."""
+    return [m.group("mart") for m in _COLUMNS_BLOCK.finditer(text)]
+
+
+def render_marts(text: str, contracts: dict[str, Contract] | None = None) -> str:
+    """docs/marts.md with every `<!-- columns: <mart> -->` block filled from its declaration."""
+    contracts = load_contracts() if contracts is None else contracts
+
+    def fill(match: re.Match[str]) -> str:
+        mart = match.group("mart")
+        if mart not in contracts:
+            raise RuntimeError(
+                f"docs/marts.md shows the columns of {mart}, which has no declaration"
+            )
+        return match.group(1) + columns_table(contracts[mart]) + match.group(4)
+
+    return _COLUMNS_BLOCK.sub(fill, text)
+
+
 def main() -> None:
-    """Write docs/cli.md."""
+    """Write docs/cli.md, and the column tables of docs/marts.md."""
     DOC.write_text(render(), encoding="utf-8")
     sys.stdout.write(f"{DOC}\n")
+    MARTS_DOC.write_text(render_marts(MARTS_DOC.read_text(encoding="utf-8")), encoding="utf-8")
+    sys.stdout.write(f"{MARTS_DOC}\n")
 
 
 if __name__ == "__main__":

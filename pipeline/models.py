@@ -10,6 +10,9 @@ exist, is a `BuildError` naming the files.
 Thresholds reach SQL as DuckDB variables named after `pipeline.config.Thresholds` fields
 (`getvariable('idle_threshold_pct')`), set through bound parameters, never pasted into SQL text.
 
+Each mart declares its columns beside its file (`sql/marts/<name>.toml`, `pipeline.contracts`):
+a mart built with other names, order or types fails the build, naming the mart and the column.
+
 The whole build, data tests included, is one transaction: when a data test in `sql/tests/`
 returns rows, the transaction is rolled back (the marts stay as the last good build) and
 `DataTestError` shows the failing rows.
@@ -57,6 +60,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from pipeline import contracts
 from pipeline.config import Config, Thresholds
 from pipeline.errors import ConfigError, DataTestError, GpucostError
 from pipeline.resources import sql_dir
@@ -679,6 +683,27 @@ def _create_or_replace(
     existing[model.relation] = kind
 
 
+def _check_contracts(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
+    """Each mart must be built with exactly the columns its declaration beside it lists
+    (`sql/marts/<name>.toml`, see `pipeline.contracts`): names, order and types."""
+    for model in models:
+        path = contracts.contract_path(model.path)
+        if model.layer != "marts" or not path.is_file():
+            continue
+        try:
+            contract = contracts.load_contract(path)
+        except contracts.ContractFileError as exc:
+            raise BuildError(str(exc)) from None
+        problems = contracts.mismatches(
+            contract, contracts.actual_columns(con, model.layer, model.name)
+        )
+        if problems:
+            raise BuildError(
+                f"mart {model.relation} does not match its declaration {path}: "
+                + "; ".join(problems)
+            )
+
+
 def _run_tests(con: duckdb.DuckDBPyConnection, tests: Iterable[Path]) -> tuple[int, list[str]]:
     passed = 0
     failures = []
@@ -787,6 +812,7 @@ def build_on_connection(
                 "select run_id, now(), fingerprint from _gpucost_fingerprints "
                 "where run_id in (select run_id from _gpucost_new_runs)"
             )
+        _check_contracts(con, models)
         passed, failures = _run_tests(con, tests)
         if failures:
             raise DataTestError(

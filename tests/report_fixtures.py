@@ -38,6 +38,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.contracts import load_contracts
 from pipeline.store import migrations
 
 D = Decimal
@@ -51,29 +52,22 @@ HOSTILE_SCRIPT = "<script>alert(1)</script>"
 HOSTILE_IMG = "<img src=x onerror=alert(1)>"
 HOSTILE_FORMULA = '=HYPERLINK("http://evil.example","x")'
 
-MARTS_DDL = """
-create schema if not exists marts;
-create table marts.idle_waste_daily (
-    cluster_id varchar, day date, currency varchar, gpu_hours double, idle_gpu_hours double,
-    idle_cost decimal(18, 6), unused_capacity_cost decimal(18, 6), avg_gpu_utilization double,
-    per_gpu boolean, memory_held_idle_gpu_hours double);
-create table marts.projection_drift (
-    cluster_id varchar, projected_at timestamptz, horizon varchar,
-    projected_cost decimal(18, 6), actual_cost decimal(18, 6), drift_pct double,
-    is_flagged boolean, cause varchar, currency varchar);
-create table marts.recommendations (
-    rec_id varchar, cluster_id varchar, kind varchar, status varchar,
-    monthly_savings decimal(18, 6), currency varchar, reason varchar,
-    first_seen_at timestamptz, last_seen_at timestamptz,
-    realized_monthly_savings decimal(18, 6));
-create table marts.fleet_daily (
-    day date, currency varchar, cost decimal(18, 6), gpu_hours double,
-    idle_gpu_hours double, idle_cost decimal(18, 6));
-create table marts.clusters (
-    cluster_id varchar, name varchar, status varchar, gpu_type varchar, gpu_count integer,
-    region varchar, project_name varchar, hourly_rate decimal(18, 6), currency varchar,
-    health varchar, last_snapshot_at timestamptz);
-"""
+
+def declared_ddl(*marts: str) -> str:
+    """`create table` statements for marts, with the columns and types they declare
+    (sql/marts/<name>.toml): the fixture's hand-written marts have the built marts' shape."""
+    contracts = load_contracts()
+    return "".join(
+        f"create table marts.{mart} ("
+        + ", ".join(f"{c.name} {c.type}" for c in contracts[mart].columns)
+        + ");\n"
+        for mart in marts
+    )
+
+
+MARTS_DDL = "create schema if not exists marts;\n" + declared_ddl(
+    "idle_waste_daily", "projection_drift", "recommendations", "fleet_daily", "clusters"
+)
 
 
 @dataclass(frozen=True)
@@ -505,26 +499,7 @@ def _insert_cluster(con: duckdb.DuckDBPyConnection, c: _Cluster) -> None:
         )
 
 
-FINANCE_DDL = """
-create table marts.project_monthly (
-    month date, project_id varchar, currency varchar, project_name varchar, owner_id varchar,
-    cost_center varchar, cost decimal(18, 6), gpu_cost decimal(18, 6),
-    gpu_hours decimal(18, 6), idle_gpu_hours decimal(18, 6), idle_cost decimal(18, 6),
-    unused_capacity_cost decimal(18, 6), open_monthly_savings decimal(18, 6),
-    realized_monthly_savings decimal(18, 6), first_data_at timestamptz,
-    last_data_at timestamptz, is_closed boolean, adjustment_cost decimal(18, 6));
-create table marts.projects (
-    project_id varchar, project_name varchar, owner_id varchar, owner_email varchar,
-    cost_center varchar, is_unmapped boolean, clusters bigint);
-create table marts.budget_status (
-    budget_name varchar, scope varchar, scope_id varchar, month date, currency varchar,
-    amount decimal(18, 6), actual_to_date decimal(18, 6), forecast_month_end decimal(18, 6),
-    pct_of_budget double, forecast_pct double, status varchar);
-create table marts.spend_anomalies (
-    day date, scope varchar, scope_id varchar, currency varchar, cost decimal(18, 6),
-    baseline decimal(18, 6), deviation_pct double, cause varchar, mad decimal(18, 6),
-    cluster_ids varchar);
-"""
+FINANCE_DDL = declared_ddl("project_monthly", "projects", "budget_status", "spend_anomalies")
 
 NOV = date(2026, 11, 1)
 # two projects (one named hostile, one unmapped), three budgets (one per status), an anomaly

@@ -1,4 +1,5 @@
-"""The CLI documents itself: every command has help with an example, and docs/cli.md is current."""
+"""The CLI documents itself: every command has help with an example, and docs/cli.md is current;
+docs/marts.md shows every mart's declared columns (sql/marts/<name>.toml) as they are declared."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from click.testing import CliRunner
 
 from pipeline import __version__
 from pipeline.cli import cli
-from pipeline.docgen import DOC, help_text, iter_commands, render
+from pipeline.contracts import load_contracts
+from pipeline.docgen import (
+    DOC,
+    MARTS_DOC,
+    columns_in_doc,
+    help_text,
+    iter_commands,
+    render,
+    render_marts,
+)
 
 COMMANDS = iter_commands()
 
@@ -42,6 +52,16 @@ def test_version_is_printed():
 
 def test_cli_reference_is_generated_from_help():
     assert DOC.read_text(encoding="utf-8") == render(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_marts_reference_tables_are_generated_from_the_declarations():
+    text = MARTS_DOC.read_text(encoding="utf-8")
+    assert text == render_marts(text), "docs/marts.md is stale: run `make docs`"
+
+
+def test_marts_reference_shows_every_declared_mart_once():
+    shown = columns_in_doc(MARTS_DOC.read_text(encoding="utf-8"))
+    assert sorted(shown) == sorted(load_contracts())
 
 
 def test_bad_config_exits_with_usage_code_and_names_the_key(tmp_path):

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from pipeline.contracts import load_contracts
 from pipeline.errors import DataTestError
 from pipeline.models import BuildError, build_on_connection, discover_models, discover_tests
 from tests.models_fixtures import DAY, HOUR, T0, D, FixtureDB, hours, run_id_for
@@ -772,25 +773,27 @@ def test_every_model_transpiles_to_a_warehouse_dialect(dialect):
         assert len(out) == 1 and "select * from final" in out[0].lower(), model.relation
 
 
-CONTRACT = {
-    "idle_waste_daily": "cluster_id, day, currency, gpu_hours, idle_gpu_hours, idle_cost, "
-    "unused_capacity_cost, avg_gpu_utilization, per_gpu, memory_held_idle_gpu_hours",
-    "projection_drift": "cluster_id, projected_at, horizon, projected_cost, actual_cost, "
-    "drift_pct, is_flagged, cause, currency",
-    "recommendations": "rec_id, cluster_id, kind, status, monthly_savings, currency, reason, "
-    "first_seen_at, last_seen_at, realized_monthly_savings",
-    "fleet_daily": "day, currency, cost, gpu_hours, idle_gpu_hours, idle_cost",
-    "clusters": "cluster_id, name, status, gpu_type, gpu_count, region, project_name, "
-    "hourly_rate, currency, health, last_snapshot_at",
-}
-
-
-def test_marts_have_exactly_the_contract_columns_in_order():
-    """DESIGN "The outward contract": what users, scripts and spreadsheets rely on."""
+def test_marts_declare_and_have_exactly_the_contract_columns_in_order():
+    """DESIGN "The outward contract": what users, scripts and spreadsheets rely on. The marts'
+    declarations (sql/marts/<name>.toml) must say so, and the build makes them so."""
+    contract = {
+        "idle_waste_daily": "cluster_id, day, currency, gpu_hours, idle_gpu_hours, idle_cost, "
+        "unused_capacity_cost, avg_gpu_utilization, per_gpu, memory_held_idle_gpu_hours",
+        "projection_drift": "cluster_id, projected_at, horizon, projected_cost, actual_cost, "
+        "drift_pct, is_flagged, cause, currency",
+        "recommendations": "rec_id, cluster_id, kind, status, monthly_savings, currency, reason, "
+        "first_seen_at, last_seen_at, realized_monthly_savings",
+        "fleet_daily": "day, currency, cost, gpu_hours, idle_gpu_hours, idle_cost",
+        "clusters": "cluster_id, name, status, gpu_type, gpu_count, region, project_name, "
+        "hourly_rate, currency, health, last_snapshot_at",
+    }
+    declared = load_contracts()
+    for mart, columns in contract.items():
+        assert declared[mart].names == columns.split(", "), mart
     db = FixtureDB()
     db.snapshot("c1", T0)
     db.build()
-    for mart, columns in CONTRACT.items():
+    for mart, columns in contract.items():
         found = db.rows(
             "select column_name from information_schema.columns where table_schema = 'marts' "
             "and table_name = ? order by ordinal_position",

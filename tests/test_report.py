@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from pipeline.config import Config, StoreSettings
+from pipeline.contracts import load_contracts
 from pipeline.errors import EXIT_USAGE, GpucostError
 from pipeline.report import (
     CLUSTER_SECTIONS,
@@ -47,43 +48,10 @@ CSV_FILES = (
     "fleet_daily.csv",
     "focus.csv",
 )
+# the columns each CSV export carries: its mart's declaration (sql/marts/<name>.toml)
 CONTRACT_COLUMNS = {
-    "idle_waste_daily": [
-        "cluster_id",
-        "day",
-        "currency",
-        "gpu_hours",
-        "idle_gpu_hours",
-        "idle_cost",
-        "unused_capacity_cost",
-        "avg_gpu_utilization",
-        "per_gpu",
-        "memory_held_idle_gpu_hours",
-    ],
-    "projection_drift": [
-        "cluster_id",
-        "projected_at",
-        "horizon",
-        "projected_cost",
-        "actual_cost",
-        "drift_pct",
-        "is_flagged",
-        "cause",
-        "currency",
-    ],
-    "recommendations": [
-        "rec_id",
-        "cluster_id",
-        "kind",
-        "status",
-        "monthly_savings",
-        "currency",
-        "reason",
-        "first_seen_at",
-        "last_seen_at",
-        "realized_monthly_savings",
-    ],
-    "fleet_daily": ["day", "currency", "cost", "gpu_hours", "idle_gpu_hours", "idle_cost"],
+    mart: load_contracts()[mart].names
+    for mart in ("idle_waste_daily", "projection_drift", "recommendations", "fleet_daily")
 }
 
 
