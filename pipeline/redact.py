@@ -135,9 +135,9 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     # Credentials inside a URL or connection string: the whole userinfo part goes. Anchored at
     # `://` (not at the scheme, whose characters `a.a.a` would give a start at every letter).
     (re.compile(r"://[^\s/@\"'<>]+@"), rf"://{REDACTED}@"),
-    # ... and a `user:password` that a truncated body cut before its `@` (a host:port at the very
-    # end of a text goes too: better than a password kept).
-    (re.compile(r"://[^\s/@\"'<>:]+:[^\s/@\"'<>]+\Z"), rf"://{REDACTED}"),
+    # ... and a `user:password` that a truncated body cut before its `@` (not a `host:port`: a
+    # port is at most five digits).
+    (re.compile(r"://[^\s/@\"'<>:]+:(?![0-9]{1,5}\Z)[^\s/@\"'<>]+\Z"), rf"://{REDACTED}"),
     # Authorization schemes in log lines and headers.
     (
         re.compile(rf"(?i)(?=[bB]){_START}(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{{6,}}"),
