@@ -234,13 +234,15 @@ def budget_events(con: duckdb.DuckDBPyConnection) -> list[Event]:
 
 def anomaly_events(con: duckdb.DuckDBPyConnection) -> list[Event]:
     """spend_anomaly: the rows of `marts.spend_anomalies` of the last `ANOMALY_DAYS` days of
-    data (nothing when the table does not exist)."""
+    data (up to the newest day of `marts.fleet_daily`; nothing when the table does not exist)."""
     if not _relation_exists(con, "marts", "spend_anomalies"):
         return []
+    # the last week of the data, not of the anomalies: an anomaly weeks old is not news
+    newest = "fleet_daily" if _relation_exists(con, "marts", "fleet_daily") else "spend_anomalies"
     rows = _rows(
         con,
         "select * from marts.spend_anomalies "
-        "where day > (select max(day) from marts.spend_anomalies) - ? "
+        f"where day > (select max(day) from marts.{newest}) - ? "  # our own names
         "order by day, scope, scope_id",
         [ANOMALY_DAYS],
     )

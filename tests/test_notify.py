@@ -226,7 +226,7 @@ def test_a_budget_crossing_several_levels_is_announced_once_at_the_highest():
     assert event["project_id"] == "p-ml"
 
 
-def test_spend_anomalies_of_the_last_week_are_announced_once():
+def _anomalies_and_data_until(last_data_day: str) -> FixtureDB:
     db = FixtureDB()
     db.con.execute("create schema if not exists marts")
     db.con.execute(
@@ -239,6 +239,16 @@ def test_spend_anomalies_of_the_last_week_are_announced_once():
         "('2026-11-01', 'project', 'p-ml', 'USD', 900, 300, 200, 'new_cluster'), "
         "('2026-11-12', 'project', 'p-ml', 'USD', 1200, 400, 200, 'resize')"
     )
+    db.con.execute(
+        "create or replace table marts.fleet_daily as select cast(d as date) as day "
+        "from generate_series(date '2026-11-01', cast(? as date), interval 1 day) as t(d)",
+        [last_data_day],
+    )
+    return db
+
+
+def test_spend_anomalies_of_the_last_week_are_announced_once():
+    db = _anomalies_and_data_until("2026-11-14")
     with http_receiver() as rx:
         config = _config(_hook(rx.url))
         notify_on_connection(db.con, config, now=NOW)
@@ -250,6 +260,14 @@ def test_spend_anomalies_of_the_last_week_are_announced_once():
         "resize",
     )
     assert (Decimal(event["cost"]), Decimal(event["baseline"])) == (1200, 400)
+
+
+def test_an_anomaly_older_than_the_last_week_of_data_is_not_news():
+    # the newest anomaly is 18 days before the newest data: nothing to announce
+    db = _anomalies_and_data_until("2026-11-30")
+    with http_receiver() as rx:
+        notify_on_connection(db.con, _config(_hook(rx.url)), now=NOW)
+    assert rx.events() == []
 
 
 def test_run_health_is_announced_on_change_only():

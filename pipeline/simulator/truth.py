@@ -608,7 +608,8 @@ def notify_truth(
     With `finance`, from `finance_truth` of the nights so far (with `budgets`, `cost_centers`):
     - `budget_threshold`: for each budget's newest month and each basis (actual, forecast), the
       highest of 50 / 80 / 100 % reached, once per level higher than any announced before;
-    - `spend_anomaly`: each anomaly of the last 7 days up to the newest one, once.
+    - `spend_anomaly`: each anomaly of the last 7 days of the data (up to the newest day with
+      spend), once.
     """
     th = thresholds or Thresholds()
     times = sorted(set(snapshot_times))
@@ -626,6 +627,7 @@ def notify_truth(
         if finance:
             out += _finance_events(
                 night,
+                max(r.day for r in so_far.daily),
                 finance_truth(
                     fleet, so_far, cost_centers=cost_centers, budgets=budget_list, thresholds=th
                 ),
@@ -696,6 +698,7 @@ NOTIFY_ANOMALY_DAYS = 7
 
 def _finance_events(
     night: int,
+    newest_day: date,
     finance: FinanceTruth,
     announced: set[tuple[Any, ...]],
     levels_announced: dict[tuple[Any, ...], int],
@@ -720,7 +723,7 @@ def _finance_events(
                     NotifyEventTruth(night, "budget_threshold", None, None, None, subject=subject)
                 )
     if finance.anomalies:
-        top = max(a.day for a in finance.anomalies)
+        top = newest_day  # the last week of the data, not of the anomalies
         for a in sorted(finance.anomalies, key=lambda a: (a.day, a.scope, str(a.scope_id))):
             if a.day <= top - timedelta(days=NOTIFY_ANOMALY_DAYS):
                 continue
