@@ -3,24 +3,12 @@
 -- ('unmapped' when the configuration does not map the project).
 with
 
-snapshots as (
-    select * from staging.cluster_snapshots
-),
-
-presence as (
-    select * from intermediate.cluster_presence
+latest as (
+    select * from intermediate.latest_snapshots
 ),
 
 cost_centers as (
     select * from staging.cost_centers
-),
-
-latest as (
-    select snapshots.*
-    from snapshots
-    inner join presence
-        on presence.cluster_id = snapshots.cluster_id
-        and presence.last_snapshot_at = snapshots.snapshot_at
 ),
 
 final as (

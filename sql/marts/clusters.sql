@@ -2,21 +2,14 @@
 -- longer sees it. health is the worst of the four health checks.
 with
 
-snapshots as (
-    select * from staging.cluster_snapshots
+latest as (
+    select * from intermediate.latest_snapshots
 ),
 
 presence as (
     select * from intermediate.cluster_presence
 ),
 
-latest as (
-    select snapshots.*
-    from snapshots
-    inner join presence
-        on presence.cluster_id = snapshots.cluster_id
-        and presence.last_snapshot_at = snapshots.snapshot_at
-),
 
 final as (
     select
