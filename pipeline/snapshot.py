@@ -34,6 +34,7 @@ import httpx
 
 from pipeline.config import Config
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, ApiError, AuthError, GpucostError
+from pipeline.ledger import RunStatus
 from pipeline.log import get_logger
 from pipeline.store import DEFAULT_BATCH_CLUSTERS, LoadBatch, Store, rollback_quietly
 from pipeline.validate import TimeGuard, validate_detail
@@ -59,7 +60,7 @@ class SnapshotResult:
     """What one snapshot run did; `exit_code` is what the CLI returns."""
 
     run_id: str
-    status: str  # complete | partial | failed
+    status: RunStatus  # running, then complete | partial | failed
     listed: int = 0
     fetched: int = 0
     failed: int = 0

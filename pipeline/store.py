@@ -1,4 +1,8 @@
-"""The DuckDB store: migrations, the runs ledger, the lock, loading canonical details, raw store.
+"""The DuckDB store: `Store.open(path)`, the one object callers use, over the database's parts.
+
+Each part has its own module: `pipeline.connection` (the lock, private file modes, the
+connection), `pipeline.migrate` (the schema), `pipeline.ledger` (`meta.runs`) and
+`pipeline.rawstore` (`raw.responses`); the rows and batches are written here.
 
 One file holds everything (`gpucost.duckdb` by default), created readable by its owner only
 (mode 0600, like its lock file) because it holds cost data:
@@ -34,14 +38,11 @@ reloads idempotent:
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import os
-import re
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,30 +50,38 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-from filelock import FileLock, Timeout
 
-from pipeline import duck
-from pipeline.errors import ConfigError, GpucostError, LockedError
+from pipeline import migrate
+from pipeline.connection import FILE_MODE as FILE_MODE
+from pipeline.connection import Database, transaction
+from pipeline.connection import StoreError as StoreError
+from pipeline.connection import StoreWriteError as StoreWriteError
+from pipeline.connection import lock_path as lock_path
+from pipeline.connection import rollback_quietly as rollback_quietly
+from pipeline.connection import write_error as write_error
+from pipeline.errors import GpucostError
+from pipeline.ledger import Ledger, RunStatus, check_finished
+from pipeline.ledger import new_run_id as new_run_id
 from pipeline.log import get_logger
+from pipeline.migrate import MIGRATIONS_DIR as MIGRATIONS_DIR
+from pipeline.migrate import code_schema_version as code_schema_version
+from pipeline.migrate import migrations as migrations
+from pipeline.rawstore import RAW_COMPRESSLEVEL as RAW_COMPRESSLEVEL
+from pipeline.rawstore import RAW_ENCODING as RAW_ENCODING
+from pipeline.rawstore import RawResponse, RawStore
 from pipeline.redact import redact_bytes, redact_text
 
 if TYPE_CHECKING:
     from pipeline.normalize import PointColumns
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-FILE_MODE = 0o600
 # Measured (8-GPU details): 25 -> 4.3 ms per cluster to write, 50 -> 3.4, 100 -> 2.2, 200 -> 2.0.
 DEFAULT_BATCH_CLUSTERS = 100
-RAW_ENCODING = "gzip"
-# Level 1 compresses these JSON bodies about 6x at a fraction of level 6's CPU time.
-RAW_COMPRESSLEVEL = 1
 # A failure's raw body is kept for diagnosis, not as an archive: bound it.
 MAX_FAILURE_BODY_BYTES = 256 * 1024
 HORIZON_HOURS = {"daily": 24, "weekly": 168, "monthly": 720}
 # DECIMAL(18, 6): 12 integer digits.
 _MONEY_LIMIT = Decimal(10) ** 12
 _MONEY_QUANTUM = Decimal("0.000001")
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 
 _log = get_logger("store")
 # Errors about a value (not about the database): only these make a batch fall back to loading
@@ -87,61 +96,8 @@ _DATA_ERRORS = (
 )
 
 
-class StoreError(GpucostError):
-    """The database cannot be used: newer than this code, or a migration failed."""
-
-
 class LoadError(GpucostError):
     """One canonical detail cannot be turned into rows (the reason names the field)."""
-
-
-class StoreWriteError(StoreError):
-    """The database refused a write for a reason outside the data: the disk is full, the file
-    cannot be written. The message names the cause (not a failed rollback's own error)."""
-
-
-def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
-    """Roll back after an error without hiding it: DuckDB ends a transaction whose commit
-    failed (a full disk), and a rollback then raises "no transaction is active"."""
-    try:
-        con.rollback()
-    except duckdb.Error as exc:
-        _log.debug("rollback after a failed write: %s", exc)
-
-
-def write_error(path: Path, exc: BaseException) -> StoreWriteError:
-    """A `StoreWriteError` naming the cause of `exc` (a DuckDB I/O error or an OSError)."""
-    text = str(exc)
-    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
-        "no space left on device" in text.lower()
-    )
-    cause = "no space left on device" if full else "cannot write"
-    return StoreWriteError(f"database {path}: {cause}: {text}")
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """The migrations shipped with this code: (version, file name, SQL), in order."""
-    found = []
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
-    versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):  # pragma: no cover - a packaging mistake
-        raise StoreError(f"two migrations share a version number in {MIGRATIONS_DIR}")
-    return found
-
-
-def code_schema_version() -> int:
-    """The schema version this code writes (the highest migration shipped)."""
-    found = migrations()
-    return found[-1][0] if found else 0
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A run id that sorts by start time: `20261120T030000Z-1a2b3c`."""
-    now = now or datetime.now(UTC)
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -880,43 +836,37 @@ class LoadBatch:
 # The store
 # --------------------------------------------------------------------------------------------
 
-_umask_users = 0
-_umask_saved: int | None = None
-
-
-def _hold_private_umask() -> None:
-    # DuckDB creates the database and its WAL itself (the WAL again after every checkpoint),
-    # so the only way to have them born 0600 is the process umask while a store is open.
-    global _umask_users, _umask_saved
-    if _umask_users == 0:
-        _umask_saved = os.umask(0o077)
-    _umask_users += 1
-
-
-def _release_private_umask() -> None:
-    global _umask_users, _umask_saved
-    _umask_users -= 1
-    if _umask_users == 0 and _umask_saved is not None:
-        os.umask(_umask_saved)
-        _umask_saved = None
-
-
-def lock_path(db_path: str | os.PathLike[str]) -> Path:
-    """The lock file of a database: `<db>.lock`."""
-    return Path(f"{os.fspath(db_path)}.lock")
-
 
 class Store:
-    """An open gpucost database. Use `Store.open(path)`; close it (or use `with`)."""
+    """An open gpucost database. Use `Store.open(path)`; close it (or use `with`).
 
-    def __init__(
-        self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool, lock: FileLock | None
-    ) -> None:
-        self.con = con
-        self.path = path
-        self.read_only = read_only
-        self._lock = lock
-        self._closed = False
+    The parts: `db` (the connection, its lock and file modes), `ledger` (`meta.runs`), `raw`
+    (`raw.responses`); the methods below are what callers use, each handing to its part.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.ledger = Ledger(db)
+        self.raw = RawStore(db)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The database's current connection (`reconnect` replaces it)."""
+        return self.db.con
+
+    @con.setter
+    def con(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.db.con = con
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.db.path
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this store was opened read-only (no lock, no migration, no writes)."""
+        return self.db.read_only
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -930,110 +880,26 @@ class Store:
         `LockedError` (exit 5) is raised and nothing is touched. A database whose schema is
         newer than this code is refused with `StoreError`.
         """
-        db = Path(path)
-        if read_only and not db.exists():
-            raise ConfigError(f"no gpucost database at {db}")
-        file_lock = None
-        if not read_only and lock:
-            if not db.parent.exists():
-                db.parent.mkdir(parents=True, mode=0o700)
-            file_lock = FileLock(str(lock_path(db)), timeout=0, mode=FILE_MODE)
-            try:
-                file_lock.acquire(timeout=0, blocking=False)
-            except Timeout:
-                raise LockedError(
-                    f"another gpucost run holds the lock {lock_path(db)}; try again later"
-                ) from None
-        _hold_private_umask()
+        db = Database.open(path, read_only=read_only, lock=lock)
         try:
-            created = not db.exists()
-            try:
-                con = duck.connect(db, read_only=read_only)
-            except duckdb.IOException as exc:
-                if "lock" in str(exc).lower():
-                    raise LockedError(f"database {db} is in use by another process") from None
-                raise StoreError(f"cannot open database {db}: {exc}") from None
-            if created:
-                os.chmod(db, FILE_MODE)
-            store = cls(con, db, read_only=read_only, lock=file_lock)
+            migrate.migrate(db.con, path=db.path, read_only=db.read_only)
         except BaseException:
-            _release_private_umask()
-            if file_lock is not None:
-                file_lock.release()
+            db.close()
             raise
-        try:
-            con.execute("set TimeZone = 'UTC'")
-            store._migrate()
-        except BaseException:
-            store.close()
-            raise
-        return store
-
-    def _migrate(self) -> None:
-        current = self.schema_version()
-        latest = code_schema_version()
-        if current > latest:
-            raise StoreError(
-                f"database {self.path} has schema version {current}, newer than this gpucost "
-                f"understands ({latest}); upgrade gpucost"
-            )
-        if current == latest:
-            return
-        if self.read_only:
-            raise StoreError(
-                f"database {self.path} has schema version {current}, older than {latest}; "
-                "open it once for writing (e.g. gpucost snapshot) to migrate it"
-            )
-        for version, name, sql in migrations():
-            if version <= current:
-                continue
-            self.con.begin()
-            try:
-                self.con.execute(sql)
-                self.con.execute(
-                    "insert into meta.schema_version values (?, ?, ?)",
-                    [version, name, datetime.now(UTC)],
-                )
-                self.con.commit()
-            except duckdb.Error as exc:
-                rollback_quietly(self.con)
-                raise StoreError(f"migration {name} failed: {exc}") from None
-            _log.debug("applied migration %s", name)
+        return cls(db)
 
     def schema_version(self) -> int:
         """The last migration applied to this database (0 for a new one)."""
-        if not self.read_only:
-            self.con.execute("create schema if not exists meta")
-            self.con.execute(
-                "create table if not exists meta.schema_version ("
-                " version integer primary key, name varchar not null,"
-                " applied_at timestamptz not null)"
-            )
-        try:
-            rows = self.con.execute("select max(version) from meta.schema_version").fetchall()
-        except duckdb.CatalogException:
-            raise StoreError(f"{self.path} is not a gpucost database") from None
-        return rows[0][0] or 0
+        return migrate.schema_version(self.con, path=self.path, read_only=self.read_only)
 
     def reconnect(self) -> None:
         """A fresh connection to the same file, the lock kept: after a fatal write error
         DuckDB refuses everything on the old one (the ledger must still be written)."""
-        with contextlib.suppress(duckdb.Error):
-            self.con.close()
-        self.con = duck.connect(self.path, read_only=self.read_only)
-        self.con.execute("set TimeZone = 'UTC'")
+        self.db.reconnect()
 
     def close(self) -> None:
         """Close the connection, release the lock; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.con.close()
-        finally:
-            _release_private_umask()
-            if self._lock is not None:
-                self._lock.release()
+        self.db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -1048,31 +914,15 @@ class Store:
 
     def mark_interrupted_runs(self) -> int:
         """Mark runs still `running` as `failed`/interrupted (call with the lock held)."""
-        rows = self.con.execute(
-            "update meta.runs set status = 'failed',"
-            " message = 'interrupted: the process ended before the run finished'"
-            " where status = 'running' returning run_id"
-        ).fetchall()
-        for (run_id,) in rows:
-            _log.info("run %s was interrupted; marked failed", run_id)
-        return len(rows)
+        return self.ledger.mark_interrupted_runs()
 
     def start_run(self, api_base_url: str | None, *, run_id: str | None = None) -> str:
         """Record a new run as `running` and return its id."""
-        run_id = run_id or new_run_id()
-        self.con.execute(
-            "insert into meta.runs (run_id, started_at, api_base_url, status, clusters_listed,"
-            " clusters_fetched, clusters_failed, clusters_gone, clusters_skipped, requests_made,"
-            " retries) values (?, ?, ?, 'running', 0, 0, 0, 0, 0, 0, 0)",
-            [run_id, datetime.now(UTC), api_base_url],
-        )
-        return run_id
+        return self.ledger.start_run(api_base_url=api_base_url, run_id=run_id)
 
     def set_listed(self, run_id: str, count: int) -> None:
         """Record how many clusters the list returned."""
-        self.con.execute(
-            "update meta.runs set clusters_listed = ? where run_id = ?", [count, run_id]
-        )
+        self.ledger.set_listed(run_id, count=count)
 
     def record_failure(
         self,
@@ -1095,42 +945,30 @@ class Store:
     def finish_run(
         self,
         run_id: str,
-        status: str,
+        status: RunStatus,
         *,
         message: str | None = None,
         requests_made: int | None = None,
         retries: int | None = None,
         raw_retention_days: int | None = None,
     ) -> None:
-        """Mark the run finished with `status`, pruning old raw responses, in one transaction."""
-        if status not in ("complete", "partial", "failed"):
-            raise ValueError(f"unknown run status {status!r}")
-        message = redact_text(message) if message else message  # it can quote the provider
-        self.con.begin()
-        try:
+        """Mark the run finished with `status` (complete, partial or failed; `ValueError` for
+        "running"), pruning old raw responses, in one transaction."""
+        finished = check_finished(status)
+        with transaction(self.con, self.path):
             if raw_retention_days is not None:
-                self._prune_raw(raw_retention_days)
-            self.con.execute(
-                "update meta.runs set status = ?, finished_at = ?, message = ?,"
-                " requests_made = coalesce(?, requests_made), retries = coalesce(?, retries)"
-                " where run_id = ?",
-                [status, datetime.now(UTC), message, requests_made, retries, run_id],
+                self.raw.delete_older_than(days=raw_retention_days)
+            self.ledger.record_finish(
+                run_id,
+                status=finished,
+                message=message,
+                requests_made=requests_made,
+                retries=retries,
             )
-            self.con.commit()
-        except BaseException as exc:
-            rollback_quietly(self.con)
-            if isinstance(exc, OSError | duckdb.Error):
-                raise write_error(self.path, exc) from exc
-            raise
 
     def run(self, run_id: str) -> dict[str, Any]:
         """One row of `meta.runs` as a dict."""
-        cur = self.con.execute("select * from meta.runs where run_id = ?", [run_id])
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-        if not rows:
-            raise KeyError(run_id)
-        return dict(zip(names, rows[0], strict=True))
+        return self.ledger.run(run_id)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -1339,51 +1177,17 @@ class Store:
 
     # -- the raw store -----------------------------------------------------------------------
 
-    def _prune_raw(self, days: int) -> int:
-        cutoff = datetime.now(UTC) - timedelta(days=days)
-        rows = self.con.execute(
-            "delete from raw.responses where fetched_at < ? returning 1", [cutoff]
-        ).fetchall()
-        return len(rows)
-
     def prune_raw(self, days: int) -> int:
         """Delete raw responses fetched more than `days` days ago; returns how many."""
-        self.con.begin()
-        try:
-            pruned = self._prune_raw(days)
-            self.con.commit()
-        except BaseException:
-            rollback_quietly(self.con)
-            raise
-        return pruned
+        return self.raw.prune(days=days)
 
     def raw_run_ids(self) -> list[str]:
         """Runs that still have raw responses in the raw store, oldest first."""
-        rows = self.con.execute(
-            "select run_id from raw.responses group by run_id order by min(fetched_at), run_id"
-        ).fetchall()
-        return [r[0] for r in rows]
+        return self.raw.run_ids()
 
-    def iter_raw(self, chunk: int = 100) -> Iterator[tuple[str, str, datetime, bytes]]:
+    def iter_raw(self, chunk: int = 100) -> Iterator[RawResponse]:
         """Every raw response, oldest first: (run_id, cluster_id, fetched_at, body bytes)."""
-        # A separate cursor, so the caller can write on self.con while this iterates.
-        cur = self.con.cursor()
-        try:
-            cur.execute("set TimeZone = 'UTC'")
-            cur.execute(
-                "select run_id, cluster_id, fetched_at, encoding, body from raw.responses"
-                " order by fetched_at, run_id, cluster_id"
-            )
-            while True:
-                rows = cur.fetchmany(chunk)
-                if not rows:
-                    break
-                for run_id, cluster_id, fetched_at, encoding, body in rows:
-                    if encoding != RAW_ENCODING:  # pragma: no cover - only gzip is written
-                        raise StoreError(f"raw response encoded as {encoding!r}")
-                    yield run_id, cluster_id, fetched_at, gzip.decompress(body)
-        finally:
-            cur.close()
+        return self.raw.iter(chunk=chunk)
 
     def delete_rows_of_runs(self, run_ids: Iterable[str]) -> None:
         """Delete every snap row written by these runs (before a `--from-raw` rebuild)."""
