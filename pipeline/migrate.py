@@ -65,10 +65,15 @@ def schema_version(con: duckdb.DuckDBPyConnection, *, path: Path, read_only: boo
             " version integer primary key, name varchar not null,"
             " applied_at timestamptz not null)"
         )
-    try:
-        rows = con.execute("select max(version) from meta.schema_version").fetchall()
-    except duckdb.CatalogException:
-        raise StoreError(f"{path} is not a gpucost database") from None
+    # Asked of the catalog first: a missing table would make DuckDB look for a Python object
+    # named `schema_version` in the caller's scope (a replacement scan) and find this function.
+    found = con.execute(
+        "select count(*) from duckdb_tables() where database_name = current_database()"
+        " and schema_name = 'meta' and table_name = 'schema_version'"
+    ).fetchall()
+    if not found[0][0]:
+        raise StoreError(f"{path} is not a gpucost database")
+    rows = con.execute("select max(version) from meta.schema_version").fetchall()
     return rows[0][0] or 0
 
 
