@@ -43,6 +43,7 @@ import polars as pl
 
 from pipeline import __version__, _charts, duck
 from pipeline.config import Config
+from pipeline.connection import private_umask
 from pipeline.errors import EXIT_USAGE, GpucostError
 from pipeline.focus import build_adjustments, build_focus, reconcile
 from pipeline.log import get_logger
@@ -542,13 +543,13 @@ def render_report(
     check_out_dir(final_dir, force=force_out)
     started = time.monotonic()
     # DuckDB may create files beside the database while it is open (a spill directory for
-    # temp tables): cost data, so readable by the owner only. The umask is process-wide, so it
-    # is restored as soon as the connection is closed.
-    saved_umask = os.umask(0o077)
+    # temp tables): cost data, so readable by the owner only. The umask is process-wide: it is
+    # the store's counted one (a store open meanwhile keeps it), given back once closed.
+    private_umask.hold()
     try:
         con = _connect(config.store.db)
     except BaseException:
-        os.umask(saved_umask)
+        private_umask.release()
         raise
     try:
         missing = [m for m in REQUIRED_MARTS if m not in _tables(con, "marts")]
@@ -597,7 +598,7 @@ def render_report(
         raise
     finally:
         con.close()
-        os.umask(saved_umask)
+        private_umask.release()
     notes = tuple(n["text"] for n in context["notes"])
     result = ReportResult(
         index_html=index,

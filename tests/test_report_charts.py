@@ -19,6 +19,7 @@ import pytest
 
 from pipeline import _charts, report
 from pipeline.config import Config, StoreSettings
+from pipeline.connection import Database
 from tests.report_fixtures import build_snapshot_marts, create_fixture_db
 
 START = datetime(2026, 11, 20, 3, tzinfo=UTC)
@@ -108,6 +109,34 @@ def test_umask_is_restored_when_the_database_cannot_be_opened(tmp_path):
                 Config(store=StoreSettings(db=str(tmp_path / "nope.duckdb"))), tmp_path / "out"
             )
         assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(previous)
+
+
+def test_a_store_opened_during_a_report_keeps_its_private_umask_after_the_report(
+    tmp_path, monkeypatch
+):
+    # One counted umask for the process: the report giving back its own must not open the
+    # store's next WAL to other users while the store is still open.
+    db = create_fixture_db(tmp_path / "gpucost.duckdb")
+    stores: list[Database] = []
+    real_connect = report._connect
+
+    def connect_then_open_a_store(path):
+        con = real_connect(path)
+        stores.append(Database.open(tmp_path / "other.duckdb"))
+        return con
+
+    monkeypatch.setattr(report, "_connect", connect_then_open_a_store)
+    previous = os.umask(0o022)
+    try:
+        try:
+            report.render_report(Config(store=StoreSettings(db=str(db))), tmp_path / "out")
+            assert os.umask(0o077) == 0o077, "the report gave back the umask the store holds"
+        finally:
+            for store in stores:
+                store.close()
+        assert stores and os.umask(0o022) == 0o022
     finally:
         os.umask(previous)
 
