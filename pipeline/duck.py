@@ -28,8 +28,8 @@ SAFE_CONFIG: dict[str, str | bool] = {
 
 
 def check_database_file(path: Path) -> None:
-    """Raise `ConfigError` when `path` exists and is not a DuckDB database (an empty or new file
-    is fine: DuckDB makes it one)."""
+    """Raise `ConfigError` when `path` exists and is not a DuckDB database (a missing file is
+    fine: DuckDB creates it; an empty one passes here, and DuckDB itself refuses it)."""
     try:
         with path.open("rb") as file:
             head = file.read(16)

@@ -23,6 +23,10 @@ RunStatus = Literal["running", "complete", "partial", "failed"]
 FinishedStatus = Literal["complete", "partial", "failed"]
 """The statuses `finish_run` may record."""
 FINISHED_STATUSES: Final[tuple[FinishedStatus, ...]] = get_args(FinishedStatus)
+FailureStage = Literal["list", "details", "load"]
+"""Where a cluster failed (`meta.run_failures.stage`): listing, fetching its detail, loading it."""
+FailureOutcome = Literal["failed", "gone", "skipped"]
+"""What happened to it (`meta.run_failures.outcome`): failed, gone (404), skipped (budget)."""
 INTERRUPTED_MESSAGE: Final = "interrupted: the process ended before the run finished"
 
 _log = get_logger("store")

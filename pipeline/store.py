@@ -60,15 +60,15 @@ from pipeline.connection import lock_path as lock_path
 from pipeline.connection import rollback_quietly as rollback_quietly
 from pipeline.connection import write_error as write_error
 from pipeline.errors import GpucostError
-from pipeline.ledger import Ledger, RunStatus, check_finished
+from pipeline.ledger import FailureOutcome, FailureStage, Ledger, RunStatus, check_finished
 from pipeline.ledger import new_run_id as new_run_id
 from pipeline.log import get_logger
 from pipeline.migrate import MIGRATIONS_DIR as MIGRATIONS_DIR
 from pipeline.migrate import code_schema_version as code_schema_version
 from pipeline.migrate import migrations as migrations
+from pipeline.rawstore import DEFAULT_CHUNK, RawResponse, RawStore
 from pipeline.rawstore import RAW_COMPRESSLEVEL as RAW_COMPRESSLEVEL
 from pipeline.rawstore import RAW_ENCODING as RAW_ENCODING
-from pipeline.rawstore import RawResponse, RawStore
 from pipeline.redact import redact_bytes, redact_text
 
 if TYPE_CHECKING:
@@ -929,8 +929,8 @@ class Store:
         run_id: str,
         *,
         cluster_id: str | None,
-        stage: str,
-        outcome: str,
+        stage: FailureStage,
+        outcome: FailureOutcome,
         reason: str,
         http_status: int | None = None,
         raw_body: bytes | None = None,
@@ -1185,7 +1185,7 @@ class Store:
         """Runs that still have raw responses in the raw store, oldest first."""
         return self.raw.run_ids()
 
-    def iter_raw(self, chunk: int = 100) -> Iterator[RawResponse]:
+    def iter_raw(self, *, chunk: int = DEFAULT_CHUNK) -> Iterator[RawResponse]:
         """Every raw response, oldest first: (run_id, cluster_id, fetched_at, body bytes)."""
         return self.raw.iter(chunk=chunk)
 
