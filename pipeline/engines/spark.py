@@ -251,8 +251,8 @@ def _register_state(
     configuration, as a DuckDB build writes them); an empty table when neither has it. Their
     types come from the migrations, applied to an in-memory DuckDB."""
     from pipeline.finance import write_finance_config
+    from pipeline.migrate import migrations
     from pipeline.recs import sync_suppressions
-    from pipeline.store import migrations
 
     con = duck.connect(":memory:")
     try:
