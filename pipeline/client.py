@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -659,7 +659,7 @@ class ApiClient:
         cluster_ids_or_summaries: Iterable[str | dict[str, Any]],
         *,
         backlog: int | None = None,
-    ) -> Iterator[FetchResult]:
+    ) -> Generator[FetchResult, None, None]:
         """Yield one FetchResult per distinct cluster, in the order they complete.
 
         At most `concurrency` requests are in flight, and at most `backlog` more results
