@@ -410,9 +410,17 @@ class ApiClient:
         """GET through the provider transport: (the last response, attempts), or raises the
         transport's `RequestFailed` (`attempts` set); 401/403 raise `AuthError`."""
         extensions = {CLUSTER_ID: cluster_id} if cluster_id is not None else None
-        http = self._http.get(path, params=params, extensions=extensions)
+        request = self._http.build_request("GET", path, params=params, extensions=extensions)
+        http = self._http.send(request, stream=True)
+        try:
+            # The transport read (and decoded) the body already: its stream holds it whole.
+            stream = http.stream
+            assert isinstance(stream, httpx.SyncByteStream)
+            body = b"".join(stream)
+        finally:
+            http.close()
         response = _Response(
-            http.status_code, http.content, http.extensions.get(DOCUMENT), http.headers.get("date")
+            http.status_code, body, http.extensions.get(DOCUMENT), http.headers.get("date")
         )
         if response.status in (401, 403):
             word = (

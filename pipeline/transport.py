@@ -481,7 +481,12 @@ class ProviderTransport(httpx.BaseTransport):
                         status=resp.status_code,
                     )
                 chunks, size = [], 0
-                for chunk in resp.iter_bytes():
+                # Without a Content-Encoding the stream's bytes are the body: no decoder (the
+                # response's own iterators cost more than a small body's parsing).
+                raw = resp.stream
+                assert isinstance(raw, httpx.SyncByteStream)
+                coded = "content-encoding" in resp.headers
+                for chunk in resp.iter_bytes() if coded else raw:
                     size += len(chunk)
                     if size > limit:
                         raise Final(
@@ -527,9 +532,19 @@ class ProviderTransport(httpx.BaseTransport):
             )
         # Plain (fast) parse by the worker that fetched it; the hook says what is malformed.
         extensions = {DOCUMENT: self._parse(body)} if status == 200 else {}
-        headers = [(k, v) for k, v in resp.headers.raw if k.lower() not in _TRANSFER_HEADERS]
+        headers = resp.headers
+        if "content-encoding" in headers or "transfer-encoding" in headers:
+            # The body handed on is decoded and whole: its length is what was read.
+            headers = httpx.Headers(
+                [(k, v) for k, v in headers.raw if k.lower() not in _TRANSFER_HEADERS]
+            )
+            headers["content-length"] = str(len(body))
         return httpx.Response(
-            status, headers=headers, content=body, request=request, extensions=extensions
+            status,
+            headers=headers,
+            stream=httpx.ByteStream(body),
+            request=request,
+            extensions=extensions,
         )
 
     # ------------------------------------------------------------------ retries
