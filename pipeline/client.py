@@ -337,7 +337,6 @@ class ApiClient:
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout),
-            limits=limits,
             transport=self._transport,
             follow_redirects=False,
         )

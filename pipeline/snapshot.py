@@ -42,7 +42,7 @@ from pipeline.store import DEFAULT_BATCH_CLUSTERS, LoadBatch, Store, rollback_qu
 from pipeline.validate import TimeGuard, validate_detail
 
 if TYPE_CHECKING:
-    from pipeline.client import FetchResult
+    from pipeline.client import EventKind, FetchResult
     from pipeline.transport import ClientStats
 
 _log = get_logger("snapshot")
@@ -237,7 +237,7 @@ class _Progress:
         if self._bar is not None:
             self._bar.update(self._task, total=total)
 
-    def event(self, kind: str, cluster_id: str) -> None:
+    def event(self, kind: EventKind, cluster_id: str) -> None:
         if kind == "retry":
             self.retried += 1
         elif kind in ("failed", "skipped"):
