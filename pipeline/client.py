@@ -421,15 +421,12 @@ class ApiClient:
         response = _Response(
             http.status_code, body, http.extensions.get(DOCUMENT), http.headers.get("date")
         )
-        if response.status in (401, 403):
-            word = (
-                "refused the API key"
-                if response.status == 401
-                else "refused permission for the key"
-            )
+        status = response.status
+        if status in (401, 403):
+            word = "refused the API key" if status == 401 else "refused permission for the key"
             detail = error_summary(response.body)
             raise AuthError(
-                f"the provider {word} (HTTP {response.status}{' ' + detail if detail else ''}) at "
+                f"the provider {word} (HTTP {status}{' ' + detail if detail else ''}) at "
                 f"{self.base_url}{path}; check GPUCOST_API_KEY or api.api_key_file"
             )
         return response, http.extensions[ATTEMPTS]
