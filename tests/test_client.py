@@ -626,6 +626,9 @@ def test_budget_too_small_fetches_running_and_recent_first_and_skips_the_rest() 
 
 def test_key_never_appears_in_repr_logs_or_urls(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    # Whatever an earlier CLI test configured (gpucost's own level and handlers), debug
+    # records must reach caplog here.
+    caplog.set_level(logging.DEBUG, logger="gpucost")
     logging.getLogger("gpucost").propagate = True
     api = FakeApi(3)
     api.script("/v1/clusters/cls_000", _error(503, "UNAVAILABLE"), httpx.ReadTimeout("slow"))
