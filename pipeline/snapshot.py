@@ -64,12 +64,8 @@ RunStatus = Literal["running", "complete", "partial", "failed"]
 
 
 class SnapshotClient(Protocol):
-    """What the snapshot needs from a provider client (`pipeline.client.ApiClient`)."""
-
-    @property
-    def base_url(self) -> str:
-        """The API's base URL, recorded with the run."""
-        ...
+    """What the snapshot stage needs from a provider client while it runs
+    (`pipeline.client.ApiClient`; `run_snapshot` makes and closes it)."""
 
     @property
     def stats(self) -> ClientStats:
@@ -86,15 +82,8 @@ class SnapshotClient(Protocol):
         *,
         backlog: int | None = None,
     ) -> Generator[FetchResult, None, None]:
-        """One result per cluster as they complete, at most `backlog` held ahead."""
-        ...
-
-    def halted(self) -> str | None:
-        """Why the client sends nothing more (breaker, deadline), or None."""
-        ...
-
-    def close(self) -> None:
-        """Close the connections."""
+        """One result per cluster as they complete, at most `backlog` held ahead; raises
+        `AuthError` when the provider refuses the key."""
         ...
 
 
