@@ -25,7 +25,8 @@ log = get_logger("cli")
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every command shares: --db, --config, --log-format, --verbose."""
+    """Options every command shares: --db, --config, --log-format, --verbose; and the mapping
+    of any error the command raises to its message and exit code (`_fail`)."""
 
     @click.option(
         "--db",
@@ -49,7 +50,12 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("-v", "--verbose", is_flag=True, help="Say more; show tracebacks.")
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
+        # The one place where an error becomes a one-line message and its exit code
+        # (`_fail`): commands raise, they do not catch.
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            sys.exit(_fail(exc, bool(kwargs.get("verbose"))))
 
     return wrapper
 
@@ -162,13 +168,10 @@ def snapshot(db, config_path, log_format, verbose, api_url, api_key_file, from_r
     """
     from pipeline.snapshot import run_snapshot
 
-    try:
-        config = _config(
-            db, config_path, log_format, verbose, api_url=api_url, api_key_file=api_key_file
-        )
-        result = run_snapshot(config, from_raw=from_raw, progress=sys.stderr.isatty())
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(
+        db, config_path, log_format, verbose, api_url=api_url, api_key_file=api_key_file
+    )
+    result = run_snapshot(config, from_raw=from_raw, progress=sys.stderr.isatty())
     click.echo(result.summary_line())
     sys.exit(result.exit_code)
 
@@ -208,20 +211,17 @@ def build(db, config_path, log_format, verbose, full_refresh, engine, lake, spar
     from pipeline.errors import ConfigError
     from pipeline.models import build_models
 
-    try:
-        config = _config(db, config_path, log_format, verbose)
-        if engine == "spark":
-            if lake is None:
-                raise ConfigError("--engine spark needs --lake DIR (see `gpucost lake export`)")
-            from pipeline.engines.spark import build_on_spark
+    config = _config(db, config_path, log_format, verbose)
+    if engine == "spark":
+        if lake is None:
+            raise ConfigError("--engine spark needs --lake DIR (see `gpucost lake export`)")
+        from pipeline.engines.spark import build_on_spark
 
-            result = build_on_spark(lake, config.thresholds, config=config, master=spark_master)
-        else:
-            if lake is not None or spark_master is not None:
-                raise ConfigError("--lake and --spark-master go with --engine spark")
-            result = build_models(config, full_refresh=full_refresh)
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+        result = build_on_spark(lake, config.thresholds, config=config, master=spark_master)
+    else:
+        if lake is not None or spark_master is not None:
+            raise ConfigError("--lake and --spark-master go with --engine spark")
+        result = build_models(config, full_refresh=full_refresh)
     click.echo(result.summary_line())
 
 
@@ -238,11 +238,8 @@ def report(db, config_path, log_format, verbose, out_dir, force_out):
     """
     from pipeline.report import render_report
 
-    try:
-        config = _config(db, config_path, log_format, verbose, out_dir=out_dir)
-        result = render_report(config, Path(config.report.out_dir), force_out=force_out)
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(db, config_path, log_format, verbose, out_dir=out_dir)
+    result = render_report(config, Path(config.report.out_dir), force_out=force_out)
     click.echo(str(result.index_html))
 
 
@@ -265,20 +262,17 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir, fo
     from pipeline.report import check_out_dir, render_report
     from pipeline.snapshot import run_snapshot
 
-    try:
-        config = _config(
-            db,
-            config_path,
-            log_format,
-            verbose,
-            api_url=api_url,
-            api_key_file=api_key_file,
-            out_dir=out_dir,
-        )
-        # A refused --out is said before the night's snapshot, not after it.
-        check_out_dir(Path(config.report.out_dir), force=force_out)
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(
+        db,
+        config_path,
+        log_format,
+        verbose,
+        api_url=api_url,
+        api_key_file=api_key_file,
+        out_dir=out_dir,
+    )
+    # A refused --out is said before the night's snapshot, not after it.
+    check_out_dir(Path(config.report.out_dir), force=force_out)
     try:
         snap = run_snapshot(config, progress=sys.stderr.isatty())
         log.info(snap.summary_line())
@@ -286,8 +280,9 @@ def run(db, config_path, log_format, verbose, api_url, api_key_file, out_dir, fo
         log.info(built.summary_line())
         rendered = render_report(config, Path(config.report.out_dir), force_out=force_out)
     except Exception as exc:
+        # The one command that acts after an error: a failed night is news too (run_health),
+        # so notify runs after the message; notify's own trouble changes nothing here.
         code = _fail(exc, verbose)
-        # a failed night is news too (run_health); notify's own trouble changes nothing here
         _notify_after_run(config, verbose)
         sys.exit(code)
     click.echo(str(rendered.index_html))
@@ -342,13 +337,10 @@ def demo(db, config_path, log_format, verbose, out_dir, nights, clusters, seed):
     """
     from pipeline.demo import run_demo
 
-    try:
-        config = _config(db or "demo.duckdb", config_path, log_format, verbose, out_dir=out_dir)
-        result = run_demo(
-            config, nights=nights, clusters=clusters, seed=seed, progress=sys.stderr.isatty()
-        )
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(db or "demo.duckdb", config_path, log_format, verbose, out_dir=out_dir)
+    result = run_demo(
+        config, nights=nights, clusters=clusters, seed=seed, progress=sys.stderr.isatty()
+    )
     for line in result.lines():
         click.echo(line)
 
@@ -383,11 +375,8 @@ def query(db, config_path, log_format, verbose, sql, output, max_rows):
     """
     from pipeline.query import format_result, run_query
 
-    try:
-        config = _config(db, config_path, log_format, verbose)
-        result = run_query(config.store.db, sql)
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(db, config_path, log_format, verbose)
+    result = run_query(config.store.db, sql)
     click.echo(format_result(result, output, max_rows=max_rows), nl=False)
 
 
@@ -406,11 +395,8 @@ def notify(db, config_path, log_format, verbose):
     """
     from pipeline.notify import run_notify
 
-    try:
-        config = _config(db, config_path, log_format, verbose)
-        result = run_notify(config)
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(db, config_path, log_format, verbose)
+    result = run_notify(config)
     click.echo(result.summary_line())
     sys.exit(result.exit_code)
 
@@ -432,12 +418,9 @@ def _recs_call(db, config_path, log_format, verbose, action):
     """Open the database (suppressions synchronized), run `action(con)`, print its lines."""
     from pipeline.recs import open_store
 
-    try:
-        config = _config(db, config_path, log_format, verbose)
-        with open_store(config) as store:
-            lines = action(store.con)
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(db, config_path, log_format, verbose)
+    with open_store(config) as store:
+        lines = action(store.con)
     for line in lines:
         click.echo(line)
 
@@ -571,11 +554,8 @@ def close(db, config_path, log_format, verbose, month):
     """
     from pipeline.finance import close_month, parse_month
 
-    try:
-        config = _config(db, config_path, log_format, verbose)
-        result = close_month(config, parse_month(month))
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(db, config_path, log_format, verbose)
+    result = close_month(config, parse_month(month))
     click.echo(result.summary_line())
 
 
@@ -610,11 +590,8 @@ def lake_export(db, config_path, log_format, verbose, lake_dir):
     """
     from pipeline.lake import export_lake
 
-    try:
-        config = _config(db, config_path, log_format, verbose)
-        result = export_lake(config.store.db, lake_dir)
-    except Exception as exc:
-        sys.exit(_fail(exc, verbose))
+    config = _config(db, config_path, log_format, verbose)
+    result = export_lake(config.store.db, lake_dir)
     click.echo(result.summary_line())
 
 

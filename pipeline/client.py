@@ -1,4 +1,4 @@
-"""The provider API over httpx: list, details, retries, pacing, guards, variants.
+"""The provider API over httpx: list the clusters, fetch their details, parse them.
 
     with ApiClient.from_config(config) as client:
         summaries = client.list_clusters()
@@ -12,39 +12,33 @@
   and again with `Decimal` when money arrives as JSON numbers), redacts and normalizes its
   response, so the consumer receives canonical, redacted details, with the data points also as
   columns (`FetchResult.columns`) when they took normalization's fast path. The iterator
-  submits new work only as results are taken, which bounds memory (backpressure).
-- Rate limit: the `X-RateLimit-*` headers of every response feed a shared pacer. While the
-  requests still to make fit in the remaining budget, requests go out at once; when they do not,
-  the remaining budget is spread over the time to the reset, so a well-behaved run sees few or
-  no 429s. A 429 waits exactly `Retry-After` (and holds every worker until then). When the
-  fleet needs more requests than the budget allows within `retry_max_seconds`, running and
-  recently changed clusters are fetched first and the rest come back as outcome "skipped".
-- Retries (tenacity: exponential backoff with full jitter, total sleep bounded by
-  `retry_max_seconds`) for 429, 500, 502, 503, 504, timeouts, connection errors and truncated
-  bodies; an unparsable body is retried once. Never for 400/401/403/404/409/422.
-  401/403 raise `AuthError`; 404 on a detail is outcome "gone".
-- Guards: per-request timeout, maximum response size (streamed, aborted beyond it), malformed
-  responses -> outcome "failed" with the reason and the redacted raw body.
+  submits new work only as results are taken, which bounds memory (backpressure): the one
+  queue between the provider and the snapshot's loader.
+- How each request goes out is the transport's job (`pipeline/transport.py`, an httpx
+  transport): rate-limit pacing from the `X-RateLimit-*` headers, retries (429, 5xx, timeouts,
+  broken connections, truncated bodies; an unparsable body once; never 400/401/403/404/409/422),
+  `Retry-After`, the circuit breaker, the run deadline and the response-size guard. Here:
+  401/403 raise `AuthError`; 404 on a detail is outcome "gone"; a request the transport gave up
+  on is outcome "failed" with the reason and the redacted raw body. When the fleet needs more
+  requests than the rate limit allows within `retry_max_seconds`, running and recently changed
+  clusters are fetched first and the rest come back as outcome "skipped".
 - The API key lives only in the Authorization header of the httpx client: it is not an attribute
   of ApiClient, never in a URL, a log line, an exception or a repr.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 import orjson
-import tenacity
 
 from pipeline.config import Config, check_api_url, read_api_key
 from pipeline.errors import ApiError, AuthError, ConfigError
@@ -61,7 +55,23 @@ from pipeline.normalize import (
     parse_json,
 )
 from pipeline.redact import redact_document, redact_text, register_secret
+from pipeline.transport import (
+    ATTEMPTS,
+    CLUSTER_ID,
+    DOCUMENT,
+    ClientStats,
+    Final,
+    OverBudget,
+    Policy,
+    ProviderTransport,
+    RequestFailed,
+    Transient,
+    env_proxy,
+    error_summary,
+)
 from pipeline.validate import ContractError, cluster_id_problem, validate_detail
+
+__all__ = ["ApiClient", "ClientStats", "EventKind", "FetchResult", "Outcome"]
 
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_CONCURRENCY = 8
@@ -82,42 +92,113 @@ DETAIL_PARAMS = {
     "include_cost_breakdown": "true",
     "metrics_window": "7d",
 }
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-# An unparsable 200 is most often a body cut short in transit: one more try, not a backoff
-# schedule (a provider that sends broken JSON for a cluster sends it every time).
-MALFORMED_RETRIES = 1
-_BACKOFF_MULTIPLIER = 0.5
-_BACKOFF_MAX = 30.0
-# Exponential backoff with full jitter: workers that failed together do not retry together.
-_BACKOFF = tenacity.wait_random_exponential(multiplier=_BACKOFF_MULTIPLIER, max=_BACKOFF_MAX)
 # Pages beyond what the list's own total needs (clusters created while paging shift items).
 _EXTRA_PAGES = 2
 # Without any total from the provider: a last bound (a million clusters at 100 a page).
 _MAX_PAGES = 10_000
 _STATUS_RANK = {"running": 0, "error": 1}
-# Requests submitted beyond those running, per worker (each finished one holds its document).
+# Results held beyond the requests running, per worker, unless the caller asks for another
+# backlog (each finished one holds its document until it is taken).
 QUEUED_PER_WORKER = 1
 
-OnEvent = Callable[[str, str], None]
+# What became of one cluster's detail request: "gone" is a 404, "skipped" the request budget.
+Outcome = Literal["ok", "gone", "failed", "skipped"]
+# What `on_event(kind, cluster_id)` is told: one outcome per cluster ("done" for ok), and a
+# "retry" from the worker about to retry a request.
+EventKind = Literal["done", "gone", "failed", "skipped", "retry"]
+OnEvent = Callable[[EventKind, str], None]
 _log = get_logger("client")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FetchResult:
-    """What became of one cluster's detail request (docs/architecture.md)."""
+    """What became of one cluster's detail request (docs/architecture.md); made by the named
+    constructors `ok`, `gone`, `failed` and `skipped`."""
 
     cluster_id: str
-    outcome: str  # "ok" | "gone" (404) | "failed" | "skipped" (request budget)
-    detail: dict[str, Any] | None  # canonical detail when ok, already redacted
-    raw_body: bytes | None  # the response body, redacted
-    http_status: int | None
-    reason: str | None  # why it failed / was gone / was skipped
-    attempts: int  # requests made for this cluster (retries = attempts - 1)
+    outcome: Outcome
+    detail: dict[str, Any] | None = None  # canonical detail when ok, already redacted
+    raw_body: bytes | None = None  # the response body, redacted
+    http_status: int | None = None
+    reason: str | None = None  # why it failed / was gone / was skipped
+    attempts: int = 0  # requests made for this cluster (retries = attempts - 1)
     # The detail's data points as columns (the store loads them without walking the dicts);
     # None when the points took normalization's general path.
     columns: PointColumns | None = None
     # The response's HTTP `Date` header: the provider's clock, for the snapshot's time checks.
     provider_date: str | None = None
+
+    @classmethod
+    def ok(
+        cls,
+        *,
+        cluster_id: str,
+        detail: dict[str, Any],
+        raw_body: bytes,
+        attempts: int,
+        columns: PointColumns | None = None,
+        provider_date: str | None = None,
+    ) -> FetchResult:
+        """A canonical, redacted, validated detail (HTTP 200)."""
+        return cls(
+            cluster_id=cluster_id,
+            outcome="ok",
+            detail=detail,
+            raw_body=raw_body,
+            http_status=200,
+            attempts=attempts,
+            columns=columns,
+            provider_date=provider_date,
+        )
+
+    @classmethod
+    def gone(cls, *, cluster_id: str, reason: str, raw_body: bytes, attempts: int) -> FetchResult:
+        """The provider no longer knows the cluster (HTTP 404)."""
+        return cls(
+            cluster_id=cluster_id,
+            outcome="gone",
+            raw_body=raw_body,
+            http_status=404,
+            reason=reason,
+            attempts=attempts,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        *,
+        cluster_id: str,
+        reason: str,
+        raw_body: bytes | None = None,
+        http_status: int | None = None,
+        attempts: int = 0,
+        provider_date: str | None = None,
+    ) -> FetchResult:
+        """No usable detail: `reason` says why (the redacted body, when there was one)."""
+        return cls(
+            cluster_id=cluster_id,
+            outcome="failed",
+            raw_body=raw_body,
+            http_status=http_status,
+            reason=reason,
+            attempts=attempts,
+            provider_date=provider_date,
+        )
+
+    @classmethod
+    def skipped(cls, *, cluster_id: str, reason: str, attempts: int = 0) -> FetchResult:
+        """Not fetched: the request budget could not reach it in time."""
+        return cls(cluster_id=cluster_id, outcome="skipped", reason=reason, attempts=attempts)
+
+
+@dataclass
+class _Response:
+    """What the client reads of a response the transport let through."""
+
+    status: int
+    body: bytes
+    doc: Any = None  # parsed JSON of a 200 (by the worker that fetched it)
+    date: str | None = None  # the HTTP Date header
 
 
 def _fast_loads(body: bytes) -> Any:
@@ -149,274 +230,18 @@ def _fast_dumps(doc: Any) -> bytes:
         return dump_json(doc)
 
 
-@dataclass
-class ClientStats:
-    """Counters over the client's life: requests sent, retries, 429s received, and seconds
-    spent waiting (backoff, Retry-After and pacing, summed over the workers)."""
-
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
-    waited_seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: float) -> None:
-        """Add to counters from any worker thread."""
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-
-class _Failure(Exception):
-    """A request that did not produce a usable response; `attempts` is set by `_request`."""
-
-    attempts = 0
-
-
-class _Transient(_Failure):
-    """A failure worth retrying; `reason` is safe to record (no key, no body)."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        body: bytes | None = None,
-        malformed: bool = False,
-    ):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
-        self.body = body
-        self.malformed = malformed
-
-
-class _Final(_Failure):
-    """A failure not worth retrying (response too large)."""
-
-    def __init__(self, reason: str, status: int | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-class _OverBudget(_Failure):
-    """The next request could only go out after waiting longer than retry_max_seconds."""
-
-
-class _Halted(_Final):
-    """The run stopped sending: the circuit breaker is open or the run deadline passed."""
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    doc: Any = None  # parsed JSON of a 200
-    date: str | None = None  # the HTTP Date header
-
-
-class _Breaker:
-    """Opens when `failures` requests in a row failed over at least `seconds` (thread-safe).
-
-    Once open it stays open for the run: the provider is plainly down, and the next night
-    tries again.
-    """
-
-    def __init__(self, failures: int, seconds: float, clock: Callable[[], float]):
-        self.failures = failures
-        self.seconds = seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._streak = 0
-        self._since: float | None = None
-        self.reason: str | None = None  # set when open
-
-    def success(self) -> None:
-        with self._lock:
-            self._streak = 0
-            self._since = None
-
-    def failure(self, what: str) -> bool:
-        """Count one failed request; True when this one opened the breaker."""
-        with self._lock:
-            if self.reason is not None:
-                return False
-            now = self._clock()
-            self._streak += 1
-            if self._since is None:
-                self._since = now
-            if self._streak >= self.failures and now - self._since >= self.seconds:
-                self.reason = (
-                    f"provider unavailable: {self._streak} requests in a row failed over "
-                    f"{now - self._since:.0f} s (last: {what}); circuit breaker open"
-                )
-                return True
-            return False
-
-
-def _header_float(headers: httpx.Headers, name: str) -> float | None:
-    value = headers.get(name)
-    if value is None:
-        return None
+def _parse_body(body: bytes) -> Any:
+    """The transport's `parse` hook for a 200 body: `_fast_loads`, its failures as the
+    transport's (an unparsable body is tried once more; one nested too deep is not)."""
     try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _retry_after(headers: httpx.Headers, now: float) -> float | None:
-    """Seconds from a `Retry-After` header: delta-seconds or an HTTP date."""
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-class _Pacer:
-    """Shared rate-limit state from the `X-RateLimit-*` headers; decides when a request goes.
-
-    It tracks one window: its reset time and the requests left in it, counting its own
-    reservations at once (responses of requests in flight arrive later). When the budget is
-    used up, the next window is opened speculatively just after the reset, assumed to last a
-    full window from then (a provider may start it only at the next request); headers of
-    responses from a window already left behind are ignored.
-    """
-
-    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None]):
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self.limit: int | None = None
-        self.remaining: int | None = None
-        self.reset_at: float | None = None
-        self.window: float | None = None
-        self.opens_at = 0.0  # no request of the tracked window goes before this
-        self.hold_until = 0.0
-        self.next_slot = 0.0
-        self.planned = 0  # requests the run still intends to make
-        # When the answer to the tracked window's first request arrived: the window cannot
-        # have started later, so it resets no later than this plus its length. Reset headers
-        # are whole seconds rounded up; with short windows that rounding alone would cost up
-        # to a second per window.
-        self.first_seen: float | None = None
-
-    def known(self) -> bool:
-        return self.remaining is not None and self.reset_at is not None
-
-    def _open_next(self, at: float) -> None:
-        self.opens_at = at
-        self.reset_at = at + (self.window or 1.0)
-        self.remaining = self.limit if self.limit is not None else 1
-        self.next_slot = 0.0
-        self.first_seen = None
-
-    def _reset(self) -> float:
-        """The tracked window's reset: the header's, or earlier when its first answer says so."""
-        assert self.reset_at is not None
-        if self.first_seen is not None and self.window:
-            return min(self.reset_at, self.first_seen + self.window)
-        return self.reset_at
-
-    def acquire(self, max_wait: float) -> float:
-        """Reserve one request; sleep until it may go. Raises _OverBudget beyond max_wait."""
-        with self._lock:
-            now = self._clock()
-            at = max(now, self.hold_until)
-            if self.known():
-                assert self.remaining is not None and self.reset_at is not None
-                reset = self._reset()
-                if now >= reset:
-                    self._open_next(now)
-                elif self.remaining <= 0:
-                    self._open_next(reset + 0.05)
-                assert self.remaining is not None and self.reset_at is not None
-                at = max(at, self.opens_at)
-                if self.planned > self.remaining:
-                    # More to do than the budget allows before the reset: spread what is left
-                    # evenly between the last scheduled request and the reset.
-                    at = max(at, self.next_slot)
-                    self.next_slot = at + max(0.0, self._reset() - at) / self.remaining
-                if at - now > max_wait:
-                    raise _OverBudget()
-                self.remaining -= 1
-            elif at - now > max_wait:
-                raise _OverBudget()
-            self.planned = max(0, self.planned - 1)
-            delay = at - now
-        if delay > 0:
-            self._sleep(delay)
-        return delay
-
-    def update(self, headers: httpx.Headers, sent_at: float) -> None:
-        """Learn from the `X-RateLimit-*` headers of a response to a request sent at `sent_at`."""
-        remaining = _header_float(headers, "x-ratelimit-remaining")
-        reset = _header_float(headers, "x-ratelimit-reset")
-        limit = _header_float(headers, "x-ratelimit-limit")
-        window = _header_float(headers, "x-ratelimit-window")
-        if remaining is None or reset is None:
-            return
-        received = self._clock()
-        if reset < 1_000_000_000:
-            # Some providers send seconds until the reset rather than an epoch time.
-            reset += received
-        # The first request a window counted (a window may start at its first request).
-        first = limit is not None and int(remaining) == int(limit) - 1
-        with self._lock:
-            if limit is not None:
-                self.limit = int(limit)
-            if window is not None and window > 0:
-                self.window = window
-            # Reset times are whole seconds, rounded up, and a window may start at its first
-            # request: a reset within this slack of ours is the window we track.
-            slack = min(1.5, (self.window or 3.0) / 2)
-            if self.reset_at is None or self.remaining is None or reset > self.reset_at + slack:
-                self.reset_at = reset
-                self.remaining = int(remaining)
-                self.opens_at = 0.0
-                self.next_slot = 0.0
-                self.first_seen = received if first else None
-            elif sent_at >= self.opens_at:
-                # The window we track: our own count already includes requests in flight, the
-                # provider's reset is the better one (a sliding window frees slots earlier).
-                self.remaining = min(self.remaining, int(remaining))
-                self.reset_at = reset
-                if first:
-                    self.first_seen = received
-            # else: the answer to a request sent before the tracked window opened.
-
-    def hold(self, seconds: float) -> None:
-        """After a 429: no worker sends anything for `seconds`."""
-        with self._lock:
-            self.hold_until = max(self.hold_until, self._clock() + seconds)
-
-    def capacity(self, horizon: float) -> int | None:
-        """Requests the budget allows from now to now + horizon; None when unknown."""
-        with self._lock:
-            if not self.known() or self.limit is None:
-                return None
-            assert self.remaining is not None and self.reset_at is not None
-            now = self._clock()
-            if now >= self.reset_at:
-                return None  # the window is over: the next answer will tell
-            total = self.remaining
-            until_reset = self.reset_at - now
-            if until_reset <= horizon:
-                resets = 1
-                if self.window:
-                    resets += int((horizon - until_reset) // self.window)
-                total += resets * self.limit
-            return total
+        # Plain (fast) parse: numbers as floats. Money normally arrives as strings and becomes
+        # Decimal from them; an amount sent as a JSON number makes the caller parse again with
+        # parse_json (InexactMoneyError), so it never goes via a float.
+        return _fast_loads(body)
+    except NormalizeError as exc:
+        raise Final(f"malformed response: {exc}", status=200) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Transient(f"invalid JSON: {exc}", status=200, body=body, malformed=True) from None
 
 
 def _pages_allowed(total: Any, total_pages: Any, limit: int) -> int | None:
@@ -434,19 +259,6 @@ def _priority(summary: dict[str, Any]) -> tuple[int, float]:
     updated = summary.get("updated_at")
     stamp = updated.timestamp() if isinstance(updated, datetime) else 0.0
     return (_STATUS_RANK.get(str(summary.get("status")), 2), -stamp)
-
-
-def _error_summary(body: bytes) -> str:
-    """`CODE: message` from a contract error body, redacted; empty when it is not one."""
-    try:
-        doc = parse_json(body)
-    except NormalizeError:
-        return ""
-    if not isinstance(doc, dict):
-        return ""
-    code, message = doc.get("error"), doc.get("message")
-    text = " ".join(str(p) for p in (code, message) if p)
-    return redact_text(text)[:200]
 
 
 class ApiClient:
@@ -474,10 +286,11 @@ class ApiClient:
     ):
         """Build a client for `base_url` (e.g. `https://api.example-gpu.cloud/v1`).
 
-        `transport` replaces the network (tests pass `httpx.MockTransport`); `sleep` and `clock`
-        (wall-clock epoch seconds, as `X-RateLimit-Reset` is) are injectable for the same
-        reason. `on_event(kind, cluster_id)` is told "done", "failed", "gone", "skipped" from
-        the iterating thread and "retry" from the worker that retries.
+        `transport` replaces the network under the provider transport (tests pass
+        `httpx.MockTransport`); `sleep` and `clock` (wall-clock epoch seconds, as
+        `X-RateLimit-Reset` is) are injectable for the same reason. `on_event(kind, cluster_id)`
+        is told "done", "failed", "gone", "skipped" from the iterating thread and "retry" from
+        the worker that retries.
 
         Every run ends in bounded time: nothing is sent `run_deadline_seconds` after the client
         was made, nor once `breaker_failures` requests in a row failed over `breaker_seconds`
@@ -499,25 +312,32 @@ class ApiClient:
         self.max_response_bytes = max_response_bytes
         self.retry_max_seconds = retry_max_seconds
         self.include_logs = include_logs
-        self.on_event = on_event
-        self.stats = ClientStats()
-        self._abort = threading.Event()
-        # Set when the breaker opens or the deadline passes: every wait ends, nothing is sent.
-        self._halt = threading.Event()
         self.run_deadline_seconds = run_deadline_seconds
-        self._deadline = time.monotonic() + run_deadline_seconds
-        self._breaker = _Breaker(breaker_failures, breaker_seconds, time.monotonic)
-        # By default a wait ends early when the run is aborted (AuthError, consumer gone) or
-        # halted, so that shutting the workers down never waits out a backoff or a reset.
-        self._sleep_fn = sleep or self._default_sleep
-        self._clock = clock
-        self._pacer = _Pacer(clock, self._sleep_counted)
+        self.on_event = on_event
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        # Given a transport, httpx no longer routes through the environment's proxy itself.
+        network = transport or httpx.HTTPTransport(limits=limits, proxy=env_proxy(self.base_url))
+        self._transport = ProviderTransport(
+            network,
+            policy=Policy(
+                timeout=timeout,
+                max_response_bytes=max_response_bytes,
+                retry_max_seconds=retry_max_seconds,
+                run_deadline_seconds=run_deadline_seconds,
+                breaker_failures=breaker_failures,
+                breaker_seconds=breaker_seconds,
+            ),
+            parse=_parse_body,
+            on_retry=self._on_retry,
+            sleep=sleep,
+            clock=clock,
+        )
+        self.stats: ClientStats = self._transport.stats
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            transport=transport,
+            transport=self._transport,
             follow_redirects=False,
         )
 
@@ -567,191 +387,49 @@ class ApiClient:
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._abort.set()
+        self._transport.aborted.set()
         self._http.close()
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _default_sleep(self, seconds: float) -> None:
-        # Not past the deadline; the halt event is also set by an abort.
-        seconds = min(seconds, max(0.0, self._deadline - time.monotonic()))
-        if seconds > 0:
-            self._halt.wait(seconds)
 
     def halted(self) -> str | None:
         """Why nothing more is sent (breaker open, deadline passed, aborted), or None."""
-        if self._breaker.reason is not None:
-            return self._breaker.reason
-        if time.monotonic() >= self._deadline:
-            self._halt.set()
-            return (
-                f"run deadline reached: api.run_deadline_seconds={self.run_deadline_seconds:g} "
-                "passed before this cluster could be read"
-            )
-        if self._abort.is_set():
-            return "the run was aborted"
-        return None
+        return self._transport.halted()
 
-    def _failed_request(self, what: str) -> None:
-        if self._breaker.failure(what):
-            _log.warning("%s", self._breaker.reason)
-            self._halt.set()
+    # ------------------------------------------------------------------ plumbing
 
-    def _sleep_counted(self, seconds: float) -> None:
-        if seconds > 0:
-            self.stats.add(waited_seconds=seconds)
-            self._sleep_fn(seconds)
-
-    def _emit(self, kind: str, cluster_id: str) -> None:
+    def _emit(self, kind: EventKind, cluster_id: str) -> None:
         if self.on_event is not None:
             self.on_event(kind, cluster_id)
 
-    def _send(self, path: str, params: dict[str, str]) -> _Response:
-        """One request: pace, send, read at most max_response_bytes, classify the status."""
-        halted = self.halted()
-        if halted is not None:
-            raise _Halted(halted)
-        self._pacer.acquire(
-            min(self.retry_max_seconds, max(0.0, self._deadline - time.monotonic()))
-        )
-        self.stats.add(requests=1)
-        sent_at = self._clock()
-        started = time.monotonic()
+    def _on_retry(self, cluster_id: str) -> None:
+        self._emit("retry", cluster_id)
+
+    def _get(
+        self, path: str, params: dict[str, str], cluster_id: str | None
+    ) -> tuple[_Response, int]:
+        """GET through the provider transport: (the last response, attempts), or raises the
+        transport's `RequestFailed` (`attempts` set); 401/403 raise `AuthError`."""
+        extensions = {CLUSTER_ID: cluster_id} if cluster_id is not None else None
+        request = self._http.build_request("GET", path, params=params, extensions=extensions)
+        http = self._http.send(request, stream=True)
         try:
-            with self._http.stream("GET", path, params=params) as resp:
-                self._pacer.update(resp.headers, sent_at)
-                declared = resp.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
-                    raise _Final(
-                        f"response of {declared} bytes exceeds max_response_bytes="
-                        f"{self.max_response_bytes}",
-                        resp.status_code,
-                    )
-                chunks, size = [], 0
-                for chunk in resp.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_response_bytes:
-                        raise _Final(
-                            f"response exceeds max_response_bytes={self.max_response_bytes}",
-                            resp.status_code,
-                        )
-                    if time.monotonic() - started > self.timeout:
-                        self._failed_request("a body too slow")
-                        raise _Transient(f"timed out after {self.timeout:g} s reading the body")
-                    chunks.append(chunk)
-                status, headers = resp.status_code, resp.headers
-        except httpx.TimeoutException as exc:
-            self._failed_request("a timeout")
-            raise _Transient(f"timeout ({type(exc).__name__})") from None
-        except httpx.RemoteProtocolError as exc:
-            # Also a body shorter than its Content-Length: truncated in transit.
-            self._failed_request("a broken connection")
-            raise _Transient(f"connection broken: {exc}") from None
-        except httpx.TransportError as exc:
-            self._failed_request("a connection error")
-            raise _Transient(f"connection error ({type(exc).__name__}): {exc}") from None
-        if status >= 500:
-            self._failed_request(f"HTTP {status}")
-        elif status != 429:
-            self._breaker.success()
-        body = b"".join(chunks)
+            # The transport read (and decoded) the body already: its stream holds it whole.
+            stream = http.stream
+            assert isinstance(stream, httpx.SyncByteStream)
+            body = b"".join(stream)
+        finally:
+            http.close()
+        response = _Response(
+            http.status_code, body, http.extensions.get(DOCUMENT), http.headers.get("date")
+        )
+        status = response.status
         if status in (401, 403):
             word = "refused the API key" if status == 401 else "refused permission for the key"
-            detail = _error_summary(body)
+            detail = error_summary(response.body)
             raise AuthError(
                 f"the provider {word} (HTTP {status}{' ' + detail if detail else ''}) at "
                 f"{self.base_url}{path}; check GPUCOST_API_KEY or api.api_key_file"
             )
-        if status in TRANSIENT_STATUSES:
-            retry_after = None
-            if status == 429:
-                self.stats.add(throttled=1)
-                retry_after = _retry_after(headers, self._clock())
-                if retry_after is None:
-                    retry_after = self._retry_after_from_body(body)
-                if retry_after is not None:
-                    self._pacer.hold(retry_after)
-            raise _Transient(
-                f"HTTP {status} {_error_summary(body)}".rstrip(),
-                status=status,
-                retry_after=retry_after,
-                body=body,
-            )
-        response = _Response(status, body, date=headers.get("date"))
-        if status == 200:
-            try:
-                # Plain (fast) parse: numbers as floats. Money normally arrives as strings and
-                # becomes Decimal from them; an amount sent as a JSON number makes the caller
-                # parse again with parse_json (InexactMoneyError), so it never goes via a float.
-                response.doc = _fast_loads(body)
-            except NormalizeError as exc:
-                raise _Final(f"malformed response: {exc}", status) from None
-            except (ValueError, UnicodeDecodeError) as exc:
-                reason = f"invalid JSON: {exc}"
-                raise _Transient(reason, status=status, body=body, malformed=True) from None
-        return response
-
-    @staticmethod
-    def _retry_after_from_body(body: bytes) -> float | None:
-        try:
-            doc = parse_json(body)
-            value = doc.get("details", {}).get("retry_after")
-            return max(0.0, float(value)) if value is not None else None
-        except (NormalizeError, AttributeError, TypeError, ValueError):
-            return None
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after  # exactly what the provider asked for
-        return float(_BACKOFF(state))
-
-    def _stop(self, state: tenacity.RetryCallState) -> bool:
-        if self.halted() is not None:
-            return True
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.malformed:
-            return state.attempt_number > MALFORMED_RETRIES
-        return state.idle_for + (state.upcoming_sleep or 0.0) > self.retry_max_seconds
-
-    def _request(
-        self, path: str, params: dict[str, str], cluster_id: str | None
-    ) -> tuple[_Response, int]:
-        """`_send` with retries: (last response, attempts), or raises the last failure with
-        its `attempts` attribute set."""
-        attempts = 0
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            reason = exc.reason if isinstance(exc, _Transient) else repr(exc)
-            self.stats.add(retries=1)
-            _log.debug(
-                "retrying %s after %s (attempt %d), waiting %.1f s",
-                cluster_id or path,
-                reason,
-                state.attempt_number,
-                state.upcoming_sleep,
-            )
-            if cluster_id is not None:
-                self._emit("retry", cluster_id)
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Transient),
-            wait=self._wait,
-            stop=self._stop,
-            sleep=self._sleep_counted,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    response = self._send(path, params)
-        except _Failure as exc:
-            exc.attempts = attempts
-            raise
-        return response, attempts
+        return response, http.extensions[ATTEMPTS]
 
     # ------------------------------------------------------------------ list
 
@@ -819,24 +497,24 @@ class ApiClient:
                     f"(its totals allow {most_pages if most_pages is not None else _MAX_PAGES})"
                 )
             page += 1
-        self._pacer.planned = 0
+        self._transport.pacer.planned = 0
         return list(seen.values())
 
     def _list_page(self, page: int) -> Any:
         """One page of the list, normalized; `ApiError` when it cannot be read."""
         params = {"page": str(page), "limit": str(self.page_size)}
         try:
-            response, _ = self._request("/clusters", params, None)
-        except _Transient as exc:
+            response, _ = self._get("/clusters", params, None)
+        except Transient as exc:
             raise ApiError(
                 f"listing clusters failed on page {page}: {exc.reason}", status=exc.status
             ) from None
-        except _Final as exc:
+        except Final as exc:
             raise ApiError(f"listing clusters failed on page {page}: {exc.reason}") from None
         if response.status != 200:
             raise ApiError(
                 f"listing clusters failed on page {page}: HTTP {response.status} "
-                f"{_error_summary(response.body)}".rstrip(),
+                f"{error_summary(response.body)}".rstrip(),
                 status=response.status,
                 body=redact_text(response.body.decode("utf-8", "replace")).encode(),
             )
@@ -856,7 +534,7 @@ class ApiClient:
             summary = {"id": item} if isinstance(item, str) else item
             summaries.setdefault(str(summary["id"]), summary)
         order = sorted(summaries, key=lambda cid: _priority(summaries[cid]))
-        capacity = self._pacer.capacity(self.retry_max_seconds)
+        capacity = self._transport.pacer.capacity(self.retry_max_seconds)
         if capacity is None or capacity >= len(order):
             return order, []
         reason = (
@@ -864,9 +542,7 @@ class ApiClient:
             f"{capacity} the rate limit allows within retry_max_seconds="
             f"{self.retry_max_seconds:g}; fetched running and recently changed clusters first"
         )
-        skipped = [
-            FetchResult(cid, "skipped", None, None, None, reason, 0) for cid in order[capacity:]
-        ]
+        skipped = [FetchResult.skipped(cluster_id=cid, reason=reason) for cid in order[capacity:]]
         return order[:capacity], skipped
 
     def _detail_params(self) -> dict[str, str]:
@@ -883,61 +559,55 @@ class ApiClient:
         """
         problem = cluster_id_problem(cluster_id)
         if problem is not None:
-            return FetchResult(cluster_id, "failed", None, None, None, problem, 0)
+            return FetchResult.failed(cluster_id=cluster_id, reason=problem)
         path = "/clusters/" + quote(cluster_id, safe="")
         try:
-            response, attempts = self._request(path, self._detail_params(), cluster_id)
-        except _OverBudget as exc:
-            return FetchResult(
-                cluster_id,
-                "skipped",
-                None,
-                None,
-                None,
-                "request budget exhausted: the next request could only go out after waiting "
-                f"longer than retry_max_seconds={self.retry_max_seconds:g}",
-                exc.attempts - 1,
+            response, attempts = self._get(path, self._detail_params(), cluster_id)
+        except OverBudget as exc:
+            return FetchResult.skipped(
+                cluster_id=cluster_id,
+                reason="request budget exhausted: the next request could only go out after "
+                f"waiting longer than retry_max_seconds={self.retry_max_seconds:g}",
+                attempts=exc.attempts - 1,
             )
-        except _Transient as exc:
+        except Transient as exc:
             attempts = exc.attempts
             raw = redact_text(exc.body.decode("utf-8", "replace")).encode() if exc.body else None
             reason = f"gave up after {attempts} attempt{'s' * (attempts != 1)}: {exc.reason}"
             halted = self.halted()
-            return FetchResult(
-                cluster_id,
-                "failed",
-                None,
-                raw,
-                exc.status,
-                f"{halted} ({reason})" if halted else reason,
-                attempts,
+            return FetchResult.failed(
+                cluster_id=cluster_id,
+                reason=f"{halted} ({reason})" if halted else reason,
+                raw_body=raw,
+                http_status=exc.status,
+                attempts=attempts,
             )
-        except _Final as exc:
-            return FetchResult(
-                cluster_id,
-                "failed",
-                None,
-                None,
-                exc.status,
-                exc.reason,
-                exc.attempts,
+        except RequestFailed as exc:  # Final: too large, nested too deep, halted
+            return FetchResult.failed(
+                cluster_id=cluster_id,
+                reason=exc.reason,
+                http_status=exc.status,
+                attempts=exc.attempts,
             )
         if response.status != 200:
             raw = redact_text(response.body.decode("utf-8", "replace")).encode()
-            summary = _error_summary(response.body)
+            reason = f"HTTP {response.status} {error_summary(response.body)}".rstrip()
             if response.status == 404:
-                return FetchResult(
-                    cluster_id, "gone", None, raw, 404, f"HTTP 404 {summary}".rstrip(), attempts
+                return FetchResult.gone(
+                    cluster_id=cluster_id, reason=reason, raw_body=raw, attempts=attempts
                 )
-            return FetchResult(
-                cluster_id,
-                "failed",
-                None,
-                raw,
-                response.status,
-                f"HTTP {response.status} {summary}".rstrip(),
-                attempts,
+            return FetchResult.failed(
+                cluster_id=cluster_id,
+                reason=reason,
+                raw_body=raw,
+                http_status=response.status,
+                attempts=attempts,
             )
+        return self._parse_ok(cluster_id, response, attempts)
+
+    def _parse_ok(self, cluster_id: str, response: _Response, attempts: int) -> FetchResult:
+        """A 200's document (parsed by the worker that fetched it) redacted, normalized and
+        validated: outcome "ok", or "failed" with the reason."""
         doc = redact_document(response.doc)
         raw = None
         try:
@@ -953,51 +623,66 @@ class ApiClient:
             # Before anything is written: values outside the contract fail this cluster.
             validate_detail(detail, columns)
         except ContractError as exc:
-            return FetchResult(
-                cluster_id,
-                "failed",
-                None,
-                raw,
-                200,
-                f"outside the contract: {exc}",
-                attempts,
+            return FetchResult.failed(
+                cluster_id=cluster_id,
+                reason=f"outside the contract: {exc}",
+                raw_body=raw,
+                http_status=200,
+                attempts=attempts,
                 provider_date=response.date,
             )
         except NormalizeError as exc:
             raw = raw if raw is not None else dump_json(doc)
-            return FetchResult(
-                cluster_id, "failed", None, raw, 200, f"malformed detail: {exc}", attempts
+            return FetchResult.failed(
+                cluster_id=cluster_id,
+                reason=f"malformed detail: {exc}",
+                raw_body=raw,
+                http_status=200,
+                attempts=attempts,
             )
         if detail["id"] != cluster_id:
-            return FetchResult(
-                cluster_id,
-                "failed",
-                None,
-                raw,
-                200,
-                f"malformed detail: asked for {cluster_id}, the response is for {detail['id']}",
-                attempts,
+            return FetchResult.failed(
+                cluster_id=cluster_id,
+                reason=f"malformed detail: asked for {cluster_id}, the response is for "
+                f"{detail['id']}",
+                raw_body=raw,
+                http_status=200,
+                attempts=attempts,
             )
-        return FetchResult(
-            cluster_id, "ok", detail, raw, 200, None, attempts, columns, response.date
+        return FetchResult.ok(
+            cluster_id=cluster_id,
+            detail=detail,
+            raw_body=raw,
+            attempts=attempts,
+            columns=columns,
+            provider_date=response.date,
         )
 
     def fetch_details(
-        self, cluster_ids_or_summaries: Iterable[str | dict[str, Any]]
-    ) -> Iterator[FetchResult]:
+        self,
+        cluster_ids_or_summaries: Iterable[str | dict[str, Any]],
+        *,
+        backlog: int | None = None,
+    ) -> Generator[FetchResult, None, None]:
         """Yield one FetchResult per distinct cluster, in the order they complete.
 
-        At most `concurrency` requests are in flight; new ones start as results are taken.
+        At most `concurrency` requests are in flight, and at most `backlog` more results
+        (default `QUEUED_PER_WORKER` per worker) wait finished or queued: new requests start
+        only as results are taken (backpressure; this is what bounds the snapshot's memory).
         Raises `AuthError` (after cancelling the rest) when the provider refuses the key.
         """
+        if backlog is None:
+            backlog = QUEUED_PER_WORKER * self.concurrency
         targets, skipped = self._plan(cluster_ids_or_summaries)
-        self._pacer.planned = len(targets)
+        pacer = self._transport.pacer
+        pacer.planned = len(targets)
         for result in skipped:
             self._emit("skipped", result.cluster_id)
             yield result
         if not targets:
             return
-        self._abort.clear()
+        aborted = self._transport.aborted
+        aborted.clear()
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gpucost-api")
         pending: set[Future[FetchResult]] = set()
         queue = iter(targets)
@@ -1005,9 +690,10 @@ class ApiClient:
         try:
 
             def refill() -> None:
-                # `concurrency` workers run; a few more wait queued so no worker idles while
-                # the consumer handles a result. Nothing more: that is the backpressure.
-                while len(pending) < self.concurrency + QUEUED_PER_WORKER * self.concurrency:
+                # `concurrency` workers run; `backlog` more wait queued or finished, so no
+                # worker idles while the consumer handles a result. Nothing more: that is the
+                # backpressure.
+                while len(pending) < self.concurrency + max(backlog, 0):
                     cid = next(queue, None)
                     if cid is None:
                         return
@@ -1030,24 +716,18 @@ class ApiClient:
                     # Provider down or deadline passed: the rest fail at once, not one by one.
                     for cid in queue:
                         self._emit("failed", cid)
-                        yield FetchResult(cid, "failed", None, None, None, halted, 0)
+                        yield FetchResult.failed(cluster_id=cid, reason=halted)
                 if over_budget:
                     # The budget will not come back in time: the rest are skipped, not tried.
                     for cid in queue:
-                        result = FetchResult(
-                            cid,
-                            "skipped",
-                            None,
-                            None,
-                            None,
-                            "request budget exhausted: waiting for the rate-limit reset would "
-                            f"exceed retry_max_seconds={self.retry_max_seconds:g}",
-                            0,
-                        )
                         self._emit("skipped", cid)
-                        yield result
+                        yield FetchResult.skipped(
+                            cluster_id=cid,
+                            reason="request budget exhausted: waiting for the rate-limit reset "
+                            f"would exceed retry_max_seconds={self.retry_max_seconds:g}",
+                        )
                 refill()
         finally:
-            self._abort.set()
+            aborted.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            self._abort.clear()
+            aborted.clear()

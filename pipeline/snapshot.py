@@ -10,9 +10,13 @@ the list could not be read or the provider refused the key). Details are loaded 
 loses at most one batch and never leaves a run that looks finished; the next run marks it
 `failed` ("interrupted") and, since keys make loads idempotent, simply does the whole job again.
 
-Fetching runs in a background thread that feeds a bounded queue, and each full batch is written
-to DuckDB by a writer thread while the next one fills, so HTTP keeps going during writes, and
-memory stays bounded (the client applies backpressure; one batch writes while one fills).
+The client's workers fetch ahead of the loader by a bounded backlog (`BACKLOG_PER_WORKER`
+results per worker: the one queue between the provider and the store, `fetch_details(backlog=)`),
+and each full batch is written to DuckDB by a writer thread while the next one fills, so HTTP
+keeps going during writes and memory stays bounded (one batch writes while one fills).
+
+What the stage needs from its client and its store is written down as Protocols
+(`SnapshotClient`, `SnapshotStore`), so that mypy checks the contract at the seams.
 
 On a terminal a rich progress bar shows clusters done, failed and retried; otherwise the stage is
 quiet and the CLI prints `summary_line()`. With `--log-format json` the summary is also logged
@@ -21,38 +25,115 @@ as one JSON record with the counts. The API key is never logged: this module nev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import queue
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from pipeline.config import Config
 from pipeline.errors import EXIT_OK, EXIT_PARTIAL, ApiError, AuthError, GpucostError
-from pipeline.ledger import RunStatus
+from pipeline.ledger import FailureOutcome, FailureStage, RunStatus
 from pipeline.log import get_logger
 from pipeline.store import DEFAULT_BATCH_CLUSTERS, LoadBatch, Store, rollback_quietly
 from pipeline.validate import TimeGuard, validate_detail
 
+if TYPE_CHECKING:
+    from pipeline.client import EventKind, FetchResult
+    from pipeline.transport import ClientStats
+
 _log = get_logger("snapshot")
-_DONE = object()
-# How long a stopping fetcher thread may take to notice (queue puts time out this often).
-_POLL_SECONDS = 0.1
-# Results waiting for the loader, per API worker. Every result held keeps its parsed document
-# alive (~1 MB with 8 GPUs x 168 buckets), and fresh memory costs page faults: the batch writer
-# runs on its own thread, so a short queue no longer stalls the workers.
-QUEUE_PER_WORKER = 4
+# Results the client's workers may hold ahead of the loader, per API worker (besides the
+# requests running). Every result held keeps its parsed document alive (~1 MB with 8 GPUs x
+# 168 buckets), and fresh memory costs page faults: the batch writer runs on its own thread,
+# so a short backlog no longer stalls the workers.
+BACKLOG_PER_WORKER = 4
 # DuckDB settings for the snapshot's connection (None: DuckDB's default). Loading is many small
 # writes: more threads than this only add scheduling on a machine the API calls already load;
 # a memory limit keeps the process's peak flat as the database grows (DuckDB's default is 80 %
 # of RAM, and its buffer cache grows with the tables the nightly replacement touches).
 DUCKDB_THREADS: int | None = None
 DUCKDB_MEMORY_LIMIT: str | None = None
+
+
+class SnapshotClient(Protocol):
+    """What the snapshot stage needs from a provider client while it runs
+    (`pipeline.client.ApiClient`; `run_snapshot` makes and closes it)."""
+
+    @property
+    def stats(self) -> ClientStats:
+        """Requests made and retries so far (read while the run goes, for the ledger)."""
+        ...
+
+    def list_clusters(self) -> list[dict[str, Any]]:
+        """Every cluster's summary; `ApiError` or `AuthError` when the list cannot be read."""
+        ...
+
+    def fetch_details(
+        self,
+        cluster_ids_or_summaries: Iterable[str | dict[str, Any]],
+        *,
+        backlog: int | None = None,
+    ) -> Generator[FetchResult, None, None]:
+        """One result per cluster as they complete, at most `backlog` held ahead; raises
+        `AuthError` when the provider refuses the key."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """What the snapshot writes through while it runs (`pipeline.store.Store`): the run's
+    ledger row, its list-stage failure and its batches."""
+
+    def set_listed(self, run_id: str, count: int) -> None:
+        """Record how many clusters the list gave."""
+        ...
+
+    def record_failure(
+        self,
+        run_id: str,
+        *,
+        cluster_id: str | None,
+        stage: FailureStage,
+        outcome: FailureOutcome,
+        reason: str,
+        http_status: int | None = None,
+        raw_body: bytes | None = None,
+    ) -> None:
+        """Record one failure outside a batch (the list could not be read)."""
+        ...
+
+    def write_batch(
+        self,
+        batch: LoadBatch,
+        *,
+        requests_made: int | None = None,
+        retries: int | None = None,
+        count: bool = True,
+        transaction: bool = True,
+    ) -> int:
+        """Write a batch of results with the ledger's counters, in one transaction."""
+        ...
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        message: str | None = None,
+        requests_made: int | None = None,
+        retries: int | None = None,
+        raw_retention_days: int | None = None,
+    ) -> None:
+        """Record the run's end (and prune the raw store)."""
+        ...
+
+    def reconnect(self) -> None:
+        """A fresh connection after a fatal write error."""
+        ...
 
 
 @dataclass
@@ -142,7 +223,7 @@ class _Progress:
         if self._bar is not None:
             self._bar.update(self._task, total=total)
 
-    def event(self, kind: str, cluster_id: str) -> None:
+    def event(self, kind: EventKind, cluster_id: str) -> None:
         if kind == "retry":
             self.retried += 1
         elif kind in ("failed", "skipped"):
@@ -220,9 +301,9 @@ def _failure_message(exc: BaseException) -> str:
 
 
 def _finish(
-    store: Store,
+    store: SnapshotStore,
     result: SnapshotResult,
-    client: Any,
+    client: SnapshotClient,
     *,
     message: str | None = None,
     raw_retention_days: int | None = None,
@@ -256,8 +337,8 @@ def _finish(
 
 def _snapshot(
     config: Config,
-    client: Any,
-    store: Store,
+    client: SnapshotClient,
+    store: SnapshotStore,
     result: SnapshotResult,
     bar: _Progress,
     batch_clusters: int,
@@ -301,13 +382,18 @@ def _snapshot(
         # A batch write takes a fraction of a second and releases the GIL: a few results per
         # worker keep HTTP busy meanwhile; more would only hold canonical details (~0.7 MB
         # each with 8 GPUs) in memory.
-        depth = max(QUEUE_PER_WORKER * config.api.concurrency, 1)
-        for fetched in _fetch_in_background(client, summaries, depth):
-            held.append(fetched)
-            if fetched.outcome != "ok":
-                _log.debug("cluster %s %s: %s", fetched.cluster_id, fetched.outcome, fetched.reason)
-            if len(held) >= batch_clusters:
-                flush()
+        backlog = max(BACKLOG_PER_WORKER * config.api.concurrency, 1)
+        # Closed at once when the loop ends early: the workers stop and the pool shuts down.
+        fetching = contextlib.closing(client.fetch_details(summaries, backlog=backlog))
+        with fetching as results:
+            for fetched in results:
+                held.append(fetched)
+                if fetched.outcome != "ok":
+                    _log.debug(
+                        "cluster %s %s: %s", fetched.cluster_id, fetched.outcome, fetched.reason
+                    )
+                if len(held) >= batch_clusters:
+                    flush()
     except AuthError:
         # What was fetched before the provider refused the key is still worth keeping.
         flush()
@@ -329,7 +415,7 @@ class _Writer:
     next `submit` or by `close`.
     """
 
-    def __init__(self, store: Store, result: SnapshotResult, client: Any) -> None:
+    def __init__(self, store: SnapshotStore, result: SnapshotResult, client: SnapshotClient):
         self._store = store
         self._result = result
         self._client = client
@@ -392,47 +478,6 @@ def _check_times(guard: TimeGuard, results: list[Any]) -> list[Any]:
                 reason=f"outside the contract: {error}",
             )
     return out
-
-
-def _fetch_in_background(client: Any, summaries: list[dict[str, Any]], depth: int) -> Iterator[Any]:
-    """The client's results, fetched by a thread that keeps going while the caller writes."""
-    results: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(item, timeout=_POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        generator = client.fetch_details(summaries)
-        try:
-            for item in generator:
-                if not put(item):
-                    return
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-        finally:
-            generator.close()
-            put(_DONE)
-
-    thread = threading.Thread(target=produce, name="gpucost-fetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = results.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _log_summary(config: Config, result: SnapshotResult) -> None:

@@ -626,6 +626,9 @@ def test_budget_too_small_fetches_running_and_recent_first_and_skips_the_rest() 
 
 def test_key_never_appears_in_repr_logs_or_urls(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    # Whatever an earlier CLI test configured (gpucost's own level and handlers), debug
+    # records must reach caplog here.
+    caplog.set_level(logging.DEBUG, logger="gpucost")
     logging.getLogger("gpucost").propagate = True
     api = FakeApi(3)
     api.script("/v1/clusters/cls_000", _error(503, "UNAVAILABLE"), httpx.ReadTimeout("slow"))
@@ -753,3 +756,45 @@ def test_short_windows_reset_from_the_first_answer_not_the_rounded_header() -> N
     assert api.throttled == 0
     assert all(r.outcome == "ok" for r in results.values()) and len(results) == 20
     assert 4.0 <= clock.now - 1_800_000_000.3 <= 4.5
+
+
+def test_a_compressed_body_is_decoded_and_its_size_guard_counts_the_decoded_bytes() -> None:
+    import gzip
+
+    api = FakeApi(2)
+    detail = json.dumps({"success": True, "data": api.details["cls_000"]}).encode()
+    api.script(
+        "/v1/clusters/cls_000",
+        httpx.Response(200, content=gzip.compress(detail), headers={"Content-Encoding": "gzip"}),
+    )
+    bomb = gzip.compress(b" " * 1_000_000)  # a few KB on the wire, a megabyte decoded
+    assert len(bomb) < 100_000
+    api.script(
+        "/v1/clusters/cls_001",
+        httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"}),
+    )
+    with make_client(api, max_response_bytes=100_000) as client:
+        results = fetch_all(client, ["cls_000", "cls_001"])
+    assert results["cls_000"].outcome == "ok"
+    assert results["cls_000"].raw_body is not None
+    assert normalize_detail(parse_json(results["cls_000"].raw_body))["id"] == "cls_000"
+    failed = results["cls_001"]
+    assert failed.outcome == "failed" and "exceeds max_response_bytes" in (failed.reason or "")
+
+
+def test_the_environment_proxy_is_used_as_httpx_itself_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.transport import env_proxy
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert env_proxy(BASE) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.corp")
+    assert env_proxy(BASE) == "http://proxy.corp:3128"
+    assert env_proxy("https://internal.corp/v1") is None
+    assert env_proxy("http://api.gpu.test/v1") is None  # no HTTP_PROXY for plain http
+    monkeypatch.setenv("ALL_PROXY", "http://all.corp:8080")
+    assert env_proxy("http://api.gpu.test/v1") == "http://all.corp:8080"
