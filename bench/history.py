@@ -13,7 +13,8 @@ its 7-day window replacing the stored ones.
 
 Everything is made by DuckDB `range()` joins and integer hashing, so the same arguments always
 give the same rows (no random generator, no Python loop over rows): 1,000 clusters x 365 days
-(70 M per-GPU rows) take well under a minute.
+(70 M per-GPU rows) take well under a minute. The buckets are written in chunks of time, each
+its own transaction, so that memory follows the chunk, not the history.
 
 Clusters follow archetypes by `cluster number % 10`: 0-3 busy (55-95 %), 4 idle (0-3 %), 5 idle
 but holding memory, 6-7 diurnal (busy 08-20 UTC on weekdays, idle otherwise), 8 half of the GPUs
@@ -31,6 +32,8 @@ from pathlib import Path
 import duckdb
 
 GPUS = 8
+# per-GPU rows written per transaction by `generate` (its memory follows this, not the fleet)
+CHUNK_GPU_ROWS = 40_000_000
 # the night of the last generated snapshot: history runs back from here
 LAST_NIGHT = datetime(2026, 11, 13, 3, tzinfo=UTC)
 GPU_PRICE = "2.490000"  # per GPU per hour
@@ -174,9 +177,13 @@ def _write_buckets(
     since: datetime,
     until: datetime,
     newest_night: datetime,
+    hour_offset: int = 0,
 ) -> None:
     """Buckets starting in [since, until) for every cluster, with their per-GPU series, stamped
-    with the newest snapshot (at or before `newest_night`) whose 7-day window held them."""
+    with the newest snapshot (at or before `newest_night`) whose 7-day window held them.
+
+    `hour_offset` numbers the first bucket (its readings are hashed from the number), so that a
+    history written in chunks of time gets the same rows as one written whole."""
     hours = int((until - since).total_seconds() // 3600)
     state = _state_sql(origin)
     price = _price_sql(midyear)
@@ -184,7 +191,7 @@ def _write_buckets(
     con.execute(
         "create or replace temp table _h_buckets as select *, "
         "strftime(snapshot_at, '%Y%m%dT%H%M%SZ') || '-bench' as run_id from ("
-        "select c.cluster_no, c.cluster_id, c.archetype, h as hour_no, t_at, "
+        f"select c.cluster_no, c.cluster_id, c.archetype, h + {hour_offset} as hour_no, t_at, "
         f"{state} as status, {price} as gpu_price, "
         "hour(t_at) as hod, isodow(t_at) as dow, "
         # the newest night whose window [night - 168 h, night) holds the bucket
@@ -261,8 +268,18 @@ def generate(con: duckdb.DuckDBPyConnection, clusters: int, days: int) -> dict[s
     _setup(con, first, days, clusters)
     con.execute("begin")
     _write_snapshots(con, origin, midyear)
-    _write_buckets(con, origin, midyear, origin, LAST_NIGHT, LAST_NIGHT)
     con.execute("commit")
+    # the buckets in chunks of time, each its own transaction: 10,000 clusters x a year is
+    # 700 M per-GPU rows, far more than one transaction should hold in memory
+    chunk_hours = max(24, (CHUNK_GPU_ROWS // (clusters * GPUS)) // 24 * 24)
+    since = origin
+    while since < LAST_NIGHT:
+        until = min(LAST_NIGHT, since + timedelta(hours=chunk_hours))
+        hour_offset = int((since - origin).total_seconds() // 3600)
+        con.execute("begin")
+        _write_buckets(con, origin, midyear, since, until, LAST_NIGHT, hour_offset)
+        con.execute("commit")
+        since = until
     return _counts(con)
 
 

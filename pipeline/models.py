@@ -37,11 +37,17 @@ identical tables.
 
 Bounded memory: a full refresh of more than `FULL_REFRESH_BATCH_BUCKETS` buckets runs the
 per-cluster tables batch by batch of clusters through the same scope, the staging views over
-`BATCHED_SOURCES` restricted to the batch, then the fleet-wide and other tables once
+`BATCHED_SOURCES` reading only the batch's rows, then the fleet-wide and other tables once
 (`_build_batched`); the build runs under DuckDB's `memory_limit` (`BUILD_MEMORY_LIMIT`),
-spilling past it. A per-cluster model must then take its fleet-wide figures from sources other
-than `BATCHED_SOURCES` (as `projection_actuals` takes the fleet's newest snapshot from
-`cluster_snapshots`); tests/test_models_e2e.py compares both ways mart by mart.
+spilling past it. Linear time: the history is stored night by night, so every row group holds
+every cluster and a filter by batch would read the whole history once per batch; instead the
+batched sources are written once, in one pass, as Parquet partitioned by batch number into a
+private temporary folder beside the database, and each batch loads its own partition; the
+intermediate views that read no batched source (the nearest-snapshot ranges of the whole fleet)
+are computed once, as tables, for all batches. A per-cluster model must take its fleet-wide
+figures from sources other than `BATCHED_SOURCES` (as `projection_actuals` takes the fleet's
+newest snapshot from `cluster_snapshots`); tests/test_models_e2e.py compares both ways mart by
+mart.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ import graphlib
 import hashlib
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -561,13 +568,84 @@ def _cluster_batches(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[s
     return batches
 
 
+def _batch_table(source: str) -> str:
+    """The temporary table holding one batch's rows of a batched source."""
+    return "_gpucost_batch_" + source.split(".", 1)[1]
+
+
+_SOURCE_REFERENCE = {
+    source: re.compile(rf"\b{re.escape(source)}\b", re.IGNORECASE) for source in BATCHED_SOURCES
+}
+
+
 def _batched_select(model: Model) -> str:
-    """A staging model over a batched source, restricted to the batch's range of clusters."""
+    """A staging model over a batched source, reading the batch's rows only: the source is
+    replaced by its batch table (`_load_batch`), and the batch's range of clusters is kept as
+    a filter too."""
     select = _strip_trailing_semicolon(model.sql)
+    for source, reference in _SOURCE_REFERENCE.items():
+        select = reference.sub(f"temp.{_batch_table(source)}", select)
     return (
         f"select * from ({select}) as batched where batched.cluster_id "
         "between getvariable('build_batch_from') and getvariable('build_batch_to')"
     )
+
+
+def _database_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
+    row = con.execute(
+        "select path from duckdb_databases() where database_name = current_database()"
+    ).fetchone()
+    return Path(row[0]).resolve().parent if row and row[0] else None
+
+
+def _partition_sources(
+    con: duckdb.DuckDBPyConnection, batches: list[tuple[str, str]], folder: Path
+) -> None:
+    """Write every batched source once as Parquet partitioned by batch number (one pass, no
+    sort), so that each batch then reads its own rows only: filtering the whole source for
+    every batch would read the history once per batch (quadratic in the fleet, as the history
+    is stored night by night and every row group holds every cluster)."""
+    con.execute(
+        "create or replace temp table _gpucost_batch_ranges "
+        "(batch_no integer, first_id varchar, last_id varchar)"
+    )
+    con.executemany(
+        "insert into _gpucost_batch_ranges values (?, ?, ?)",
+        [[number, first, last] for number, (first, last) in enumerate(batches)],
+    )
+    # every cluster of every batched source, with its batch (a range join of a few thousand
+    # ids, not of the history)
+    ids = " union ".join(f"select distinct cluster_id from {s}" for s in sorted(BATCHED_SOURCES))
+    con.execute(
+        "create or replace temp table _gpucost_batch_of as "
+        "select ids.cluster_id, ranges.batch_no "
+        f"from ({ids}) as ids join _gpucost_batch_ranges as ranges "
+        "on ids.cluster_id between ranges.first_id and ranges.last_id"
+    )
+    for source in sorted(BATCHED_SOURCES):
+        target = folder / source.split(".", 1)[1]
+        con.execute(
+            f"copy (select rows.*, batch_of.batch_no as _gpucost_batch from {source} as rows "
+            "join _gpucost_batch_of as batch_of on rows.cluster_id = batch_of.cluster_id) "
+            f"to '{_sql_text(str(target))}' (format parquet, partition_by (_gpucost_batch))"
+        )
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _load_batch(con: duckdb.DuckDBPyConnection, number: int, folder: Path) -> None:
+    """Fill each batched source's batch table with batch `number`'s rows (`_partition_sources`)."""
+    for source in sorted(BATCHED_SOURCES):
+        table = _batch_table(source)
+        con.execute(f"create or replace temp table {table} as select * from {source} where false")
+        part = folder / source.split(".", 1)[1] / f"_gpucost_batch={number}"
+        if part.is_dir():
+            con.execute(
+                f"insert into {table} select * from read_parquet(?, hive_partitioning = false)",
+                [str(part / "*.parquet")],
+            )
 
 
 def _is_batched_staging(model: Model) -> bool:
@@ -580,6 +658,21 @@ def _is_per_cluster(model: Model) -> bool:
         and model.incremental_key is not None
         and model.incremental_key.lower().startswith("per cluster")
     )
+
+
+def _fleet_views(models: list[Model]) -> set[str]:
+    """The intermediate views that read no batched source, not even through another model: in
+    a batched refresh they would compute the same fleet-wide rows again for every batch (the
+    nearest-snapshot ranges over every snapshot of the fleet, say), so they are computed once."""
+    batched: set[str] = set()
+    for model in models:  # dependency order: what a model reads comes before it
+        if _is_batched_staging(model) or any(d in batched for d in model.depends_on):
+            batched.add(model.relation)
+    return {
+        m.relation
+        for m in models
+        if m.layer == "intermediate" and m.materialized == "view" and m.relation not in batched
+    }
 
 
 def _build_batched(
@@ -598,13 +691,70 @@ def _build_batched(
     built from the complete per-cluster tables. Gives the tables of a build in one piece.
     """
     seconds = dict.fromkeys((m.relation for m in models), 0.0)
+    # beside the database (its disk was chosen to hold the history), private (mode 0700)
+    with tempfile.TemporaryDirectory(prefix="gpucost-build-", dir=_database_folder(con)) as work:
+        folder = Path(work)
+        began = time.perf_counter()
+        _partition_sources(con, batches, folder)
+        result.model_seconds["(partition the history by batch)"] = time.perf_counter() - began
+        _load_batch(con, 0, folder)
+        _build_batches(con, models, batches, existing, folder, seconds)
+    fleet_views = _fleet_views(models)
+    for model in models:
+        if not _is_batched_staging(model) and model.relation not in fleet_views:
+            continue
+        select = _strip_trailing_semicolon(model.sql)
+        _create_or_replace(
+            con,
+            "view",
+            model,
+            f'create or replace view "{model.layer}"."{model.name}" as {select}',
+            existing,
+        )
+    for source in BATCHED_SOURCES:
+        con.execute(f"drop table if exists {_batch_table(source)}")
+    for model in models:
+        if model.materialized != "table" or _is_per_cluster(model):
+            continue
+        began = time.perf_counter()
+        select = _strip_trailing_semicolon(model.sql)
+        con.execute(f'create or replace table "{model.layer}"."{model.name}" as {select}')
+        seconds[model.relation] += time.perf_counter() - began
+    result.models_built.extend(m.relation for m in models)
+    result.model_seconds.update(seconds)
+    result.batches = len(batches)
+
+
+def _build_batches(
+    con: duckdb.DuckDBPyConnection,
+    models: list[Model],
+    batches: list[tuple[str, str]],
+    existing: dict[str, str],
+    folder: Path,
+    seconds: dict[str, float],
+) -> None:
+    """Create every model (tables empty), then insert each batch's rows of the per-cluster
+    tables, batch by batch (see `_build_batched`)."""
     con.execute("set variable build_batch_from = ?", [batches[0][0]])
     con.execute("set variable build_batch_to = ?", [batches[0][1]])
+    fleet_views = _fleet_views(models)
     for model in models:
         began = time.perf_counter()
         target = f'"{model.layer}"."{model.name}"'
         select = _strip_trailing_semicolon(model.sql)
-        if model.materialized == "view":
+        if model.relation in fleet_views:
+            # computed once for every batch, as a table ordered by cluster (so that a batch's
+            # join can skip the other clusters' row groups); a view again after the batches
+            columns = [c[0] for c in con.execute(f"select * from ({select}) limit 0").description]
+            order = " order by cluster_id" if "cluster_id" in columns else ""
+            _create_or_replace(
+                con,
+                "table",
+                model,
+                f"create or replace table {target} as select * from ({select}){order}",
+                existing,
+            )
+        elif model.materialized == "view":
             body = _batched_select(model) if _is_batched_staging(model) else select
             _create_or_replace(
                 con, "view", model, f"create or replace view {target} as {body}", existing
@@ -620,9 +770,11 @@ def _build_batched(
             )
         seconds[model.relation] += time.perf_counter() - began
     con.execute("create or replace temp table _gpucost_all_scope as select * from _gpucost_scope")
-    for first, last in batches:
+    for number, (first, last) in enumerate(batches):
         con.execute("set variable build_batch_from = ?", [first])
         con.execute("set variable build_batch_to = ?", [last])
+        if number:
+            _load_batch(con, number, folder)
         con.execute(
             "create or replace temp table _gpucost_scope as select * from _gpucost_all_scope "
             "where cluster_id between ? and ?",
@@ -640,21 +792,6 @@ def _build_batched(
             seconds[model.relation] += time.perf_counter() - began
     con.execute("create or replace temp table _gpucost_scope as select * from _gpucost_all_scope")
     con.execute("drop table _gpucost_all_scope")
-    for model in models:
-        if not _is_batched_staging(model):
-            continue
-        select = _strip_trailing_semicolon(model.sql)
-        con.execute(f'create or replace view "{model.layer}"."{model.name}" as {select}')
-    for model in models:
-        if model.materialized != "table" or _is_per_cluster(model):
-            continue
-        began = time.perf_counter()
-        select = _strip_trailing_semicolon(model.sql)
-        con.execute(f'create or replace table "{model.layer}"."{model.name}" as {select}')
-        seconds[model.relation] += time.perf_counter() - began
-    result.models_built.extend(m.relation for m in models)
-    result.model_seconds.update(seconds)
-    result.batches = len(batches)
 
 
 def _existing_relations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
