@@ -55,6 +55,7 @@ from pipeline import duck
 from pipeline.errors import ConfigError, GpucostError, LockedError
 from pipeline.log import get_logger
 from pipeline.redact import redact_bytes, redact_text
+from pipeline.tables import MONEY_ARROW, SNAPSHOT_TABLES, TABLES, TS
 
 if TYPE_CHECKING:
     from pipeline.normalize import PointColumns
@@ -148,145 +149,27 @@ def new_run_id(now: datetime | None = None) -> str:
 # Rows: canonical detail -> column lists
 # --------------------------------------------------------------------------------------------
 
-_TS = pa.timestamp("us", tz="UTC")
-_MONEY = pa.decimal128(18, 6)
+_TS = TS
+_MONEY = MONEY_ARROW
 
-# Column name -> Arrow type, in the order of the tables' columns; `_seq` orders details in a
-# batch (the later one wins a tie on the same key).
-_SCHEMAS: dict[str, dict[str, pa.DataType]] = {
-    "cluster_snapshots": {
-        "run_id": pa.string(),
-        "cluster_id": pa.string(),
-        "snapshot_at": _TS,
-        "name": pa.string(),
-        "description": pa.string(),
-        "status": pa.string(),
-        "status_message": pa.string(),
-        "last_status_change": _TS,
-        "created_at": _TS,
-        "updated_at": _TS,
-        "gpu_type": pa.string(),
-        "gpu_count": pa.int32(),
-        "cpu_cores": pa.int32(),
-        "memory_gb": pa.float64(),
-        "storage_gb": pa.float64(),
-        "storage_type": pa.string(),
-        "region": pa.string(),
-        "availability_zone": pa.string(),
-        "project_id": pa.string(),
-        "project_name": pa.string(),
-        "owner_id": pa.string(),
-        "owner_email": pa.string(),
-        "template_id": pa.string(),
-        "template_name": pa.string(),
-        "template_version": pa.string(),
-        "docker_image": pa.string(),
-        "cuda_version": pa.string(),
-        "gpu_health": pa.string(),
-        "storage_health": pa.string(),
-        "network_health": pa.string(),
-        "docker_health": pa.string(),
-        "currency": pa.string(),
-        "hourly_rate": _MONEY,
-        "total_cost_to_date": _MONEY,
-        "window_cost": _MONEY,
-        "metrics_window": pa.string(),
-        "interval_seconds": pa.int32(),
-        "has_metrics": pa.bool_(),
-        "has_gpu_series": pa.bool_(),
-        "has_cost_breakdown": pa.bool_(),
-        "current_gpu_utilization": pa.float64(),
-        "current_gpu_memory_utilization": pa.float64(),
-        "current_cpu_utilization": pa.float64(),
-        "current_memory_utilization": pa.float64(),
-        "_seq": pa.int32(),
-    },
-    "cost_components": {
-        "run_id": pa.string(),
-        "cluster_id": pa.string(),
-        "snapshot_at": _TS,
-        "component": pa.string(),
-        "cost_per_hour": _MONEY,
-        "currency": pa.string(),
-        "_seq": pa.int32(),
-    },
-    "projections": {
-        "run_id": pa.string(),
-        "cluster_id": pa.string(),
-        "snapshot_at": _TS,
-        "horizon": pa.string(),
-        "horizon_hours": pa.int32(),
-        "projected_cost": _MONEY,
-        "currency": pa.string(),
-        "basis": pa.string(),
-        "_seq": pa.int32(),
-    },
-    "alerts": {
-        "run_id": pa.string(),
-        "cluster_id": pa.string(),
-        "snapshot_at": _TS,
-        "alert_id": pa.string(),
-        "severity": pa.string(),
-        "metric": pa.string(),
-        "condition": pa.string(),
-        "threshold": pa.float64(),
-        "current_value": pa.float64(),
-        "duration": pa.string(),
-        "triggered_at": _TS,
-        "resolved_at": _TS,
-        "message": pa.string(),
-        "_seq": pa.int32(),
-    },
-    "gpu_current": {
-        "run_id": pa.string(),
-        "cluster_id": pa.string(),
-        "snapshot_at": _TS,
-        "gpu_id": pa.string(),
-        "utilization": pa.float64(),
-        "memory_used_gb": pa.float64(),
-        "memory_total_gb": pa.float64(),
-        "temperature_c": pa.float64(),
-        "power_draw_w": pa.float64(),
-        "_seq": pa.int32(),
-    },
-    "metric_points": {
-        "run_id": pa.string(),
-        "cluster_id": pa.string(),
-        "bucket_at": _TS,
-        "interval_seconds": pa.int32(),
-        "snapshot_at": _TS,
-        "status": pa.string(),
-        "gpu_utilization": pa.float64(),
-        "gpu_memory_utilization": pa.float64(),
-        "cpu_utilization": pa.float64(),
-        "memory_utilization": pa.float64(),
-        "cost": _MONEY,
-        "currency": pa.string(),
-        "gpu_series_count": pa.int32(),
-        "_seq": pa.int32(),
-    },
-    # Staged without the columns its bucket already has: `_pt` (added when converting, from
-    # the points' `gpu_series_count`: a point's GPU rows follow each other in point order)
-    # points at the bucket's row in the batch's metric_points (`_row`); converting 1.3 M
-    # repeated timestamps and ids to Arrow per night cost more than everything else.
-    "gpu_metric_points": {
-        "gpu_id": pa.string(),
-        "utilization": pa.float64(),
-        "memory_used_gb": pa.float64(),
-        "power_draw_w": pa.float64(),
-    },
-}
-_GPU_POINT_COLUMNS = (
-    "run_id",
-    "cluster_id",
-    "bucket_at",
-    "gpu_id",
-    "snapshot_at",
-    "utilization",
-    "memory_used_gb",
-    "power_draw_w",
-)
-_SNAPSHOT_TABLES = ("cluster_snapshots", "cost_components", "projections", "alerts", "gpu_current")
+
+def _staged(table: str) -> dict[str, pa.DataType]:
+    # What a batch stages per table: the declared columns and `_seq`, which orders details in
+    # a batch (the later one wins a tie on the same key). gpu_metric_points is staged without
+    # the columns its bucket already has: `_pt` (added when converting, from the points'
+    # `gpu_series_count`: a point's GPU rows follow each other in point order) points at the
+    # bucket's row in the batch's metric_points (`_row`); converting 1.3 M repeated timestamps
+    # and ids to Arrow per night cost more than everything else.
+    if table == "gpu_metric_points":
+        own = ("gpu_id", "utilization", "memory_used_gb", "power_draw_w")
+        return {c.name: c.arrow_type for c in TABLES[table].columns if c.name in own}
+    return {**{c.name: c.arrow_type for c in TABLES[table].columns}, "_seq": pa.int32()}
+
+
+# Column name -> Arrow type, in the order of the tables' columns (pipeline/tables.py).
+_SCHEMAS: dict[str, dict[str, pa.DataType]] = {t: _staged(t) for t in TABLES}
+_GPU_POINT_COLUMNS = tuple(TABLES["gpu_metric_points"].names)
+_SNAPSHOT_TABLES = SNAPSHOT_TABLES
 
 
 def _columns(table: str) -> list[str]:
