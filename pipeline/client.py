@@ -10,8 +10,8 @@
 - Details are fetched by a pool of `concurrency` worker threads sharing one keep-alive
   `httpx.Client`; each worker also parses (orjson; the stdlib parser for what orjson refuses,
   and again with `Decimal` when money arrives as JSON numbers), redacts and normalizes its
-  response, so the consumer receives canonical, redacted details, with the data points also as
-  columns (`FetchResult.columns`) when they took normalization's fast path. The iterator
+  response, so the consumer receives normalized details (the snapshot tables' columns, from the
+  redacted document: `normalize.NormalizedDetail`). The iterator
   submits new work only as results are taken, which bounds memory (backpressure).
 - Rate limit: the `X-RateLimit-*` headers of every response feed a shared pacer. While the
   requests still to make fit in the remaining budget, requests go out at once; when they do not,
@@ -52,11 +52,11 @@ from pipeline.log import get_logger
 from pipeline.normalize import (
     MAX_NESTING,
     InexactMoneyError,
+    NormalizedDetail,
     NormalizeError,
-    PointColumns,
     check_nesting,
     dump_json,
-    normalize_detail_columns,
+    normalize_detail,
     normalize_list_page,
     parse_json,
 )
@@ -108,14 +108,11 @@ class FetchResult:
 
     cluster_id: str
     outcome: str  # "ok" | "gone" (404) | "failed" | "skipped" (request budget)
-    detail: dict[str, Any] | None  # canonical detail when ok, already redacted
+    detail: NormalizedDetail | None  # the snapshot tables' columns when ok (from the redacted doc)
     raw_body: bytes | None  # the response body, redacted
     http_status: int | None
     reason: str | None  # why it failed / was gone / was skipped
     attempts: int  # requests made for this cluster (retries = attempts - 1)
-    # The detail's data points as columns (the store loads them without walking the dicts);
-    # None when the points took normalization's general path.
-    columns: PointColumns | None = None
     # The response's HTTP `Date` header: the provider's clock, for the snapshot's time checks.
     provider_date: str | None = None
 
@@ -942,16 +939,15 @@ class ApiClient:
         raw = None
         try:
             try:
-                # Serialized before normalizing: the canonical detail may share parts with doc.
                 raw = _fast_dumps(doc)
-                detail, columns = normalize_detail_columns(doc, exact_money=True)
+                detail = normalize_detail(doc, exact_money=True)
             except InexactMoneyError:
                 # Money sent as JSON numbers: the exact path (Decimal from the text).
                 doc = redact_document(parse_json(response.body))
                 raw = dump_json(doc)
-                detail, columns = normalize_detail_columns(doc)
+                detail = normalize_detail(doc)
             # Before anything is written: values outside the contract fail this cluster.
-            validate_detail(detail, columns)
+            validate_detail(detail)
         except ContractError as exc:
             return FetchResult(
                 cluster_id,
@@ -968,18 +964,19 @@ class ApiClient:
             return FetchResult(
                 cluster_id, "failed", None, raw, 200, f"malformed detail: {exc}", attempts
             )
-        if detail["id"] != cluster_id:
+        if detail.cluster_id != cluster_id:
             return FetchResult(
                 cluster_id,
                 "failed",
                 None,
                 raw,
                 200,
-                f"malformed detail: asked for {cluster_id}, the response is for {detail['id']}",
+                "malformed detail: asked for "
+                f"{cluster_id}, the response is for {detail.cluster_id}",
                 attempts,
             )
         return FetchResult(
-            cluster_id, "ok", detail, raw, 200, None, attempts, columns, response.date
+            cluster_id, "ok", detail, raw, 200, None, attempts, provider_date=response.date
         )
 
     def fetch_details(
