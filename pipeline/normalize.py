@@ -597,7 +597,11 @@ def _points_general(points: list[dict[str, Any]]) -> _Points:
     """Canonical point dicts (converted by `_data_point`) as columns: a bucket sent twice keeps
     its later entry; a GPU id twice in one point is a problem (not storable), not an error."""
     latest: dict[datetime, int] = {}
+    problem = None
     for i, point in enumerate(points):
+        if point is None:  # a null point: well-formed JSON, but nothing to store
+            problem = problem or f"metrics.historical.data_points[{i}]: not an object"
+            continue
         latest[point["timestamp"]] = i
     index = list(latest.values())
     kept = [points[i] for i in index]
@@ -611,13 +615,19 @@ def _points_general(points: list[dict[str, Any]]) -> _Points:
         utilization=[],
         memory_used_gb=[],
         power_draw_w=[],
-        **{name: [p.get(name) for p in kept] for name in _UTILIZATIONS},  # type: ignore[arg-type]
+        problem=problem,
+        **{name: [p.get(name) for p in kept] for name in _UTILIZATIONS},
     )
     for i, point in zip(index, kept, strict=True):
         gpus = point.get("gpus")
         if gpus is None:
             out.gpu_series_count.append(None)
             continue
+        if None in gpus:
+            out.problem = out.problem or (
+                f"metrics.historical.data_points[{i}].gpus: an entry without gpu_id"
+            )
+            gpus = [g for g in gpus if g is not None]
         out.gpu_series_count.append(len(gpus))
         ids = [g["gpu_id"] for g in gpus]
         if len(set(ids)) != len(ids) and out.problem is None:
@@ -954,13 +964,19 @@ def _snapshot_row(detail: dict[str, Any]) -> dict[str, list[Any]]:
 
 def _listed_rows(
     table: str, items: list[dict[str, Any]] | None, id_column: str
-) -> tuple[dict[str, list[Any]], list[int]]:
+) -> tuple[dict[str, list[Any]], list[int], str | None]:
     """alerts / gpu_current: each item's columns read by their source path; of two items with
-    the same id, the later one's values are kept (at the first one's place)."""
+    the same id, the later one's values are kept (at the first one's place). A null item is a
+    problem (nothing to store), not an error."""
     spec = TABLES[table]
     names = [c for c in spec.columns if c.name not in _SHARED and c.name != "run_id"]
     by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+    problem = None
     for i, item in enumerate(items or ()):
+        if item is None:
+            what = "not an object" if table == "alerts" else "no gpu_id"
+            problem = problem or f"{spec.rows_from.removesuffix('[]')}[{i}]: {what}"
+            continue
         key = item.get(id_column)
         key = f"#{i}" if key is None else key  # an alert without an id is kept by position
         by_id[key] = (i, {**item, id_column: key})
@@ -968,7 +984,7 @@ def _listed_rows(
         c.name: [item.get(relative(c.source, spec.rows_from)) for _, item in by_id.values()]
         for c in names
     }
-    return columns, [i for i, _ in by_id.values()]
+    return columns, [i for i, _ in by_id.values()], problem
 
 
 def normalize_detail(doc: Any, *, exact_money: bool = False) -> NormalizedDetail:
@@ -1011,8 +1027,10 @@ def normalize_detail(doc: Any, *, exact_money: bool = False) -> NormalizedDetail
     ]
     horizons = [(h, hours, projections.get(h)) for h, hours in HORIZON_HOURS.items()]
     horizons = [(h, hours, v) for h, hours, v in horizons if v is not None]
-    alerts, alert_index = _listed_rows("alerts", (metrics or {}).get("alerts"), "alert_id")
-    gpus, gpu_index = _listed_rows("gpu_current", current.get("gpus"), "gpu_id")
+    alerts, alert_index, alerts_problem = _listed_rows(
+        "alerts", (metrics or {}).get("alerts"), "alert_id"
+    )
+    gpus, gpu_index, gpus_problem = _listed_rows("gpu_current", current.get("gpus"), "gpu_id")
     if points is None:
         points = _points_general([])
     columns: dict[str, dict[str, list[Any]]] = {
@@ -1048,7 +1066,7 @@ def normalize_detail(doc: Any, *, exact_money: bool = False) -> NormalizedDetail
     elif snapshot_at is None:
         problem = "no snapshot instant: neither metrics.current.timestamp nor updated_at"
     else:
-        problem = points.problem
+        problem = alerts_problem or gpus_problem or points.problem
     return NormalizedDetail(
         cluster_id=detail["id"],
         snapshot_at=snapshot_at,
