@@ -125,7 +125,19 @@ def _run_child(*args: str, profile: str | None = None) -> dict[str, Any]:
     if profile and "dir" in _PROFILE:
         out = _PROFILE["dir"] / f"{profile}.txt"
         spy = Path(sys.executable).with_name("py-spy")
-        command = [str(spy), "record", "-r", "200", "-f", "raw", "-o", str(out), "--", *command]
+        command = [
+            str(spy),
+            "record",
+            "--gil",
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "--",
+            *command,
+        ]
     proc = subprocess.run(
         command,
         capture_output=True,
