@@ -554,7 +554,13 @@ def _points_fast(points: list[Any], money: Conv) -> _Points | None:
         if not _clean_floats(column):
             return None
         utilizations[name] = column
-    cost = [money(p.get("cost")) for p in points]
+    sent = [p.get("cost") for p in points]
+    if _TEXT_TYPES.issuperset(map(type, sent)):
+        # Amounts sent as text repeat (a price per hour): each distinct text converted once.
+        amounts = {text: money(text) for text in set(sent)}
+        cost = [amounts[text] for text in sent]
+    else:
+        cost = list(map(money, sent))
     flat: list[Any] = []
     counts: list[int | None] = []
     for point in points:

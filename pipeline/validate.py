@@ -24,11 +24,13 @@ so the checks cost little per cluster; `NormalizedDetail.path` names the field o
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from pipeline.normalize import NormalizedDetail, NormalizeError
@@ -248,19 +250,23 @@ def check_bucket_times(detail: NormalizedDetail) -> None:
         )
 
 
+@functools.lru_cache(maxsize=256)
+def _http_date(header: str) -> datetime | None:
+    # A run's responses share few `Date` values (whole seconds): each is parsed once.
+    try:
+        sent = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return sent.replace(tzinfo=UTC) if sent.tzinfo is None else sent.astimezone(UTC)
+
+
 def provider_clock(date_header: str | None, now: datetime | None = None) -> tuple[datetime, str]:
     """The reference for "now" of one response: its HTTP `Date` header, unless it is missing,
     unparsable or itself ahead of the local clock; then the local clock. Returns (time, what)."""
     local = now or datetime.now(UTC)
     if date_header:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            sent = parsedate_to_datetime(date_header)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            sent = None
+        sent = _http_date(date_header)
         if sent is not None:
-            sent = sent.replace(tzinfo=UTC) if sent.tzinfo is None else sent.astimezone(UTC)
             if sent <= local + MAX_AHEAD:
                 return sent, f"the provider's clock (Date: {date_header[:40]})"
             return local, f"the local clock (the provider's Date {date_header[:40]!r} is ahead)"
