@@ -984,7 +984,8 @@ def _listed_rows(
             problem = problem or f"{spec.rows_from.removesuffix('[]')}[{i}]: {what}"
             continue
         key = item.get(id_column)
-        key = f"#{i}" if key is None else key  # an alert without an id is kept by position
+        if table == "alerts" and not key:
+            key = f"#{i}"  # an alert without an id (or an empty one) is kept by position
         by_id[key] = (i, {**item, id_column: key})
     columns: dict[str, list[Any]] = {
         c.name: [item.get(relative(c.source, spec.rows_from)) for _, item in by_id.values()]

@@ -440,3 +440,24 @@ def test_a_bucket_sent_twice_keeps_its_later_entry_and_a_gpu_sent_twice_cannot_b
     assert normalize_detail(doc).problem == (
         "metrics.historical.data_points[6].gpus: a gpu_id sent twice"
     )
+
+
+def test_an_alert_without_an_id_is_kept_by_position_and_a_repeated_id_keeps_the_later() -> None:
+    detail = normalize_detail(
+        {
+            "id": "c",
+            "updated_at": "2026-11-20T03:00:00Z",
+            "metrics": {
+                "alerts": [
+                    {"alert_id": ""},
+                    {"severity": "info"},
+                    {"alert_id": "a", "severity": "warning"},
+                    {"alert_id": "a", "severity": "critical"},
+                ]
+            },
+        }
+    )
+    alerts = detail.columns["alerts"]
+    assert alerts["alert_id"] == ["#0", "#1", "a"]
+    assert alerts["severity"] == [None, "info", "critical"]
+    assert detail.path("alerts", 2, "severity") == "metrics.alerts[3].severity"
