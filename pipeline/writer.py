@@ -98,11 +98,9 @@ def _fit_money(values: list[Any], where: Any) -> list[Any]:
     for value in set(values):
         if value is None:
             continue
-        if type(value) is not Decimal:
-            k = values.index(value)
-            raise LoadError(
-                f"{where(k)}: money must be a decimal, got {type(value).__name__}"
-            )  # pragma: no cover - normalize gives Decimal
+        if type(value) is not Decimal:  # pragma: no cover - normalize gives Decimal
+            kind = type(value).__name__
+            raise LoadError(f"{where(values.index(value))}: money must be a decimal, got {kind}")
         try:
             amount = value
             if amount.as_tuple().exponent < -6:  # type: ignore[operator]
