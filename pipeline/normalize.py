@@ -983,7 +983,7 @@ def _listed_rows(
             what = "not an object" if table == "alerts" else "no gpu_id"
             problem = problem or f"{spec.rows_from.removesuffix('[]')}[{i}]: {what}"
             continue
-        key: str = item.get(id_column)  # the GPU spec requires gpu_id
+        key: str = item.get(id_column) or ""  # never None for a GPU: its spec requires gpu_id
         if table == "alerts" and not key:
             key = f"#{i}"  # an alert without an id (or an empty one) is kept by position
         by_id[key] = (i, {**item, id_column: key})
