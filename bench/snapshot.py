@@ -115,9 +115,31 @@ def _child_pipeline(url: str, concurrency: int, db: str) -> dict[str, Any]:
     }
 
 
-def _run_child(*args: str) -> dict[str, Any]:
+# `--profile DIR`: the pipeline children run under py-spy (pip install py-spy), which writes
+# their collapsed stacks (all threads, native frames off) to DIR/pipeline_night<N>.txt.
+_PROFILE: dict[str, Path] = {}
+
+
+def _run_child(*args: str, profile: str | None = None) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.snapshot", "--child", *args]
+    if profile and "dir" in _PROFILE:
+        out = _PROFILE["dir"] / f"{profile}.txt"
+        spy = Path(sys.executable).with_name("py-spy")
+        command = [
+            str(spy),
+            "record",
+            "--gil",
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "--",
+            *command,
+        ]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.snapshot", "--child", *args],
+        command,
         capture_output=True,
         text=True,
         check=False,
@@ -125,7 +147,9 @@ def _run_child(*args: str) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child {args[0]} failed:\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the last JSON line (py-spy, when profiling, prints its own lines after it)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
@@ -186,7 +210,9 @@ def run(clusters: int, gpus: int, concurrency: int, out: Path) -> dict[str, Any]
         for night in (1, 2):
             _run_child("floor", url, str(concurrency))  # warm-up: the simulator's caches
             results[f"floor_night{night}"] = _run_child("floor", url, str(concurrency))
-            results[f"pipeline_night{night}"] = _run_child("pipeline", url, str(concurrency), db)
+            results[f"pipeline_night{night}"] = _run_child(
+                "pipeline", url, str(concurrency), db, profile=f"pipeline_night{night}"
+            )
             rows, size = _table_rows(db)
             results[f"pipeline_night{night}"].update(rows=rows, db_mb=round(size, 1))
             sim.advance(timedelta(days=1))
@@ -304,8 +330,14 @@ def main(argv: list[str] | None = None) -> None:
         "--rate", type=float, default=None, help="rate-limited run at RATE requests/s instead"
     )
     parser.add_argument("--window", type=float, default=10.0, help="rate-limit window, s")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the pipeline runs into this folder"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        _PROFILE["dir"] = args.profile
     if args.child:
         kind, url, concurrency, *rest = args.child
         if kind == "floor":
@@ -328,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     name = "snapshot-quick.json" if args.quick else "snapshot.json"
     if args.clusters:
         name = f"snapshot-{clusters}.json"
+    if args.profile:
+        name = name.replace(".json", "-profiled.json")
     results = run(clusters, args.gpus, args.concurrency, RESULTS / name)
     print_table(results)
     print(f"results: {RESULTS / name}")

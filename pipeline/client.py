@@ -10,8 +10,8 @@
 - Details are fetched by a pool of `concurrency` worker threads sharing one keep-alive
   `httpx.Client`; each worker also parses (orjson; the stdlib parser for what orjson refuses,
   and again with `Decimal` when money arrives as JSON numbers), redacts and normalizes its
-  response, so the consumer receives canonical, redacted details, with the data points also as
-  columns (`FetchResult.columns`) when they took normalization's fast path. The iterator
+  response, so the consumer receives normalized details (the snapshot tables' columns, from the
+  redacted document: `normalize.NormalizedDetail`). The iterator
   submits new work only as results are taken, which bounds memory (backpressure): the one
   queue between the provider and the snapshot's loader.
 - How each request goes out is the transport's job (`pipeline/transport.py`, an httpx
@@ -46,11 +46,11 @@ from pipeline.log import get_logger
 from pipeline.normalize import (
     MAX_NESTING,
     InexactMoneyError,
+    NormalizedDetail,
     NormalizeError,
-    PointColumns,
     check_nesting,
     dump_json,
-    normalize_detail_columns,
+    normalize_detail,
     normalize_list_page,
     parse_json,
 )
@@ -117,14 +117,11 @@ class FetchResult:
 
     cluster_id: str
     outcome: Outcome
-    detail: dict[str, Any] | None = None  # canonical detail when ok, already redacted
+    detail: NormalizedDetail | None = None  # the snapshot tables' columns when ok (redacted)
     raw_body: bytes | None = None  # the response body, redacted
     http_status: int | None = None
     reason: str | None = None  # why it failed / was gone / was skipped
     attempts: int = 0  # requests made for this cluster (retries = attempts - 1)
-    # The detail's data points as columns (the store loads them without walking the dicts);
-    # None when the points took normalization's general path.
-    columns: PointColumns | None = None
     # The response's HTTP `Date` header: the provider's clock, for the snapshot's time checks.
     provider_date: str | None = None
 
@@ -133,13 +130,12 @@ class FetchResult:
         cls,
         *,
         cluster_id: str,
-        detail: dict[str, Any],
+        detail: NormalizedDetail,
         raw_body: bytes,
         attempts: int,
-        columns: PointColumns | None = None,
         provider_date: str | None = None,
     ) -> FetchResult:
-        """A canonical, redacted, validated detail (HTTP 200)."""
+        """A normalized, redacted, validated detail (HTTP 200)."""
         return cls(
             cluster_id=cluster_id,
             outcome="ok",
@@ -147,7 +143,6 @@ class FetchResult:
             raw_body=raw_body,
             http_status=200,
             attempts=attempts,
-            columns=columns,
             provider_date=provider_date,
         )
 
@@ -612,16 +607,15 @@ class ApiClient:
         raw = None
         try:
             try:
-                # Serialized before normalizing: the canonical detail may share parts with doc.
                 raw = _fast_dumps(doc)
-                detail, columns = normalize_detail_columns(doc, exact_money=True)
+                detail = normalize_detail(doc, exact_money=True)
             except InexactMoneyError:
                 # Money sent as JSON numbers: the exact path (Decimal from the text).
                 doc = redact_document(parse_json(response.body))
                 raw = dump_json(doc)
-                detail, columns = normalize_detail_columns(doc)
+                detail = normalize_detail(doc)
             # Before anything is written: values outside the contract fail this cluster.
-            validate_detail(detail, columns)
+            validate_detail(detail)
         except ContractError as exc:
             return FetchResult.failed(
                 cluster_id=cluster_id,
@@ -640,11 +634,11 @@ class ApiClient:
                 http_status=200,
                 attempts=attempts,
             )
-        if detail["id"] != cluster_id:
+        if detail.cluster_id != cluster_id:
             return FetchResult.failed(
                 cluster_id=cluster_id,
                 reason=f"malformed detail: asked for {cluster_id}, the response is for "
-                f"{detail['id']}",
+                f"{detail.cluster_id}",
                 raw_body=raw,
                 http_status=200,
                 attempts=attempts,
@@ -654,7 +648,6 @@ class ApiClient:
             detail=detail,
             raw_body=raw,
             attempts=attempts,
-            columns=columns,
             provider_date=response.date,
         )
 

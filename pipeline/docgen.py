@@ -1,9 +1,10 @@
-"""Generate docs/cli.md from the commands' own --help, and the column tables of docs/marts.md
-from the marts' declarations (`sql/marts/<name>.toml`), so neither reference can drift.
+"""Generate docs/cli.md from the commands' own --help, the column tables of docs/marts.md
+from the marts' declarations (`sql/marts/<name>.toml`) and those of docs/store.md from the
+snapshot tables' declarations (`pipeline/tables.py`), so no reference can drift.
 
 Run `make docs` (python -m pipeline.docgen); tests/test_docs.py fails when a file is stale.
-In docs/marts.md, the lines between `<!-- columns: <mart> -->` and `<!-- end columns -->` are
-generated; the prose around them is written by hand.
+In docs/marts.md and docs/store.md, the lines between `<!-- columns: <name> -->` and
+`<!-- end columns -->` are generated; the prose around them is written by hand.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.contracts import Contract, load_contracts
+from pipeline.tables import TABLES, Table
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 MARTS_DOC = DOC.with_name("marts.md")
+STORE_DOC = DOC.with_name("store.md")
 _COLUMNS_BLOCK = re.compile(
-    r"(<!-- columns: (?P<mart>\w+) -->\n)(?P<body>.*?)(<!-- end columns -->)", re.DOTALL
+    r"(<!-- columns: (?P<mart>[\w.]+) -->\n)(?P<body>.*?)(<!-- end columns -->)", re.DOTALL
 )
 
 
@@ -97,12 +100,40 @@ def render_marts(text: str, contracts: dict[str, Contract] | None = None) -> str
     return _COLUMNS_BLOCK.sub(fill, text)
 
 
+def store_columns_table(table: Table) -> str:
+    """One snapshot table's declared columns as a Markdown table (name, DuckDB type, where it
+    comes from in the provider's document, meaning)."""
+    lines = ["| column | type | source | meaning |", "|---|---|---|---|"]
+    for c in table.columns:
+        kind = c.type + (", not null" if c.not_null and not c.key else "")
+        kind += ", key" if c.key else ""
+        source = c.source if c.source.startswith("(") else f"`{c.source}`"
+        lines.append(f"| {c.name} | {kind} | {_cell(source)} | {_cell(c.description)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_store(text: str, tables: dict[str, Table] | None = None) -> str:
+    """docs/store.md with every `<!-- columns: snap.<table> -->` block filled from
+    `pipeline.tables`."""
+    tables = TABLES if tables is None else tables
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group("mart").removeprefix("snap.")
+        if name not in tables:
+            raise RuntimeError(f"docs/store.md shows the columns of {name}, which is not declared")
+        return match.group(1) + store_columns_table(tables[name]) + match.group(4)
+
+    return _COLUMNS_BLOCK.sub(fill, text)
+
+
 def main() -> None:
-    """Write docs/cli.md, and the column tables of docs/marts.md."""
+    """Write docs/cli.md, and the column tables of docs/marts.md and docs/store.md."""
     DOC.write_text(render(), encoding="utf-8")
     sys.stdout.write(f"{DOC}\n")
     MARTS_DOC.write_text(render_marts(MARTS_DOC.read_text(encoding="utf-8")), encoding="utf-8")
     sys.stdout.write(f"{MARTS_DOC}\n")
+    STORE_DOC.write_text(render_store(STORE_DOC.read_text(encoding="utf-8")), encoding="utf-8")
+    sys.stdout.write(f"{STORE_DOC}\n")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,37 @@
-"""Any contract variant of a provider response -> the canonical document.
+"""Any contract variant of a provider response -> the rows of the snapshot tables.
 
-The canonical detail (docs/architecture.md, "Client -> store") is the contract's ClusterDetail
-with snake_case keys and Python types, whatever variant the provider sent:
+`normalize_detail(doc)` is the one path from a parsed (and redacted) ClusterDetail to what the
+store writes: a `NormalizedDetail`, which holds, per `snap.*` table of `pipeline/tables.py`, the
+columns the document gives (Python values of the columns' types), and what the checks of
+`validate.py` and the snapshot's time checks need (the snapshot instant and where it came from,
+the metrics window, the interval as sent, the document path of each row). The store only adds
+the run's id and writes them.
+
+Whatever variant the provider sent:
 
 - the `{"success": true, "data": X}` wrapper or a bare `X`;
-- snake_case or camelCase keys (`gpuCostPerHour` -> `gpu_cost_per_hour`); the keys of
-  `environment.variables` are names, not schema keys, and are kept as sent;
+- snake_case or camelCase keys (`gpuCostPerHour` -> `gpu_cost_per_hour`);
 - numbers as JSON numbers or as strings; money -> `Decimal` straight from the JSON text (parse with
   `parse_json`, which never lets "6.9" become a binary float), utilization, memory, temperature and
   power -> `float`, counts -> `int`, `gpu_id` -> `str`;
 - timestamps as ISO 8601 or integer epoch milliseconds -> aware UTC `datetime`;
-- missing optional parts stay absent (a `null` stays `None`); unknown fields are dropped (they
-  stay in the raw body).
+- missing optional parts give NULL columns or no rows; unknown fields are dropped (they stay in
+  the raw body).
 
 A field of the wrong type raises `NormalizeError`, which names the path of the field
-(`metrics.historical.data_points[3].timestamp`). The schema below is the single list of what the
-canonical document holds; every key ending in `_cost_per_hour` in `cost_breakdown` is kept,
-because the provider may add cost components.
+(`metrics.historical.data_points[3].timestamp`); the parts the store does not keep (network,
+logs, environment variables) are type-checked all the same. The schema below lists what the
+document may hold; every key ending in `_cost_per_hour` in `cost_breakdown` is a cost
+component, because the provider may add components.
 
 The bulk of a detail (`metrics.historical.data_points`: 168 hourly points x N GPUs) has a fast
 path for its usual shape (snake_case keys, finite floats, distinct buckets and GPU ids): whole
-columns are checked at once, the GPU entries are kept as sent, and `normalize_detail_columns`
-also returns the points as columns (`PointColumns`) for the store. Anything unusual takes the
-general path, which gives the same canonical detail or the error naming the field.
+columns are checked at once. Anything unusual takes the general path, point by point, which
+gives the same columns or the error naming the field.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import math
 import re
@@ -40,6 +44,7 @@ from operator import itemgetter
 from typing import Any
 
 from pipeline.errors import ApiError
+from pipeline.tables import DERIVED, HORIZON_HOURS, RUN, TABLES, relative
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Timestamps outside these are absurd for a GPU cloud (a year 9999 or a pre-1970 value makes
@@ -85,8 +90,6 @@ class InexactMoneyError(NormalizeError):
     """`normalize_detail(..., exact_money=True)` met an amount parsed as a binary float: parse
     the body again with `parse_json` (Decimal) and normalize that."""
 
-
-_EXACT_MONEY: contextvars.ContextVar[bool] = contextvars.ContextVar("exact_money", default=False)
 
 # --------------------------------------------------------------------------- JSON helpers
 
@@ -201,7 +204,7 @@ def _str(value: Any) -> Any:
     raise NormalizeError(f"expected a string, got {_type_name(value)} {value!r:.40}")
 
 
-def _int(value: Any) -> Any:
+def _int(value: Any, *, exact: bool = False) -> Any:
     t = type(value)
     if t is int or value is None:
         return value
@@ -211,7 +214,7 @@ def _int(value: Any) -> Any:
             if d.is_finite() and d == d.to_integral_value():
                 return int(d)
         elif t is float and value.is_integer():
-            if abs(value) >= 2**53 and _EXACT_MONEY.get():
+            if abs(value) >= 2**53 and exact:
                 # A fast parser turns integers beyond 64 bits into floats: parse exactly.
                 raise InexactMoneyError("an integer too large for a binary float")
             return int(value)
@@ -240,7 +243,11 @@ def _float(value: Any) -> Any:
     return out
 
 
-def _money(value: Any) -> Any:
+def _int_exact(value: Any) -> Any:
+    return _int(value, exact=True)
+
+
+def _money(value: Any, *, exact: bool = False) -> Any:
     t = type(value)
     if t is Decimal:
         out = value
@@ -254,10 +261,8 @@ def _money(value: Any) -> Any:
     elif t is int:
         out = Decimal(value)
     elif t is float:
-        if _EXACT_MONEY.get():
-            raise InexactMoneyError(
-                "an amount arrived as a binary float",
-            )
+        if exact:
+            raise InexactMoneyError("an amount arrived as a binary float")
         # Only when a caller hands in a document parsed without parse_json: the shortest repr
         # is the decimal text the provider most likely sent.
         out = Decimal(repr(value))
@@ -266,6 +271,10 @@ def _money(value: Any) -> Any:
     if not out.is_finite():
         raise NormalizeError(f"expected a finite amount, got {value!r:.40}")
     return out
+
+
+def _money_exact(value: Any) -> Any:
+    return _money(value, exact=True)
 
 
 def _plausible(dt: datetime, sent: Any) -> datetime:
@@ -300,6 +309,10 @@ def _timestamp(value: Any) -> Any:
         return _from_epoch_ms(value)
     if value is None:
         return None
+    if t is datetime:
+        # Never from JSON: a document built in Python (tests, tools) with datetimes already.
+        dt = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return _plausible(dt, value)
     if t is Decimal and value == value.to_integral_value():
         return _from_epoch_ms(int(value))
     raise NormalizeError(f"expected a timestamp, got {_type_name(value)} {value!r:.40}")
@@ -426,34 +439,34 @@ _GPU_POINT = _Obj(
     {"gpu_id": _str, "utilization": _float, "memory_used_gb": _float, "power_draw_w": _float},
     required=("gpu_id",),
 )
-_UTILIZATIONS = {
-    "gpu_utilization": _float,
-    "gpu_memory_utilization": _float,
-    "cpu_utilization": _float,
-    "memory_utilization": _float,
-}
-_DATA_POINT = _Obj(
-    {
-        "timestamp": _timestamp,
-        "status": _str,
-        **_UTILIZATIONS,
-        "cost": _money,
-        "gpus": _List(_GPU_POINT),
-    },
-    required=("timestamp",),
+_UTILIZATIONS = (
+    "gpu_utilization",
+    "gpu_memory_utilization",
+    "cpu_utilization",
+    "memory_utilization",
 )
+_GPU_VALUES = ("utilization", "memory_used_gb", "power_draw_w")
+
+
+def _data_point(money: Conv) -> _Obj:
+    return _Obj(
+        {
+            "timestamp": _timestamp,
+            "status": _str,
+            **dict.fromkeys(_UTILIZATIONS, _float),
+            "cost": money,
+            "gpus": _List(_GPU_POINT),
+        },
+        required=("timestamp",),
+    )
 
 
 @dataclass
-class PointColumns:
-    """The historical data points of one canonical detail as columns, for the store.
-
-    Built by the fast path of normalization for the bulk of a detail (168 hourly points x N
-    GPUs) so that the store does not walk the canonical dicts again. Only produced when every
-    point is clean: snake_case keys, ISO or epoch timestamps, utilizations as finite floats,
-    distinct buckets and distinct GPU ids within a point. `gpu_point[k]` is the index (in the
-    point columns) of the point that GPU row k belongs to.
-    """
+class _Points:
+    """`metrics.historical.data_points` as columns (the store's metric_points and
+    gpu_metric_points), not as dicts. `index[r]` is the position in the document of the point
+    of row r (a bucket sent twice keeps its later entry); `problem` says why the points cannot
+    be stored (a GPU id twice in one point) while they are well-formed."""
 
     bucket_at: list[datetime]
     status: list[str | None]
@@ -463,18 +476,16 @@ class PointColumns:
     memory_utilization: list[float | None]
     cost: list[Decimal | None]
     gpu_series_count: list[int | None]
-    gpu_point: list[int]
+    index: list[int]
     gpu_id: list[str]
     utilization: list[float | None]
     memory_used_gb: list[float | None]
     power_draw_w: list[float | None]
+    problem: str | None = None
 
 
-_COLUMNS: contextvars.ContextVar[list[PointColumns] | None] = contextvars.ContextVar(
-    "point_columns", default=None
-)
-_POINT_KEYS = frozenset(_DATA_POINT.fields)
-_GPU_KEYS = frozenset(_GPU_POINT.fields)
+_POINT_KEYS = frozenset(("timestamp", "status", *_UTILIZATIONS, "cost", "gpus"))
+_GPU_KEYS = frozenset(("gpu_id", *_GPU_VALUES))
 _FLOAT_TYPES = frozenset({float, type(None)})
 _TEXT_TYPES = frozenset({str, type(None)})
 _TS_CACHE: dict[str, datetime] = {}
@@ -513,7 +524,7 @@ def _shapes_within(items: list[Any], allowed: frozenset[str], required: str) -> 
 _GPU_ID = itemgetter("gpu_id")
 
 
-def _distinct_per_point(gpu_ids: list[str], counts: list[int | None], gpu_point: list[int]) -> bool:
+def _distinct_per_point(gpu_ids: list[str], counts: list[int | None]) -> bool:
     """No GPU id twice within one point. Usually every point lists the same GPUs in the same
     order: then one comparison of lists (in C) proves it for all points."""
     sizes = set(counts)
@@ -522,12 +533,13 @@ def _distinct_per_point(gpu_ids: list[str], counts: list[int | None], gpu_point:
         first = gpu_ids[:size]
         if len(set(first)) == size and gpu_ids == first * len(counts):
             return True
+    gpu_point = chain.from_iterable(repeat(i, c) for i, c in enumerate(counts) if c)
     return len(set(zip(gpu_point, gpu_ids, strict=True))) == len(gpu_ids)
 
 
-def _points_fast(points: list[Any]) -> tuple[list[dict[str, Any]], PointColumns] | None:
-    """The canonical data points and their columns, or None when anything is unusual (the
-    general path then converts the points, or names the bad field)."""
+def _points_fast(points: list[Any], money: Conv) -> _Points | None:
+    """The points as columns, or None when anything is unusual (the general path then converts
+    the points one by one, or names the bad field)."""
     if not points or not _shapes_within(points, _POINT_KEYS, "timestamp"):
         return None
     bucket_at = [_cached_timestamp(p["timestamp"]) for p in points]
@@ -542,11 +554,17 @@ def _points_fast(points: list[Any]) -> tuple[list[dict[str, Any]], PointColumns]
         if not _clean_floats(column):
             return None
         utilizations[name] = column
-    cost = [_money(p.get("cost")) for p in points]
-    series = [p.get("gpus") for p in points]
+    sent = [p.get("cost") for p in points]
+    if _TEXT_TYPES.issuperset(map(type, sent)):
+        # Amounts sent as text repeat (a price per hour): each distinct text converted once.
+        amounts = {text: money(text) for text in set(sent)}
+        cost = [amounts[text] for text in sent]
+    else:
+        cost = list(map(money, sent))
     flat: list[Any] = []
     counts: list[int | None] = []
-    for gpus in series:
+    for point in points:
+        gpus = point.get("gpus")
         if gpus is None:
             counts.append(None)
         elif type(gpus) is list:
@@ -559,56 +577,96 @@ def _points_fast(points: list[Any]) -> tuple[list[dict[str, Any]], PointColumns]
     gpu_ids = list(map(_GPU_ID, flat))
     if frozenset(map(type, gpu_ids)) - {str}:
         return None
-    gpu_point = list(chain.from_iterable(repeat(i, c) for i, c in enumerate(counts) if c))
-    if not _distinct_per_point(gpu_ids, counts, gpu_point):
+    if not _distinct_per_point(gpu_ids, counts):
         return None
     # Every GPU entry sends every field (the usual case): columns by C-level item lookups.
     full = len(set(map(len, flat))) == 1 and len(flat[0]) == len(_GPU_KEYS) if flat else True
     gpu_columns = {}
-    for name in ("utilization", "memory_used_gb", "power_draw_w"):
+    for name in _GPU_VALUES:
         column = list(map(itemgetter(name), flat)) if full else [g.get(name) for g in flat]
         if not _clean_floats(column):
             return None
         gpu_columns[name] = column
-    canonical = []
-    for i, point in enumerate(points):
-        # The keys are canonical already and the GPU entries are canonical as sent (checked
-        # above): only the timestamp and the cost change type.
-        out = dict(point)
-        out["timestamp"] = bucket_at[i]
-        if "cost" in out:
-            out["cost"] = cost[i]
-        canonical.append(out)
-    columns = PointColumns(
+    return _Points(
         bucket_at=bucket_at,
         status=status,
         cost=cost,
         gpu_series_count=counts,
-        gpu_point=gpu_point,
+        index=list(range(len(points))),
         gpu_id=gpu_ids,
-        **utilizations,
-        **gpu_columns,
+        **utilizations,  # type: ignore[arg-type]
+        **gpu_columns,  # type: ignore[arg-type]
     )
-    return canonical, columns
 
 
-class _Points:
-    """`metrics.historical.data_points`: the fast path for the usual shape, else `_List`."""
+def _points_general(points: list[dict[str, Any]]) -> _Points:
+    """Canonical point dicts (converted by `_data_point`) as columns: a bucket sent twice keeps
+    its later entry; a GPU id twice in one point is a problem (not storable), not an error."""
+    latest: dict[datetime, int] = {}
+    problem = None
+    for i, point in enumerate(points):
+        if point is None:  # a null point: well-formed JSON, but nothing to store
+            problem = problem or f"metrics.historical.data_points[{i}]: not an object"
+            continue
+        latest[point["timestamp"]] = i
+    index = list(latest.values())
+    kept = [points[i] for i in index]
+    out = _Points(
+        bucket_at=list(latest),
+        status=[p.get("status") for p in kept],
+        cost=[p.get("cost") for p in kept],
+        gpu_series_count=[],
+        index=index,
+        gpu_id=[],
+        utilization=[],
+        memory_used_gb=[],
+        power_draw_w=[],
+        problem=problem,
+        **{name: [p.get(name) for p in kept] for name in _UTILIZATIONS},
+    )
+    for i, point in zip(index, kept, strict=True):
+        gpus = point.get("gpus")
+        if gpus is None:
+            out.gpu_series_count.append(None)
+            continue
+        if None in gpus:
+            out.problem = out.problem or (
+                f"metrics.historical.data_points[{i}].gpus: an entry without gpu_id"
+            )
+            gpus = [g for g in gpus if g is not None]
+        out.gpu_series_count.append(len(gpus))
+        ids = [g["gpu_id"] for g in gpus]
+        if len(set(ids)) != len(ids) and out.problem is None:
+            out.problem = f"metrics.historical.data_points[{i}].gpus: a gpu_id sent twice"
+        out.gpu_id += ids
+        out.utilization += [g.get("utilization") for g in gpus]
+        out.memory_used_gb += [g.get("memory_used_gb") for g in gpus]
+        out.power_draw_w += [g.get("power_draw_w") for g in gpus]
+    return out
 
-    general = _List(_DATA_POINT)
+
+@dataclass
+class _PointsConv:
+    """The converter of `data_points`: the fast path for the usual shape, else point by
+    point; either way `_Points`."""
+
+    money: Conv
+
+    def __post_init__(self) -> None:
+        self.general = _List(_data_point(self.money))
 
     def __call__(self, value: Any) -> Any:
         if type(value) is list:
             try:
-                fast = _points_fast(value)
+                fast = _points_fast(value, self.money)
+            except InexactMoneyError:
+                raise
             except (NormalizeError, KeyError, TypeError, ValueError, OverflowError):
                 fast = None
             if fast is not None:
-                holder = _COLUMNS.get()
-                if holder is not None:
-                    holder.append(fast[1])
-                return fast[0]
-        return self.general(value)
+                return fast
+        converted = self.general(value)
+        return None if converted is None else _points_general(converted)
 
 
 _ALERT = _Obj(
@@ -623,29 +681,6 @@ _ALERT = _Obj(
         "triggered_at": _timestamp,
         "resolved_at": _timestamp,
         "message": _str,
-    }
-)
-_METRICS = _Obj(
-    {
-        "window": _str,
-        "interval_seconds": _int,
-        "current": _Obj({"timestamp": _timestamp, **_UTILIZATIONS, "gpus": _List(_GPU_CURRENT)}),
-        "historical": _Obj({"data_points": _Points()}),
-        "alerts": _List(_ALERT),
-    }
-)
-_COST = _Obj(
-    {
-        "currency": _str,
-        "current_hourly_rate": _money,
-        "cost_breakdown": _Obj(
-            {"total_cost_to_date": _money, "window_cost": _money},
-            extra_suffix="_cost_per_hour",
-            extra_conv=_money,
-        ),
-        "cost_projections": _Obj(
-            {"daily": _money, "weekly": _money, "monthly": _money, "projection_basis": _str}
-        ),
     }
 )
 _NETWORK = _Obj(
@@ -680,50 +715,95 @@ _NETWORK = _Obj(
         "firewall_rules": _List(_generic),
     }
 )
-_DETAIL = _Obj(
-    {
-        "id": _str,
-        "name": _str,
-        "description": _str,
-        "status": _str,
-        "created_at": _timestamp,
-        "updated_at": _timestamp,
-        "status_details": _Obj(
-            {"message": _str, "last_status_change": _timestamp, "health_checks": _HEALTH}
-        ),
-        "configuration": _Obj(
-            {
-                "gpu_type": _str,
-                "gpu_count": _int,
-                "cpu_cores": _int,
-                "memory_gb": _float,
-                "storage_gb": _float,
-                "storage_type": _str,
-                "region": _str,
-                "availability_zone": _str,
-            }
-        ),
-        "project_info": _Obj(
-            {"project_id": _str, "project_name": _str, "owner_id": _str, "owner_email": _str}
-        ),
-        "template_info": _Obj(
-            {
-                "template_id": _str,
-                "template_name": _str,
-                "template_version": _str,
-                "docker_image": _str,
-            }
-        ),
-        "environment": _Obj({"variables": _verbatim_strings, "cuda_version": _str}),
-        "network": _NETWORK,
-        "metrics": _METRICS,
-        "cost": _COST,
-        "logs": _List(
-            _Obj({"timestamp": _timestamp, "level": _str, "source": _str, "message": _str})
-        ),
-    },
-    required=("id",),
-)
+
+
+def _detail_spec(*, exact: bool) -> _Obj:
+    """The whole ClusterDetail. With `exact`, an amount (or a huge integer) parsed as a binary
+    float raises `InexactMoneyError` instead of being converted from the float."""
+    money = _money_exact if exact else _money
+    integer = _int_exact if exact else _int
+    return _Obj(
+        {
+            "id": _str,
+            "name": _str,
+            "description": _str,
+            "status": _str,
+            "created_at": _timestamp,
+            "updated_at": _timestamp,
+            "status_details": _Obj(
+                {"message": _str, "last_status_change": _timestamp, "health_checks": _HEALTH}
+            ),
+            "configuration": _Obj(
+                {
+                    "gpu_type": _str,
+                    "gpu_count": integer,
+                    "cpu_cores": integer,
+                    "memory_gb": _float,
+                    "storage_gb": _float,
+                    "storage_type": _str,
+                    "region": _str,
+                    "availability_zone": _str,
+                }
+            ),
+            "project_info": _Obj(
+                {"project_id": _str, "project_name": _str, "owner_id": _str, "owner_email": _str}
+            ),
+            "template_info": _Obj(
+                {
+                    "template_id": _str,
+                    "template_name": _str,
+                    "template_version": _str,
+                    "docker_image": _str,
+                }
+            ),
+            "environment": _Obj({"variables": _verbatim_strings, "cuda_version": _str}),
+            "network": _NETWORK,
+            "metrics": _Obj(
+                {
+                    "window": _str,
+                    "interval_seconds": integer,
+                    "current": _Obj(
+                        {
+                            "timestamp": _timestamp,
+                            **dict.fromkeys(_UTILIZATIONS, _float),
+                            "gpus": _List(_GPU_CURRENT),
+                        }
+                    ),
+                    "historical": _Obj({"data_points": _PointsConv(money)}),
+                    "alerts": _List(_ALERT),
+                }
+            ),
+            "cost": _Obj(
+                {
+                    "currency": _str,
+                    "current_hourly_rate": money,
+                    "cost_breakdown": _Obj(
+                        {"total_cost_to_date": money, "window_cost": money},
+                        extra_suffix="_cost_per_hour",
+                        extra_conv=money,
+                    ),
+                    "cost_projections": _Obj(
+                        {
+                            "daily": money,
+                            "weekly": money,
+                            "monthly": money,
+                            "projection_basis": _str,
+                        }
+                    ),
+                }
+            ),
+            "logs": _List(
+                _Obj({"timestamp": _timestamp, "level": _str, "source": _str, "message": _str})
+            ),
+        },
+        required=("id",),
+    )
+
+
+_DETAIL = _detail_spec(exact=False)
+_DETAIL_EXACT = _detail_spec(exact=True)
+
+
 _SUMMARY = _Obj(
     {
         "id": _str,
@@ -762,39 +842,252 @@ def unwrap(doc: Any) -> Any:
     return doc
 
 
-def normalize_detail(doc: Any, *, exact_money: bool = False) -> dict[str, Any]:
-    """One cluster detail (wrapped or bare, any variant) -> the canonical detail.
+# The columns every row of a detail shares, filled by `NormalizedDetail.table` (run_id is the
+# run's, added by the writer).
+_SHARED = ("cluster_id", "snapshot_at", "currency")
+_CURRENT_INSTANT = "metrics.current.timestamp"
+
+
+@dataclass
+class NormalizedDetail:
+    """One cluster detail, normalized: the columns of every snapshot table it gives, and what
+    the contract's checks and the snapshot's time checks read.
+
+    `columns[table]` holds, per declared column of `pipeline/tables.py` that varies from row to
+    row, its values (Python objects of the column's type); the columns every row shares
+    (`cluster_id`, `snapshot_at`, `currency`, the bucket tables' `interval_seconds`) are fields
+    here, so a repair (`validate` upper-cases a currency) is made once. `index[table]` is the
+    position in the document's list of each row of `alerts`, `gpu_current` and
+    `metric_points` (for `path`). `problem` says why a well-formed detail cannot be stored (no
+    snapshot instant, a GPU id twice in one point): the loader records it as a failure.
+    """
+
+    cluster_id: str
+    snapshot_at: datetime | None
+    snapshot_source: str  # "metrics.current.timestamp" or "updated_at"
+    currency: str | None
+    interval_seconds: int | None  # as stored: sent, else inferred from the buckets
+    interval_sent: int | None
+    metrics_window: str | None
+    has_metrics: bool
+    has_cost: bool
+    columns: dict[str, dict[str, list[Any]]]
+    index: dict[str, list[int]] = field(default_factory=dict)
+    problem: str | None = None
+
+    def count(self, table: str) -> int:
+        """The number of rows this detail gives `table`."""
+        return len(next(iter(self.columns[table].values())))
+
+    def table(self, table: str) -> dict[str, list[Any]]:
+        """Every declared column of `table` but `run_id`, in order, with one value per row."""
+        n = self.count(table)
+        shared = {
+            "cluster_id": self.cluster_id,
+            "snapshot_at": self.snapshot_at,
+            "currency": self.currency,
+            "interval_seconds": self.interval_seconds,
+        }
+        own = self.columns[table]
+        if table == "gpu_metric_points":
+            # Each GPU row belongs to the bucket before it (rows follow their point's order).
+            points = self.columns["metric_points"]
+            counts = points["gpu_series_count"]
+            own = {
+                **own,
+                "bucket_at": [
+                    b
+                    for b, c in zip(points["bucket_at"], counts, strict=True)
+                    for _ in range(c or 0)
+                ],
+            }
+        return {
+            c.name: own[c.name] if c.name in own else [shared[c.name]] * n
+            for c in TABLES[table].columns
+            if c.name != "run_id"
+        }
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """The rows of `table` as dicts (for tests and tools; the writer takes `table`)."""
+        columns = self.table(table)
+        return [
+            dict(zip(columns, values, strict=True))
+            for values in zip(*columns.values(), strict=True)
+        ]
+
+    def path(self, table: str, row: int, column: str) -> str:
+        """Where in the provider's document the value of `column` in row `row` came from:
+        `metrics.historical.data_points[3].gpus[1].utilization`."""
+        own = self.columns[table]
+        if table == "cost_components":
+            return f"cost.cost_breakdown.{own['component'][row]}_cost_per_hour"
+        if table == "projections":
+            return f"cost.cost_projections.{own['horizon'][row]}"
+        if table == "gpu_metric_points":
+            counts = self.columns["metric_points"]["gpu_series_count"]
+            point = 0
+            while row >= (counts[point] or 0):
+                row -= counts[point] or 0
+                point += 1
+            first = self.index["metric_points"][point]
+            return f"metrics.historical.data_points[{first}].gpus[{row}].{column}"
+        spec = TABLES[table]
+        source = spec.column(column).source
+        if table in self.index:
+            prefix = spec.rows_from.removesuffix("[]")
+            return f"{prefix}[{self.index[table][row]}].{relative(source, spec.rows_from)}"
+        return source
+
+
+def _get(doc: Any, path: str) -> Any:
+    """doc[a][b]... for the path `a.b`, or None when any part is missing."""
+    for key in path.split("."):
+        if doc is None:
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+def _infer_interval(stamps: list[datetime]) -> int:
+    """The bucket length when not sent: the smallest gap between buckets, else one hour."""
+    ordered = sorted(stamps)
+    gaps = [int((b - a).total_seconds()) for a, b in zip(ordered, ordered[1:], strict=False)]
+    gaps = [g for g in gaps if g > 0]
+    return min(gaps) if gaps else 3600
+
+
+def _snapshot_row(detail: dict[str, Any]) -> dict[str, list[Any]]:
+    # Every column with a plain source path is read from it; the rest are derived here.
+    row: dict[str, list[Any]] = {}
+    for c in TABLES["cluster_snapshots"].columns:
+        if c.name in _SHARED or c.name in ("run_id", "interval_seconds"):
+            continue
+        if c.source in (RUN, DERIVED):
+            continue
+        row[c.name] = [_get(detail, c.source)]
+    return row
+
+
+def _listed_rows(
+    table: str, items: list[dict[str, Any]] | None, id_column: str
+) -> tuple[dict[str, list[Any]], list[int], str | None]:
+    """alerts / gpu_current: each item's columns read by their source path; of two items with
+    the same id, the later one's values are kept (at the first one's place). A null item is a
+    problem (nothing to store), not an error."""
+    spec = TABLES[table]
+    names = [c for c in spec.columns if c.name not in _SHARED and c.name != "run_id"]
+    by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+    problem = None
+    for i, item in enumerate(items or ()):
+        if item is None:
+            what = "not an object" if table == "alerts" else "no gpu_id"
+            problem = problem or f"{spec.rows_from.removesuffix('[]')}[{i}]: {what}"
+            continue
+        key: str = item.get(id_column) or ""  # never None for a GPU: its spec requires gpu_id
+        if table == "alerts" and not key:
+            key = f"#{i}"  # an alert without an id (or an empty one) is kept by position
+        by_id[key] = (i, {**item, id_column: key})
+    columns: dict[str, list[Any]] = {
+        c.name: [item.get(relative(c.source, spec.rows_from)) for _, item in by_id.values()]
+        for c in names
+    }
+    return columns, [i for i, _ in by_id.values()], problem
+
+
+def normalize_detail(doc: Any, *, exact_money: bool = False) -> NormalizedDetail:
+    """One cluster detail (wrapped or bare, any variant) -> its snapshot tables' columns.
 
     `doc` should come from `parse_json` (money exact) and already be redacted. A document
     parsed with plain `json.loads` holds JSON numbers as floats: with `exact_money=True` an
     amount among them raises `InexactMoneyError` (parse again with `parse_json`) instead of
     being converted from the float; utilization and the like are floats either way.
     """
-    detail = unwrap(doc)
-    if not isinstance(detail, dict):
-        raise NormalizeError(f"expected a cluster object, got {_type_name(detail)}")
-    token = _EXACT_MONEY.set(exact_money)
-    try:
-        out: dict[str, Any] = _DETAIL(detail)
-    finally:
-        _EXACT_MONEY.reset(token)
-    return out
+    body = unwrap(doc)
+    if not isinstance(body, dict):
+        raise NormalizeError(f"expected a cluster object, got {_type_name(body)}")
+    detail: dict[str, Any] = (_DETAIL_EXACT if exact_money else _DETAIL)(body)
+    metrics = detail.get("metrics")
+    current = (metrics or {}).get("current") or {}
+    points: _Points | None = _get(metrics, "historical.data_points") if metrics else None
+    cost = detail.get("cost")
+    breakdown = (cost or {}).get("cost_breakdown")
+    projections = (cost or {}).get("cost_projections") or {}
 
+    stamp = current.get("timestamp")
+    source = _CURRENT_INSTANT if stamp is not None else "updated_at"
+    snapshot_at = stamp if stamp is not None else detail.get("updated_at")
+    sent_interval = metrics.get("interval_seconds") if metrics else None
+    interval = None
+    if metrics is not None:
+        interval = sent_interval or _infer_interval(points.bucket_at if points else [])
 
-def normalize_detail_columns(
-    doc: Any, *, exact_money: bool = False
-) -> tuple[dict[str, Any], PointColumns | None]:
-    """`normalize_detail`, plus the data points as columns when they took the fast path.
-
-    The canonical detail may share unchanged parts (GPU entries of data points) with `doc`.
-    """
-    holder: list[PointColumns] = []
-    token = _COLUMNS.set(holder)
-    try:
-        detail = normalize_detail(doc, exact_money=exact_money)
-    finally:
-        _COLUMNS.reset(token)
-    return detail, (holder[0] if len(holder) == 1 else None)
+    snapshots = _snapshot_row(detail)
+    snapshots["metrics_window"] = [metrics.get("window") if metrics else None]
+    snapshots["has_metrics"] = [metrics is not None]
+    snapshots["has_gpu_series"] = [points is not None and any(points.gpu_series_count)]
+    snapshots["has_cost_breakdown"] = [breakdown is not None]
+    snapshots["interval_seconds"] = [interval]
+    components = [
+        (name.removesuffix("_cost_per_hour"), value)
+        for name, value in (breakdown or {}).items()
+        if name.endswith("_cost_per_hour") and value is not None
+    ]
+    horizons = [(h, hours, projections.get(h)) for h, hours in HORIZON_HOURS.items()]
+    horizons = [(h, hours, v) for h, hours, v in horizons if v is not None]
+    alerts, alert_index, alerts_problem = _listed_rows(
+        "alerts", (metrics or {}).get("alerts"), "alert_id"
+    )
+    gpus, gpu_index, gpus_problem = _listed_rows("gpu_current", current.get("gpus"), "gpu_id")
+    if points is None:
+        points = _points_general([])
+    columns: dict[str, dict[str, list[Any]]] = {
+        "cluster_snapshots": snapshots,
+        "cost_components": {
+            "component": [name for name, _ in components],
+            "cost_per_hour": [value for _, value in components],
+        },
+        "projections": {
+            "horizon": [h for h, _, _ in horizons],
+            "horizon_hours": [hours for _, hours, _ in horizons],
+            "projected_cost": [v for _, _, v in horizons],
+            "basis": [projections.get("projection_basis")] * len(horizons),
+        },
+        "alerts": alerts,
+        "gpu_current": gpus,
+        "metric_points": {
+            "bucket_at": points.bucket_at,
+            "snapshot_at": [snapshot_at] * len(points.bucket_at),
+            "status": points.status,
+            **{name: getattr(points, name) for name in _UTILIZATIONS},
+            "cost": points.cost,
+            "gpu_series_count": points.gpu_series_count,
+        },
+        "gpu_metric_points": {
+            "gpu_id": points.gpu_id,
+            **{name: getattr(points, name) for name in _GPU_VALUES},
+        },
+    }
+    problem = None
+    if not detail["id"]:
+        problem = "id: missing"
+    elif snapshot_at is None:
+        problem = "no snapshot instant: neither metrics.current.timestamp nor updated_at"
+    else:
+        problem = alerts_problem or gpus_problem or points.problem
+    return NormalizedDetail(
+        cluster_id=detail["id"],
+        snapshot_at=snapshot_at,
+        snapshot_source=source,
+        currency=(cost or {}).get("currency"),
+        interval_seconds=interval,
+        interval_sent=sent_interval,
+        metrics_window=snapshots["metrics_window"][0],
+        has_metrics=metrics is not None,
+        has_cost=cost is not None,
+        columns=columns,
+        index={"alerts": alert_index, "gpu_current": gpu_index, "metric_points": points.index},
+        problem=problem,
+    )
 
 
 def normalize_summary(doc: Any) -> dict[str, Any]:

@@ -474,7 +474,6 @@ def _check_times(guard: TimeGuard, results: list[Any]) -> list[Any]:
                 results[i],
                 outcome="failed",
                 detail=None,
-                columns=None,
                 reason=f"outside the contract: {error}",
             )
     return out

@@ -1,4 +1,4 @@
-"""The contract's checks on a canonical detail, before anything is written.
+"""The contract's checks on a normalized detail, before anything is written.
 
 The provider is not trusted (DESIGN.md, "Reliability and security rules"): a response that parses
 and normalizes may still carry values no bill can hold. What cannot be repaired unambiguously
@@ -17,20 +17,23 @@ fleet is stored. The one repair: a currency in lower case (`usd` -> `USD`).
   Absurd timestamps (before 2000, from 2100) are refused earlier, by normalize.
 - Cluster ids (`cluster_id_problem`): a plain URL path segment, never `.` or `..`.
 
-The bulk of a detail (168 buckets x N GPUs) is checked column by column from
-`normalize.PointColumns` (min and max of a column in C), so the checks cost little per cluster.
+Every check reads the columns `normalize.normalize_detail` made (`NormalizedDetail`): the bulk
+of a detail (168 buckets x N GPUs) is checked column by column (min and max of a column in C),
+so the checks cost little per cluster; `NormalizedDetail.path` names the field of a bad value.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any
 
-from pipeline.normalize import NormalizeError, PointColumns
+from pipeline.normalize import NormalizedDetail, NormalizeError
 
 # DECIMAL(18, 6) holds 12 integer digits: an amount at or beyond this cannot be stored.
 MAX_AMOUNT = Decimal(10) ** 12
@@ -125,166 +128,136 @@ def _column(values: list[Any], high: float | None, where: Any) -> None:
         _bounded(hi, where(values.index(hi)), high)
 
 
-def _currency(cost: dict[str, Any], needed: bool) -> None:
-    sent = cost.get("currency")
+def _currency(detail: NormalizedDetail, needed: bool) -> None:
+    sent = detail.currency
     if sent is None:
         if needed:
             raise ContractError("missing, while the detail carries money", "cost.currency")
         return
-    if isinstance(sent, str) and _CURRENCY.fullmatch(sent.strip()):
-        cost["currency"] = sent.strip().upper()  # `usd` means USD: the one safe repair
+    if _CURRENCY.fullmatch(sent.strip()):
+        detail.currency = sent.strip().upper()  # `usd` means USD: the one safe repair
         return
-    raise ContractError(f"expected an ISO 4217 code, got {str(sent)[:40]!r}", "cost.currency")
+    raise ContractError(f"expected an ISO 4217 code, got {sent[:40]!r}", "cost.currency")
 
 
-def _point_path(k: int, name: str) -> str:
-    return f"metrics.historical.data_points[{k}].{name}"
+def _columns(
+    detail: NormalizedDetail, table: str, checks: Iterable[tuple[str, float | None]]
+) -> None:
+    own = detail.columns[table]
+    for name, high in checks:
+        _column(own[name], high, lambda k, n=name: detail.path(table, k, n))
 
 
-def _gpu_path(columns: PointColumns, k: int, name: str) -> str:
-    point = columns.gpu_point[k]
-    first = columns.gpu_point.index(point)
-    return f"metrics.historical.data_points[{point}].gpus[{k - first}].{name}"
+def _amounts(detail: NormalizedDetail, table: str, name: str) -> bool:
+    """Check a money column; returns whether it holds any amount."""
+    values = detail.columns[table][name]
+    present = [v for v in values if v is not None]
+    if present and (min(present) < 0 or max(present) >= MAX_AMOUNT):
+        for k, value in enumerate(values):
+            _amount(value, detail.path(table, k, name))
+    return bool(present)
 
 
-def _check_points_columns(columns: PointColumns) -> bool:
-    """The buckets from columns; returns whether any carries a cost."""
-    for name in _UTILIZATIONS:
-        _column(getattr(columns, name), MAX_PERCENT, lambda k, n=name: _point_path(k, n))
-    costs = columns.cost
-    has_cost = any(c is not None for c in costs)
-    if has_cost:
-        for k, c in enumerate(costs):
-            _amount(c, _point_path(k, "cost"))
-    for name, high in (
-        ("utilization", MAX_PERCENT),
-        ("memory_used_gb", None),
-        ("power_draw_w", None),
-    ):
-        _column(getattr(columns, name), high, lambda k, n=name: _gpu_path(columns, k, n))
-    return has_cost
-
-
-def _check_points(points: list[Any]) -> bool:
-    has_cost = False
-    for k, point in enumerate(points):
-        if not isinstance(point, Mapping):
-            continue
-        for name in _UTILIZATIONS:
-            _bounded(point.get(name), _point_path(k, name), MAX_PERCENT)
-        if point.get("cost") is not None:
-            has_cost = True
-            _amount(point["cost"], _point_path(k, "cost"))
-        for j, gpu in enumerate(point.get("gpus") or []):
-            if not isinstance(gpu, Mapping):
-                continue
-            where = f"metrics.historical.data_points[{k}].gpus[{j}]"
-            _bounded(gpu.get("utilization"), f"{where}.utilization", MAX_PERCENT)
-            _bounded(gpu.get("memory_used_gb"), f"{where}.memory_used_gb", None)
-            _bounded(gpu.get("power_draw_w"), f"{where}.power_draw_w", None)
-    return has_cost
-
-
-def validate_detail(detail: dict[str, Any], columns: PointColumns | None = None) -> None:
-    """Check a canonical detail against the contract; raises `ContractError` naming the field
-    and the value. Repairs a lower-case currency in place. `columns`, when the data points
-    took normalization's fast path, lets the bulk be checked column by column."""
-    config = detail.get("configuration") or {}
-    for name in ("gpu_count", "cpu_cores", "memory_gb", "storage_gb"):
-        _bounded(config.get(name), f"configuration.{name}", None)
+def validate_detail(detail: NormalizedDetail) -> None:
+    """Check a normalized detail against the contract; raises `ContractError` naming the field
+    and the value. Repairs a lower-case currency in place."""
+    _columns(
+        detail,
+        "cluster_snapshots",
+        ((name, None) for name in ("gpu_count", "cpu_cores", "memory_gb", "storage_gb")),
+    )
     has_money = False
-    cost = detail.get("cost")
-    if isinstance(cost, dict):
+    if detail.has_cost:
         has_money = True
-        _amount(cost.get("current_hourly_rate"), "cost.current_hourly_rate")
-        for name, value in (cost.get("cost_breakdown") or {}).items():
-            _amount(value, f"cost.cost_breakdown.{name}")
-        projections = cost.get("cost_projections") or {}
-        for horizon in ("daily", "weekly", "monthly"):
-            _amount(projections.get(horizon), f"cost.cost_projections.{horizon}")
-    metrics = detail.get("metrics")
-    if isinstance(metrics, dict):
-        interval = metrics.get("interval_seconds")
+        _amounts(detail, "cluster_snapshots", "hourly_rate")
+        _amounts(detail, "cost_components", "cost_per_hour")
+        _amounts(detail, "cluster_snapshots", "total_cost_to_date")
+        _amounts(detail, "cluster_snapshots", "window_cost")
+        _amounts(detail, "projections", "projected_cost")
+    if detail.has_metrics:
+        interval = detail.interval_sent
         if interval is not None and not 0 < interval <= MAX_INTERVAL_SECONDS:
             raise ContractError(
                 f"{interval} is not a bucket length (1 to {MAX_INTERVAL_SECONDS} s)",
                 "metrics.interval_seconds",
             )
-        current = metrics.get("current") or {}
-        for name in _UTILIZATIONS:
-            _bounded(current.get(name), f"metrics.current.{name}", MAX_PERCENT)
-        for j, gpu in enumerate(current.get("gpus") or []):
-            if not isinstance(gpu, Mapping):
-                continue  # the store refuses an entry without gpu_id
-            where = f"metrics.current.gpus[{j}]"
-            _bounded(gpu.get("utilization"), f"{where}.utilization", MAX_PERCENT)
-            for name in ("memory_used_gb", "memory_total_gb", "power_draw_w"):
-                _bounded(gpu.get(name), f"{where}.{name}", None)
-        points = (metrics.get("historical") or {}).get("data_points") or []
-        if columns is not None and len(columns.bucket_at) == len(points):
-            has_money = _check_points_columns(columns) or has_money
-        else:
-            has_money = _check_points(points) or has_money
-        check_bucket_times(detail, columns)
-    if isinstance(cost, dict):
-        _currency(cost, has_money)
-    elif has_money:
-        raise ContractError("missing, while the detail carries money", "cost.currency")
+        _columns(
+            detail,
+            "cluster_snapshots",
+            ((f"current_{name}", MAX_PERCENT) for name in _UTILIZATIONS),
+        )
+        _columns(
+            detail,
+            "gpu_current",
+            (
+                ("utilization", MAX_PERCENT),
+                ("memory_used_gb", None),
+                ("memory_total_gb", None),
+                ("power_draw_w", None),
+            ),
+        )
+        _columns(detail, "metric_points", ((name, MAX_PERCENT) for name in _UTILIZATIONS))
+        has_money = _amounts(detail, "metric_points", "cost") or has_money
+        _columns(
+            detail,
+            "gpu_metric_points",
+            (("utilization", MAX_PERCENT), ("memory_used_gb", None), ("power_draw_w", None)),
+        )
+        check_bucket_times(detail)
+    _currency(detail, has_money)
 
 
 # --------------------------------------------------------------------------- time
 
 
-def snapshot_time(detail: Mapping[str, Any]) -> tuple[datetime | None, bool]:
+def snapshot_time(detail: NormalizedDetail) -> tuple[datetime | None, bool]:
     """(the snapshot instant, whether it is `metrics.current.timestamp`) as DESIGN defines it:
     `metrics.current.timestamp`, else `updated_at`."""
-    metrics = detail.get("metrics")
-    current = metrics.get("current") if isinstance(metrics, Mapping) else None
-    stamp = current.get("timestamp") if isinstance(current, Mapping) else None
-    if isinstance(stamp, datetime):
-        return stamp, True
-    updated = detail.get("updated_at")
-    return (updated if isinstance(updated, datetime) else None), False
+    return detail.snapshot_at, detail.snapshot_source == "metrics.current.timestamp"
 
 
-def _window(metrics: Mapping[str, Any]) -> timedelta:
-    match = _WINDOW.match(str(metrics.get("window") or ""))
+def _window(text: str | None) -> timedelta:
+    match = _WINDOW.match(str(text or ""))
     if not match:
         return DEFAULT_WINDOW
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
-def check_bucket_times(detail: Mapping[str, Any], columns: PointColumns | None = None) -> None:
+def check_bucket_times(detail: NormalizedDetail) -> None:
     """Every bucket lies within the metrics window before the snapshot instant (with
     `BUCKET_SLACK` before it and `MAX_AHEAD` after it); raises `ContractError` otherwise."""
-    metrics = detail.get("metrics")
-    if not isinstance(metrics, Mapping):
+    if not detail.has_metrics:
         return
-    points = (metrics.get("historical") or {}).get("data_points") or []
-    if columns is not None and len(columns.bucket_at) == len(points):
-        stamps: list[Any] = columns.bucket_at
-    else:
-        stamps = [p.get("timestamp") if isinstance(p, Mapping) else None for p in points]
-    present = [s for s in stamps if isinstance(s, datetime)]
-    if not present:
+    stamps = detail.columns["metric_points"]["bucket_at"]
+    if not stamps:
         return
     instant, _ = snapshot_time(detail)
     if instant is None:
         return
-    earliest = instant - _window(metrics) - BUCKET_SLACK
+    earliest = instant - _window(detail.metrics_window) - BUCKET_SLACK
     latest = instant + MAX_AHEAD
-    lo, hi = min(present), max(present)
+    lo, hi = min(stamps), max(stamps)
     if lo < earliest:
         raise ContractError(
             f"bucket {_iso(lo)} is {_span(instant - lo)} before the snapshot time "
             f"{_iso(instant)}, outside the metrics window",
-            _point_path(stamps.index(lo), "timestamp"),
+            detail.path("metric_points", stamps.index(lo), "bucket_at"),
         )
     if hi > latest:
         raise ContractError(
             f"bucket {_iso(hi)} is {_span(hi - instant)} after the snapshot time {_iso(instant)}",
-            _point_path(stamps.index(hi), "timestamp"),
+            detail.path("metric_points", stamps.index(hi), "bucket_at"),
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(header: str) -> datetime | None:
+    # A run's responses share few `Date` values (whole seconds): each is parsed once.
+    try:
+        sent = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return sent.replace(tzinfo=UTC) if sent.tzinfo is None else sent.astimezone(UTC)
 
 
 def provider_clock(date_header: str | None, now: datetime | None = None) -> tuple[datetime, str]:
@@ -292,14 +265,8 @@ def provider_clock(date_header: str | None, now: datetime | None = None) -> tupl
     unparsable or itself ahead of the local clock; then the local clock. Returns (time, what)."""
     local = now or datetime.now(UTC)
     if date_header:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            sent = parsedate_to_datetime(date_header)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            sent = None
+        sent = _http_date(date_header)
         if sent is not None:
-            sent = sent.replace(tzinfo=UTC) if sent.tzinfo is None else sent.astimezone(UTC)
             if sent <= local + MAX_AHEAD:
                 return sent, f"the provider's clock (Date: {date_header[:40]})"
             return local, f"the local clock (the provider's Date {date_header[:40]!r} is ahead)"
@@ -328,14 +295,14 @@ class TimeGuard:
         self._now = now
         self._peers: list[datetime] = []
 
-    def check(self, detail: Mapping[str, Any], date_header: str | None) -> None:
+    def check(self, detail: NormalizedDetail, date_header: str | None) -> None:
         """`check_many` for one detail: raises its `ContractError`, if any."""
         (error,) = self.check_many([(detail, date_header)])
         if error is not None:
             raise error
 
     def check_many(
-        self, items: list[tuple[Mapping[str, Any], str | None]]
+        self, items: list[tuple[NormalizedDetail, str | None]]
     ) -> list[ContractError | None]:
         """For each (detail, HTTP Date header): None when its snapshot time is plausible (it
         then counts among the peers), else the `ContractError` naming the value."""

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from pipeline.config import Thresholds
 from pipeline.models import BuildResult, build_on_connection
 from pipeline.store import migrations
+from pipeline.tables import HORIZON_HOURS, insert_rows
 
 T0 = datetime(2026, 11, 13, 3, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -102,46 +102,65 @@ class FixtureDB:
         if status == "stopped" and components is None:
             comps.update(gpu=D(0), cpu=D(0), memory=D(0), network=D(0))
         rate = hourly_rate if hourly_rate is not None else sum(comps.values(), D(0))
-        self.con.execute(
-            "insert into snap.cluster_snapshots (run_id, cluster_id, snapshot_at, name, status, "
-            "status_message, last_status_change, created_at, updated_at, gpu_type, gpu_count, "
-            "storage_gb, region, project_name, gpu_health, storage_health, network_health, "
-            "docker_health, currency, hourly_rate, total_cost_to_date, metrics_window, "
-            "interval_seconds, has_metrics, has_gpu_series, has_cost_breakdown) values "
-            "(?, ?, ?, ?, ?, 'fixture', ?, ?, ?, 'H100', ?, 1000, 'us-west-2', 'ML', ?, "
-            "'healthy', 'healthy', 'healthy', ?, ?, ?, '7d', 3600, true, ?, ?)",
+        key = {"run_id": run_id, "cluster_id": cluster_id, "snapshot_at": at}
+        insert_rows(
+            self.con,
+            "cluster_snapshots",
             [
-                run_id,
-                cluster_id,
-                at,
-                name or cluster_id,
-                status,
-                last_status_change,
-                created_at or (T0 - 30 * DAY),
-                at,
-                gpu_count,
-                health,
-                currency,
-                rate,
-                total_cost_to_date,
-                has_gpu_series,
-                has_breakdown,
+                {
+                    **key,
+                    "name": name or cluster_id,
+                    "status": status,
+                    "status_message": "fixture",
+                    "last_status_change": last_status_change,
+                    "created_at": created_at or (T0 - 30 * DAY),
+                    "updated_at": at,
+                    "gpu_type": "H100",
+                    "gpu_count": gpu_count,
+                    "storage_gb": 1000,
+                    "region": "us-west-2",
+                    "project_name": "ML",
+                    "gpu_health": health,
+                    "storage_health": "healthy",
+                    "network_health": "healthy",
+                    "docker_health": "healthy",
+                    "currency": currency,
+                    "hourly_rate": rate,
+                    "total_cost_to_date": total_cost_to_date,
+                    "metrics_window": "7d",
+                    "interval_seconds": 3600,
+                    "has_metrics": True,
+                    "has_gpu_series": has_gpu_series,
+                    "has_cost_breakdown": has_breakdown,
+                }
             ],
         )
         if has_breakdown:
-            for component, value in comps.items():
-                self.con.execute(
-                    "insert into snap.cost_components values (?, ?, ?, ?, ?, ?)",
-                    [run_id, cluster_id, at, component, value, currency],
-                )
+            insert_rows(
+                self.con,
+                "cost_components",
+                [
+                    {**key, "component": component, "cost_per_hour": value, "currency": currency}
+                    for component, value in comps.items()
+                ],
+            )
         if projections is None:
             projections = {"daily": rate * 24, "weekly": rate * 168, "monthly": rate * 720}
-        for horizon, value in projections.items():
-            hours_ = {"daily": 24, "weekly": 168, "monthly": 720}[horizon]
-            self.con.execute(
-                "insert into snap.projections values (?, ?, ?, ?, ?, ?, ?, 'current_hourly_rate')",
-                [run_id, cluster_id, at, horizon, hours_, value, currency],
-            )
+        insert_rows(
+            self.con,
+            "projections",
+            [
+                {
+                    **key,
+                    "horizon": horizon,
+                    "horizon_hours": HORIZON_HOURS[horizon],
+                    "projected_cost": value,
+                    "currency": currency,
+                    "basis": "current_hourly_rate",
+                }
+                for horizon, value in projections.items()
+            ],
+        )
 
     def bucket(
         self,
@@ -184,47 +203,42 @@ class FixtureDB:
         if not self._points:
             return
         rows = list(self._points.values())
-        points = pa.table(
-            {
-                "run_id": [r[0] for r in rows],
-                "cluster_id": [r[1] for r in rows],
-                "bucket_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
-                "interval_seconds": [r[3] for r in rows],
-                "snapshot_at": pa.array([r[4] for r in rows], pa.timestamp("us", tz="UTC")),
-                "status": pa.array([r[5] for r in rows], pa.string()),
-                "gpu_utilization": pa.array([r[6] for r in rows], pa.float64()),
-                "cost": pa.array([r[7] for r in rows], pa.decimal128(18, 6)),
-                "currency": [r[8] for r in rows],
-                "gpu_series_count": pa.array([r[9] for r in rows], pa.int32()),
-            }
+        names = ("run_id", "cluster_id", "bucket_at", "interval_seconds", "snapshot_at", "status")
+        insert_rows(
+            self.con,
+            "metric_points",
+            [
+                {
+                    **dict(zip(names, r[:6], strict=True)),
+                    "gpu_utilization": r[6],
+                    "gpu_memory_utilization": 0.0,
+                    "cpu_utilization": 0.0,
+                    "memory_utilization": 0.0,
+                    "cost": r[7],
+                    "currency": r[8],
+                    "gpu_series_count": r[9],
+                }
+                for r in rows
+            ],
         )
-        gpu_rows = [
-            (r[0], r[1], r[2], str(i), r[4], u, m) for r in rows for i, (u, m) in enumerate(r[10])
-        ]
-        gpu_points = pa.table(
-            {
-                "run_id": pa.array([g[0] for g in gpu_rows], pa.string()),
-                "cluster_id": pa.array([g[1] for g in gpu_rows], pa.string()),
-                "bucket_at": pa.array([g[2] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
-                "gpu_id": pa.array([g[3] for g in gpu_rows], pa.string()),
-                "snapshot_at": pa.array([g[4] for g in gpu_rows], pa.timestamp("us", tz="UTC")),
-                "utilization": pa.array([g[5] for g in gpu_rows], pa.float64()),
-                "memory_used_gb": pa.array([g[6] for g in gpu_rows], pa.float64()),
-            }
+        insert_rows(
+            self.con,
+            "gpu_metric_points",
+            [
+                {
+                    "run_id": r[0],
+                    "cluster_id": r[1],
+                    "bucket_at": r[2],
+                    "gpu_id": str(i),
+                    "snapshot_at": r[4],
+                    "utilization": u,
+                    "memory_used_gb": m,
+                    "power_draw_w": 100.0,
+                }
+                for r in rows
+                for i, (u, m) in enumerate(r[10])
+            ],
         )
-        self.con.register("_fixture_points", points)
-        self.con.register("_fixture_gpu_points", gpu_points)
-        self.con.execute(
-            "insert into snap.metric_points select run_id, cluster_id, bucket_at, "
-            "interval_seconds, snapshot_at, status, gpu_utilization, 0, 0, 0, cost, currency, "
-            "gpu_series_count from _fixture_points"
-        )
-        self.con.execute(
-            "insert into snap.gpu_metric_points select run_id, cluster_id, bucket_at, gpu_id, "
-            "snapshot_at, utilization, memory_used_gb, 100 from _fixture_gpu_points"
-        )
-        self.con.unregister("_fixture_points")
-        self.con.unregister("_fixture_gpu_points")
 
     def buckets(self, cluster_id: str, starts: Iterable[datetime], **kwargs: Any) -> None:
         """The same bucket values at every start."""

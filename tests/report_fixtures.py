@@ -40,6 +40,7 @@ import duckdb
 
 from pipeline.contracts import load_contracts
 from pipeline.store import migrations
+from pipeline.tables import insert_rows
 
 D = Decimal
 
@@ -379,15 +380,6 @@ def _insert_filler_marts(con: duckdb.DuckDBPyConnection, fillers: list[_Cluster]
             )
 
 
-def _bulk_insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
-    # One statement per table and day: row-by-row inserts make a 50-cluster fixture slow.
-    if not rows:
-        return
-    width = len(rows[0])
-    values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in rows)
-    con.execute(f"insert into {table} values {values}", [v for row in rows for v in row])
-
-
 def _memory_used(c: _Cluster, utilization: float) -> float:
     # Only cls_a's idle GPU holds memory (>= 1 GB): cls_c's idle GPU is empty.
     if utilization == 0:
@@ -401,102 +393,167 @@ def _insert_cluster(con: duckdb.DuckDBPyConnection, c: _Cluster) -> None:
         rate = _rate(c, status)
         hourly = sum(rate.values(), D(0))
         has_series = c.gpu_util is not None
-        con.execute(
-            "insert into snap.cluster_snapshots (run_id, cluster_id, snapshot_at, name,"
-            " description, status, status_message, created_at, updated_at, gpu_type, gpu_count,"
-            " cpu_cores, memory_gb, storage_gb, storage_type, region, availability_zone,"
-            " project_id, project_name, template_name, docker_image, cuda_version, gpu_health,"
-            " storage_health, network_health, docker_health, currency, hourly_rate,"
-            " total_cost_to_date, window_cost, metrics_window, interval_seconds, has_metrics,"
-            " has_gpu_series, has_cost_breakdown, current_gpu_utilization)"
-            " values (?, ?, ?, ?, 'fixture', ?, 'ok', ?, ?, ?, ?, 16, 128, 500, 'nvme', ?, ?,"
-            " ?, ?, 'PyTorch 2.5', 'registry.example.com/pytorch:2.5', '12.4', ?, 'healthy',"
-            " 'healthy', 'healthy', ?, ?, 0, 0, '7d', 3600, true, ?, true, ?)",
+        key = {"run_id": run_id, "cluster_id": c.cluster_id, "snapshot_at": snap_at}
+        insert_rows(
+            con,
+            "cluster_snapshots",
             [
-                run_id,
-                c.cluster_id,
-                snap_at,
-                c.name,
-                status,
-                DAY1 - timedelta(days=10),
-                snap_at,
-                c.gpu_type,
-                c.gpu_count,
-                c.region,
-                c.region + "a",
-                "proj_" + c.project.split()[0].lower(),
-                c.project,
-                "degraded" if c.cluster_id == "cls_d" else "healthy",
-                c.currency,
-                hourly,
-                has_series,
-                c.cluster_util if status != "stopped" else 0.0,
+                {
+                    **key,
+                    "name": c.name,
+                    "description": "fixture",
+                    "status": status,
+                    "status_message": "ok",
+                    "created_at": DAY1 - timedelta(days=10),
+                    "updated_at": snap_at,
+                    "gpu_type": c.gpu_type,
+                    "gpu_count": c.gpu_count,
+                    "cpu_cores": 16,
+                    "memory_gb": 128,
+                    "storage_gb": 500,
+                    "storage_type": "nvme",
+                    "region": c.region,
+                    "availability_zone": c.region + "a",
+                    "project_id": "proj_" + c.project.split()[0].lower(),
+                    "project_name": c.project,
+                    "template_name": "PyTorch 2.5",
+                    "docker_image": "registry.example.com/pytorch:2.5",
+                    "cuda_version": "12.4",
+                    "gpu_health": "degraded" if c.cluster_id == "cls_d" else "healthy",
+                    "storage_health": "healthy",
+                    "network_health": "healthy",
+                    "docker_health": "healthy",
+                    "currency": c.currency,
+                    "hourly_rate": hourly,
+                    "total_cost_to_date": 0,
+                    "window_cost": 0,
+                    "metrics_window": "7d",
+                    "interval_seconds": 3600,
+                    "has_metrics": True,
+                    "has_gpu_series": has_series,
+                    "has_cost_breakdown": True,
+                    "current_gpu_utilization": c.cluster_util if status != "stopped" else 0.0,
+                }
             ],
         )
-        for component, cost in rate.items():
-            con.execute(
-                "insert into snap.cost_components values (?, ?, ?, ?, ?, ?)",
-                [run_id, c.cluster_id, snap_at, component, cost, c.currency],
-            )
-        con.execute(
-            "insert into snap.projections values (?, ?, ?, 'daily', 24, ?, ?, 'rate')",
-            [run_id, c.cluster_id, snap_at, hourly * 24, c.currency],
+        insert_rows(
+            con,
+            "cost_components",
+            [
+                {**key, "component": component, "cost_per_hour": cost, "currency": c.currency}
+                for component, cost in rate.items()
+            ],
+        )
+        insert_rows(
+            con,
+            "projections",
+            [
+                {
+                    **key,
+                    "horizon": "daily",
+                    "horizon_hours": 24,
+                    "projected_cost": hourly * 24,
+                    "currency": c.currency,
+                    "basis": "rate",
+                }
+            ],
         )
         day_start = DAY1 if day == 1 else DAY2
-        points, gpu_points = [], []
-        for hour in range(24):
-            bucket = day_start + timedelta(hours=hour)
-            util = 0.0 if status == "stopped" else c.cluster_util
-            points.append(
-                (
-                    run_id,
-                    c.cluster_id,
-                    bucket,
-                    3600,
-                    snap_at,
-                    status,
-                    util,
-                    0.0,
-                    0.0,
-                    0.0,
-                    hourly,
-                    c.currency,
-                    c.gpu_count if has_series and status != "stopped" else None,
-                )
+        series = has_series and status != "stopped"
+        buckets = [day_start + timedelta(hours=hour) for hour in range(24)]
+        insert_rows(
+            con,
+            "metric_points",
+            [
+                {
+                    **key,
+                    "bucket_at": bucket,
+                    "interval_seconds": 3600,
+                    "status": status,
+                    "gpu_utilization": 0.0 if status == "stopped" else c.cluster_util,
+                    "gpu_memory_utilization": 0.0,
+                    "cpu_utilization": 0.0,
+                    "memory_utilization": 0.0,
+                    "cost": hourly,
+                    "currency": c.currency,
+                    "gpu_series_count": c.gpu_count if series else None,
+                }
+                for bucket in buckets
+            ],
+        )
+        if series:
+            insert_rows(
+                con,
+                "gpu_metric_points",
+                [
+                    {
+                        **key,
+                        "bucket_at": bucket,
+                        "gpu_id": str(gpu),
+                        "utilization": u,
+                        "memory_used_gb": _memory_used(c, u),
+                        "power_draw_w": 100.0,
+                    }
+                    for bucket in buckets
+                    for gpu, u in enumerate(c.gpu_util or [])
+                ],
             )
-            if has_series and status != "stopped":
-                for gpu, u in enumerate(c.gpu_util or []):
-                    gpu_points.append(
-                        (
-                            run_id,
-                            c.cluster_id,
-                            bucket,
-                            str(gpu),
-                            snap_at,
-                            u,
-                            _memory_used(c, u),
-                            100.0,
-                        )
-                    )
-        _bulk_insert(con, "snap.metric_points", points)
-        _bulk_insert(con, "snap.gpu_metric_points", gpu_points)
+    alerts = []
     if c.cluster_id == "cls_a":
-        con.execute(
-            "insert into snap.alerts values ('run2', 'cls_a', ?, 'alert_1', 'warning',"
-            " 'gpu_utilization', 'less_than', 10, 0, '2h', ?, null, 'GPU 1 idle')",
-            [SNAP2, SNAP2 - timedelta(hours=2)],
+        alerts.append(
+            ("cls_a", "alert_1", "warning", "gpu_utilization", 10, 0, "2h", 2, None, "GPU 1 idle")
         )
     if c.cluster_id == "cls_b":
-        con.execute(
-            "insert into snap.alerts values ('run2', 'cls_b', ?, 'alert_2', 'critical',"
-            " 'gpu_utilization', 'less_than', 5, 2, '30h', ?, null, ?)",
-            [SNAP2, SNAP2 - timedelta(hours=30), f"idle {HOSTILE_IMG}"],
+        alerts.append(
+            (
+                "cls_b",
+                "alert_2",
+                "critical",
+                "gpu_utilization",
+                5,
+                2,
+                "30h",
+                30,
+                None,
+                f"idle {HOSTILE_IMG}",
+            )
         )
-        con.execute(
-            "insert into snap.alerts values ('run2', 'cls_b', ?, 'alert_3', 'info',"
-            " 'cpu_utilization', 'less_than', 5, 2, '1h', ?, ?, 'resolved one')",
-            [SNAP2, SNAP2 - timedelta(hours=3), SNAP2 - timedelta(hours=1)],
+        alerts.append(
+            ("cls_b", "alert_3", "info", "cpu_utilization", 5, 2, "1h", 3, 1, "resolved one")
         )
+    insert_rows(
+        con,
+        "alerts",
+        [
+            {
+                "run_id": "run2",
+                "cluster_id": cid,
+                "snapshot_at": SNAP2,
+                "alert_id": alert_id,
+                "severity": severity,
+                "metric": metric,
+                "condition": "less_than",
+                "threshold": threshold,
+                "current_value": value,
+                "duration": duration,
+                "triggered_at": SNAP2 - timedelta(hours=ago),
+                "resolved_at": None if resolved is None else SNAP2 - timedelta(hours=resolved),
+                "message": message,
+            }
+            for (
+                cid,
+                alert_id,
+                severity,
+                metric,
+                threshold,
+                value,
+                duration,
+                ago,
+                resolved,
+                message,
+            ) in alerts
+        ],
+    )
 
 
 FINANCE_DDL = declared_ddl("project_monthly", "projects", "budget_status", "spend_anomalies")

@@ -296,9 +296,9 @@ def test_fetch_details_returns_canonical_redacted_details_with_raw_body() -> Non
         None,
     )
     detail = result.detail
-    assert detail is not None and detail["id"] == "cls_001"
-    assert detail["cost"]["current_hourly_rate"] == Decimal("6.9000")
-    assert detail["environment"]["variables"]["HF_TOKEN"] == "[REDACTED]"
+    assert detail is not None and detail.cluster_id == "cls_001"
+    assert detail.columns["cluster_snapshots"]["hourly_rate"] == [Decimal("6.9000")]
+    assert b'"HF_TOKEN":"[REDACTED]"' in result.raw_body.replace(b" ", b"")
     assert result.raw_body is not None
     assert b"hf_example_secret_value" not in result.raw_body
     assert b"example-password" not in result.raw_body
@@ -686,7 +686,9 @@ def test_money_sent_as_json_numbers_stays_exact_in_detail_and_raw_body() -> None
     with make_client(api) as client:
         result = fetch_all(client, ["cls_000"])["cls_000"]
     assert result.detail is not None and result.raw_body is not None
-    assert result.detail["cost"]["current_hourly_rate"] == Decimal("1234567.8912345678901")
+    assert result.detail.columns["cluster_snapshots"]["hourly_rate"] == [
+        Decimal("1234567.8912345678901")
+    ]
     assert b'"current_hourly_rate":1234567.8912345678901' in result.raw_body
     assert b"hf_example_secret_value" not in result.raw_body
 
@@ -777,7 +779,7 @@ def test_a_compressed_body_is_decoded_and_its_size_guard_counts_the_decoded_byte
         results = fetch_all(client, ["cls_000", "cls_001"])
     assert results["cls_000"].outcome == "ok"
     assert results["cls_000"].raw_body is not None
-    assert normalize_detail(parse_json(results["cls_000"].raw_body))["id"] == "cls_000"
+    assert normalize_detail(parse_json(results["cls_000"].raw_body)).cluster_id == "cls_000"
     failed = results["cls_001"]
     assert failed.outcome == "failed" and "exceeds max_response_bytes" in (failed.reason or "")
 

@@ -1,5 +1,6 @@
 """The CLI documents itself: every command has help with an example, and docs/cli.md is current;
-docs/marts.md shows every mart's declared columns (sql/marts/<name>.toml) as they are declared."""
+docs/marts.md shows every mart's declared columns (sql/marts/<name>.toml) as they are declared,
+docs/store.md every snapshot table's (pipeline/tables.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from pipeline.contracts import load_contracts
 from pipeline.docgen import (
     DOC,
     MARTS_DOC,
+    STORE_DOC,
     columns_in_doc,
     help_text,
     iter_commands,
     render,
     render_marts,
+    render_store,
 )
+from pipeline.tables import TABLES
 
 COMMANDS = iter_commands()
 
@@ -62,6 +66,16 @@ def test_marts_reference_tables_are_generated_from_the_declarations():
 def test_marts_reference_shows_every_declared_mart_once():
     shown = columns_in_doc(MARTS_DOC.read_text(encoding="utf-8"))
     assert sorted(shown) == sorted(load_contracts())
+
+
+def test_store_reference_tables_are_generated_from_the_declarations():
+    text = STORE_DOC.read_text(encoding="utf-8")
+    assert text == render_store(text), "docs/store.md is stale: run `make docs`"
+
+
+def test_store_reference_shows_every_declared_snapshot_table_once():
+    shown = columns_in_doc(STORE_DOC.read_text(encoding="utf-8"))
+    assert sorted(shown) == sorted(f"snap.{t}" for t in TABLES)
 
 
 def test_bad_config_exits_with_usage_code_and_names_the_key(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import writer
 from pipeline.simulator import Fleet, FleetSpec, Simulator
 from pipeline.store import Store
 from tests.snapshot_helpers import API_KEY, START
@@ -76,7 +77,7 @@ def test_a_write_failing_for_lack_of_space_fails_the_run_with_its_cause(tmp_path
     def full(con, rows):
         raise duckdb.IOException('Could not write file "g.duckdb.wal": No space left on device')
 
-    monkeypatch.setattr(Store, "_write_buckets", staticmethod(full))
+    monkeypatch.setattr(writer, "_write_buckets", full)
     monkeypatch.setenv("GPUCOST_API_KEY", API_KEY)
     db = tmp_path / "g.duckdb"
     sim = Simulator(Fleet(FleetSpec(seed=3, clusters=5, start=START)), api_key=API_KEY)

@@ -1,4 +1,4 @@
-"""Every contract variant normalizes to the same canonical detail; bad fields are named."""
+"""Every contract variant normalizes to the same snapshot-table columns; bad fields are named."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pipeline.normalize import (
     NormalizeError,
     dump_json,
     normalize_detail,
-    normalize_detail_columns,
     normalize_list_page,
     normalize_summary,
     parse_json,
@@ -112,55 +111,71 @@ def test_each_variant_normalizes_to_the_same_canonical_detail(variant: str) -> N
     assert normalize_detail(parse_json(text)) == expected
 
 
-def test_canonical_detail_has_python_types_from_the_example() -> None:
+def _row(detail: Any, table: str = "cluster_snapshots", k: int = 0) -> dict[str, Any]:
+    return detail.rows(table)[k]
+
+
+def test_normalized_detail_has_python_types_from_the_example() -> None:
     detail = normalize_detail(parse_json(_example("cluster_detail.json")))
-    cost = detail["cost"]
-    assert cost["current_hourly_rate"] == Decimal("6.9000")
-    assert str(cost["current_hourly_rate"]) == "6.9000"
-    assert cost["cost_breakdown"]["gpu_cost_per_hour"] == Decimal("6.2000")
-    assert cost["cost_projections"]["monthly"] == Decimal("4968.0000")
-    points = detail["metrics"]["historical"]["data_points"]
-    assert [p["timestamp"] for p in points] == [
+    snap = _row(detail)
+    assert snap["hourly_rate"] == Decimal("6.9000")
+    assert str(snap["hourly_rate"]) == "6.9000"
+    components = {r["component"]: r["cost_per_hour"] for r in detail.rows("cost_components")}
+    assert components["gpu"] == Decimal("6.2000")
+    projections = {r["horizon"]: r["projected_cost"] for r in detail.rows("projections")}
+    assert projections["monthly"] == Decimal("4968.0000")
+    points = detail.rows("metric_points")
+    assert [p["bucket_at"] for p in points] == [
         datetime(2026, 11, 13, 3, tzinfo=UTC),
         datetime(2026, 11, 13, 4, tzinfo=UTC),
         datetime(2026, 11, 13, 6, tzinfo=UTC),
     ]
     assert points[0]["cost"] == Decimal("6.9000")
-    assert points[0]["gpus"][1] == {
-        "gpu_id": "1",
-        "utilization": 0.0,
-        "memory_used_gb": 8.0,
-        "power_draw_w": 117.0,
-    }
-    assert detail["configuration"]["gpu_count"] == 2
-    assert detail["configuration"]["memory_gb"] == 256.0
-    assert detail["network"]["ssh_connection"]["port"] == 22
-    assert detail["metrics"]["current"]["gpus"][0]["temperature_c"] == 71.0
-    assert detail["metrics"]["alerts"][0]["triggered_at"] == datetime(
-        2026, 11, 20, 0, 50, tzinfo=UTC
-    )
+    assert points[0]["gpu_series_count"] == 2
+    assert _gpu_row(detail, 1) == ("1", 0.0, 8.0, 117.0)
+    assert _row(detail, "gpu_metric_points", 1)["bucket_at"] == points[0]["bucket_at"]
+    assert snap["gpu_count"] == 2
+    assert snap["memory_gb"] == 256.0
+    assert _row(detail, "gpu_current")["temperature_c"] == 71.0
+    assert _row(detail, "alerts")["triggered_at"] == datetime(2026, 11, 20, 0, 50, tzinfo=UTC)
+
+
+def _gpu_row(detail: Any, k: int) -> tuple[Any, ...]:
+    cols = detail.columns["gpu_metric_points"]
+    return tuple(cols[n][k] for n in ("gpu_id", "utilization", "memory_used_gb", "power_draw_w"))
+
+
+def test_parts_not_stored_are_type_checked_all_the_same() -> None:
+    doc = json.loads(_example("cluster_detail.json"))
+    doc["data"]["network"]["ssh_connection"]["port"] = "twenty-two"
+    with pytest.raises(NormalizeError) as info:
+        normalize_detail(doc)
+    assert info.value.path == "network.ssh_connection.port"
 
 
 def test_money_sent_as_a_json_number_never_passes_through_a_float() -> None:
     # 0.1 + 0.2 style: a binary float cannot hold these digits.
     text = '{"id": "c1", "cost": {"current_hourly_rate": 1234567.8912345678901, "currency": "USD"}}'
     detail = normalize_detail(parse_json(text))
-    assert detail["cost"]["current_hourly_rate"] == Decimal("1234567.8912345678901")
+    assert _row(detail)["hourly_rate"] == Decimal("1234567.8912345678901")
 
 
 def test_epoch_milliseconds_become_aware_utc_datetimes() -> None:
     detail = normalize_detail(
         {"id": "c1", "updatedAt": 1795143600000, "createdAt": "1795143600123"}
     )
-    assert detail["updated_at"] == datetime(2026, 11, 20, 3, tzinfo=UTC)
-    assert detail["created_at"] == datetime(2026, 11, 20, 3, 0, 0, 123000, tzinfo=UTC)
-    assert detail["updated_at"].tzinfo is UTC
+    snap = _row(detail)
+    assert snap["updated_at"] == datetime(2026, 11, 20, 3, tzinfo=UTC)
+    assert snap["created_at"] == datetime(2026, 11, 20, 3, 0, 0, 123000, tzinfo=UTC)
+    assert snap["updated_at"].tzinfo is UTC
+    assert detail.snapshot_at == snap["updated_at"] and detail.snapshot_source == "updated_at"
 
 
 def test_iso_timestamps_with_offsets_become_utc() -> None:
     detail = normalize_detail({"id": "c1", "updated_at": "2026-11-20T04:00:00+01:00"})
-    assert detail["updated_at"] == datetime(2026, 11, 20, 3, tzinfo=UTC)
-    assert detail["updated_at"].utcoffset().total_seconds() == 0
+    updated = _row(detail)["updated_at"]
+    assert updated == datetime(2026, 11, 20, 3, tzinfo=UTC)
+    assert updated.utcoffset().total_seconds() == 0
 
 
 def test_bare_camel_list_example_normalizes_summaries() -> None:
@@ -194,7 +209,7 @@ def test_one_bad_summary_is_reported_and_the_rest_kept() -> None:
     assert [e.path for e in page.errors] == ["clusters[1].id", "clusters[2].gpu_count"]
 
 
-def test_missing_optional_parts_stay_absent() -> None:
+def test_missing_optional_parts_give_no_rows_and_null_columns() -> None:
     base = _base()["data"]
     base = copy.deepcopy(base)
     del base["metrics"]["current"]["gpus"]
@@ -204,25 +219,30 @@ def test_missing_optional_parts_stay_absent() -> None:
     del base["cost"]["cost_breakdown"]
     del base["network"]
     detail = normalize_detail(base)
-    assert "gpus" not in detail["metrics"]["current"]
-    assert detail["metrics"]["historical"]["data_points"] == []
-    assert "cost_breakdown" not in detail["cost"]
-    assert "network" not in detail
+    assert detail.count("gpu_current") == 0 and detail.count("metric_points") == 0
+    assert detail.count("cost_components") == 0
+    snap = _row(detail)
+    assert snap["has_cost_breakdown"] is False and snap["total_cost_to_date"] is None
+    assert snap["has_metrics"] is True and snap["has_gpu_series"] is False
     stopped = normalize_detail({"id": "c9", "status": "stopped", "metrics": None})
-    assert stopped == {"id": "c9", "status": "stopped", "metrics": None}
+    snap = _row(stopped)
+    assert (snap["status"], snap["has_metrics"], snap["interval_seconds"]) == (
+        "stopped",
+        False,
+        None,
+    )
+    assert all(stopped.count(t) == 0 for t in stopped.columns if t != "cluster_snapshots")
 
 
-def test_environment_variable_names_are_kept_as_sent() -> None:
+def test_environment_variables_are_never_stored() -> None:
     detail = normalize_detail(
         {
             "id": "c1",
             "environment": {"variables": {"HF_TOKEN": "x", "myVar": "y"}, "cudaVersion": "12.4"},
         }
     )
-    assert detail["environment"] == {
-        "variables": {"HF_TOKEN": "x", "myVar": "y"},
-        "cuda_version": "12.4",
-    }
+    assert _row(detail)["cuda_version"] == "12.4"
+    assert "HF_TOKEN" not in repr(detail) and "myVar" not in repr(detail)
 
 
 def test_new_cost_components_are_kept_and_unknown_fields_dropped() -> None:
@@ -233,15 +253,11 @@ def test_new_cost_components_are_kept_and_unknown_fields_dropped() -> None:
             "containerDiskSize": 100,
         }
     )
-    assert detail == {
-        "id": "c1",
-        "cost": {
-            "cost_breakdown": {
-                "egress_cost_per_hour": Decimal("0.0300"),
-                "gpu_cost_per_hour": Decimal(1),
-            }
-        },
+    assert detail.columns["cost_components"] == {
+        "component": ["egress", "gpu"],
+        "cost_per_hour": [Decimal("0.0300"), Decimal(1)],
     }
+    assert "container" not in repr(detail)
 
 
 @pytest.mark.parametrize(
@@ -346,24 +362,25 @@ def _fleet_detail_text() -> str:
     return json.dumps(fleet.detail(running[0], window="7d"))
 
 
-def test_fast_path_gives_the_general_paths_detail_and_matching_columns() -> None:
+def test_fast_path_gives_the_general_paths_columns() -> None:
     text = _fleet_detail_text()
+    doc = json.loads(text)
     # parse_json yields Decimals, which the fast path declines: the general path's answer.
     expected = normalize_detail(parse_json(text))
-    detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
+    detail = normalize_detail(orjson.loads(text), exact_money=True)
     assert detail == expected
-    assert columns is not None
-    points = expected["metrics"]["historical"]["data_points"]
+    points = doc["metrics"]["historical"]["data_points"]
     assert len(points) == 168
-    assert columns.bucket_at == [p["timestamp"] for p in points]
-    assert columns.cost == [p.get("cost") for p in points]
-    assert columns.gpu_utilization == [p.get("gpu_utilization") for p in points]
-    assert columns.gpu_series_count == [len(p["gpus"]) for p in points]
-    gpus = [(i, g) for i, p in enumerate(points) for g in p["gpus"]]
-    assert columns.gpu_point == [i for i, _ in gpus]
-    assert columns.gpu_id == [g["gpu_id"] for _, g in gpus]
-    assert columns.utilization == [g["utilization"] for _, g in gpus]
-    assert columns.power_draw_w == [g["power_draw_w"] for _, g in gpus]
+    cols = detail.columns["metric_points"]
+    assert cols["bucket_at"] == [datetime.fromisoformat(p["timestamp"]) for p in points]
+    assert cols["cost"] == [Decimal(p["cost"]) for p in points]
+    assert cols["gpu_utilization"] == [p.get("gpu_utilization") for p in points]
+    assert cols["gpu_series_count"] == [len(p["gpus"]) for p in points]
+    gpus = [g for p in points for g in p["gpus"]]
+    gcols = detail.columns["gpu_metric_points"]
+    assert gcols["gpu_id"] == [g["gpu_id"] for g in gpus]
+    assert gcols["utilization"] == [g["utilization"] for g in gpus]
+    assert gcols["power_draw_w"] == [g["power_draw_w"] for g in gpus]
 
 
 @pytest.mark.parametrize(
@@ -381,8 +398,7 @@ def test_unusual_points_take_the_general_path_with_the_same_result(change) -> No
     doc = json.loads(_fleet_detail_text())
     change(doc["metrics"]["historical"]["data_points"])
     text = json.dumps(doc)
-    detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
-    assert columns is None
+    detail = normalize_detail(orjson.loads(text), exact_money=True)
     assert detail == normalize_detail(parse_json(text))
 
 
@@ -401,12 +417,47 @@ def test_irregular_but_clean_points_keep_the_fast_path_and_its_result(change) ->
     points = doc["metrics"]["historical"]["data_points"]
     change(points)
     text = json.dumps(doc)
-    detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
-    assert columns is not None
+    detail = normalize_detail(orjson.loads(text), exact_money=True)
     assert detail == normalize_detail(parse_json(text))
-    canonical = detail["metrics"]["historical"]["data_points"]
-    flat = [g for p in canonical for g in p["gpus"]]
-    assert columns.gpu_id == [g["gpu_id"] for g in flat]
-    assert columns.power_draw_w == [g.get("power_draw_w") for g in flat]
-    assert columns.utilization == [g.get("utilization") for g in flat]
-    assert columns.gpu_series_count == [len(p["gpus"]) for p in canonical]
+    flat = [g for p in points for g in p["gpus"]]
+    cols = detail.columns["gpu_metric_points"]
+    assert cols["gpu_id"] == [g["gpu_id"] for g in flat]
+    assert cols["power_draw_w"] == [g.get("power_draw_w") for g in flat]
+    assert cols["utilization"] == [g.get("utilization") for g in flat]
+    assert detail.columns["metric_points"]["gpu_series_count"] == [len(p["gpus"]) for p in points]
+
+
+def test_a_bucket_sent_twice_keeps_its_later_entry_and_a_gpu_sent_twice_cannot_be_stored() -> None:
+    doc = json.loads(_fleet_detail_text())
+    points = doc["metrics"]["historical"]["data_points"]
+    points[4]["timestamp"] = points[5]["timestamp"]
+    points[5]["gpu_utilization"] = 42.0
+    detail = normalize_detail(doc)
+    cols = detail.columns["metric_points"]
+    assert len(cols["bucket_at"]) == 167 and detail.problem is None
+    assert cols["gpu_utilization"][4] == 42.0 and detail.index["metric_points"][4] == 5
+    points[6]["gpus"][1]["gpu_id"] = points[6]["gpus"][0]["gpu_id"]
+    assert normalize_detail(doc).problem == (
+        "metrics.historical.data_points[6].gpus: a gpu_id sent twice"
+    )
+
+
+def test_an_alert_without_an_id_is_kept_by_position_and_a_repeated_id_keeps_the_later() -> None:
+    detail = normalize_detail(
+        {
+            "id": "c",
+            "updated_at": "2026-11-20T03:00:00Z",
+            "metrics": {
+                "alerts": [
+                    {"alert_id": ""},
+                    {"severity": "info"},
+                    {"alert_id": "a", "severity": "warning"},
+                    {"alert_id": "a", "severity": "critical"},
+                ]
+            },
+        }
+    )
+    alerts = detail.columns["alerts"]
+    assert alerts["alert_id"] == ["#0", "#1", "a"]
+    assert alerts["severity"] == [None, "info", "critical"]
+    assert detail.path("alerts", 2, "severity") == "metrics.alerts[3].severity"

@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.client import ApiClient
-from pipeline.normalize import NormalizeError, normalize_detail_columns, parse_json
+from pipeline.normalize import NormalizedDetail, NormalizeError, normalize_detail, parse_json
 from pipeline.store import LoadBatch
+from pipeline.tables import TABLES
 from pipeline.validate import MAX_AMOUNT, TimeGuard, validate_detail
 from tests.shared import api_example
 
@@ -123,28 +124,25 @@ def _client(body: list[bytes]) -> ApiClient:
     )
 
 
-def _assert_in_contract(detail: dict[str, Any]) -> None:
-    cost = detail.get("cost") or {}
-    money = [cost.get("current_hourly_rate")]
-    money += list((cost.get("cost_breakdown") or {}).values())
-    money += [v for k, v in (cost.get("cost_projections") or {}).items() if k != "projection_basis"]
-    points = ((detail.get("metrics") or {}).get("historical") or {}).get("data_points") or []
-    points = [p for p in points if isinstance(p, dict)]
-    money += [p.get("cost") for p in points]
+def _assert_in_contract(detail: NormalizedDetail) -> None:
+    money = []
+    for table in TABLES.values():
+        for column in table.columns:
+            if column.is_money and column.name in detail.columns[table.name]:
+                money += detail.columns[table.name][column.name]
     for amount in money:
         if isinstance(amount, Decimal):
             assert amount.is_finite() and 0 <= amount < MAX_AMOUNT, amount
-    for p in points:
-        for name in ("gpu_utilization", "cpu_utilization"):
-            value = p.get(name)
+    points = detail.columns["metric_points"]
+    for name in ("gpu_utilization", "cpu_utilization"):
+        for value in points[name]:
             if value is not None:
                 assert math.isfinite(value) and 0 <= value <= 100, (name, value)
-        for gpu in p.get("gpus") or []:
-            value = gpu.get("utilization") if isinstance(gpu, dict) else None
-            if value is not None:
-                assert 0 <= value <= 100, value
-    if money and any(a is not None for a in money):
-        currency = cost.get("currency")
+    for value in detail.columns["gpu_metric_points"]["utilization"]:
+        if value is not None:
+            assert 0 <= value <= 100, value
+    if any(a is not None for a in money):
+        currency = detail.currency
         assert isinstance(currency, str) and len(currency) == 3 and currency.isupper()
 
 
@@ -166,7 +164,7 @@ def test_a_hostile_detail_is_a_per_cluster_outcome_never_an_exception(body: byte
     except NormalizeError:
         return
     batch = LoadBatch("run-1")
-    batch.add_detail(result.detail, raw_body=result.raw_body, columns=result.columns)
+    batch.add_detail(result.detail, raw_body=result.raw_body)
     assert len(batch) == 1  # stored or recorded as a failure, never raised
 
 
@@ -177,8 +175,8 @@ def test_any_json_document_normalizes_or_fails_with_normalize_error(doc: Any) ->
         "utf-8", "surrogatepass"
     )
     try:
-        detail, columns = normalize_detail_columns(parse_json(body))
-        validate_detail(detail, columns)
+        detail = normalize_detail(parse_json(body))
+        validate_detail(detail)
     except NormalizeError:
         return
     _assert_in_contract(detail)

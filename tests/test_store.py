@@ -9,7 +9,9 @@ from decimal import Decimal
 import duckdb
 import pytest
 
+from pipeline import writer
 from pipeline.errors import LockedError
+from pipeline.normalize import normalize_detail
 from pipeline.store import (
     LoadBatch,
     LoadError,
@@ -39,7 +41,7 @@ def _load(store: Store, *details, run_id: str | None = None) -> str:
     run_id = store.start_run("http://127.0.0.1/v1", run_id=run_id)
     batch = LoadBatch(run_id)
     for d in details:
-        batch.add_detail(d, raw_body=b"{}")
+        batch.add_detail(normalize_detail(d), raw_body=b"{}")
     store.write_batch(batch)
     store.finish_run(run_id, "complete")
     return run_id
@@ -65,7 +67,7 @@ def test_new_database_and_lock_file_are_owner_only(db):
 
 
 def test_wal_written_while_open_is_owner_only(db, store):
-    store.load_detail("r1", detail())
+    store.load_detail("r1", normalize_detail(detail()))
     wal = f"{db}.wal"
     assert os.path.exists(wal), "DuckDB wrote no WAL: the test proves nothing"
     assert stat.S_IMODE(os.stat(wal).st_mode) == 0o600
@@ -263,8 +265,8 @@ def test_rerun_of_the_same_night_adds_no_rows(store):
 def test_same_cluster_twice_in_one_batch_keeps_the_later_detail(store):
     run_id = store.start_run(None)
     batch = LoadBatch(run_id)
-    batch.add_detail(detail(util=10.0, gpu_count=2, hours=2))
-    batch.add_detail(detail(util=90.0, gpu_count=1, hours=2))
+    batch.add_detail(normalize_detail(detail(util=10.0, gpu_count=2, hours=2)))
+    batch.add_detail(normalize_detail(detail(util=90.0, gpu_count=1, hours=2)))
     store.write_batch(batch)
     assert store.con.execute(
         "select distinct gpu_utilization from snap.metric_points"
@@ -276,11 +278,11 @@ def test_same_cluster_twice_in_one_batch_keeps_the_later_detail(store):
 
 def test_bad_detail_is_a_load_failure_and_the_others_load(store):
     bad = detail("cls_bad")
-    bad["metrics"]["historical"]["data_points"][1]["cost"] = 6.9  # a binary float
+    bad["metrics"]["historical"]["data_points"][1]["gpus"][1]["gpu_id"] = "0"  # "0" twice
     run_id = store.start_run(None)
     batch = LoadBatch(run_id)
-    batch.add_detail(detail("cls_ok"))
-    batch.add_detail(bad, raw_body=b'{"id": "cls_bad"}')
+    batch.add_detail(normalize_detail(detail("cls_ok")))
+    batch.add_detail(normalize_detail(bad), raw_body=b'{"id": "cls_bad"}')
     store.write_batch(batch)
     assert store.con.execute("select distinct cluster_id from snap.metric_points").fetchall() == [
         ("cls_ok",)
@@ -293,8 +295,7 @@ def test_bad_detail_is_a_load_failure_and_the_others_load(store):
             "cls_bad",
             "load",
             "failed",
-            "cannot load: metrics.historical.data_points[1].cost: money must be a "
-            "decimal, got float",
+            "cannot load: metrics.historical.data_points[1].gpus: a gpu_id sent twice",
             b'{"id": "cls_bad"}',
         )
     ]
@@ -305,7 +306,7 @@ def test_bad_detail_is_a_load_failure_and_the_others_load(store):
 def test_amount_too_large_for_the_column_is_a_load_failure(store):
     huge = detail("cls_huge", rate="1000000000000")
     with pytest.raises(LoadError, match="exceeds DECIMAL"):
-        store.load_detail("r1", huge)
+        store.load_detail("r1", normalize_detail(huge))
     assert _count(store, "cluster_snapshots") == 0
 
 
@@ -314,14 +315,14 @@ def test_detail_without_snapshot_instant_is_refused(store):
     del d["metrics"]
     del d["updated_at"]
     with pytest.raises(LoadError, match="no snapshot instant"):
-        store.load_detail("r1", d)
+        store.load_detail("r1", normalize_detail(d))
 
 
 def test_snapshot_instant_falls_back_to_updated_at_without_metrics(store):
     d = detail(at=T0)
     del d["metrics"]
     d["updated_at"] = T0 - HOUR
-    store.load_detail("r1", d)
+    store.load_detail("r1", normalize_detail(d))
     assert store.con.execute(
         "select snapshot_at, has_metrics, has_gpu_series from snap.cluster_snapshots"
     ).fetchall() == [(T0 - HOUR, False, False)]
@@ -339,7 +340,7 @@ def test_stale_running_run_is_marked_failed_interrupted(store):
 def test_batch_counters_and_failures_commit_with_the_rows(store):
     run_id = store.start_run(None)
     batch = LoadBatch(run_id)
-    batch.add_detail(detail("cls_a"))
+    batch.add_detail(normalize_detail(detail("cls_a")))
     batch.add_failure("cls_b", "gone", "404 RESOURCE_NOT_FOUND", http_status=404)
     batch.add_failure("cls_c", "skipped", "request budget exhausted")
     batch.add_failure("cls_d", "failed", "invalid JSON", http_status=200, raw_body=b"{oops")
@@ -365,13 +366,13 @@ def test_batch_counters_and_failures_commit_with_the_rows(store):
 def test_a_refused_batch_writes_nothing(store, monkeypatch):
     run_id = store.start_run(None)
     batch = LoadBatch(run_id)
-    batch.add_detail(detail("cls_a"))
+    batch.add_detail(normalize_detail(detail("cls_a")))
     batch.add_failure("cls_b", "gone", "404")
 
     def boom(con, rows):
         raise duckdb.IOException("disk full")
 
-    monkeypatch.setattr(Store, "_write_buckets", staticmethod(boom))
+    monkeypatch.setattr(writer, "_write_buckets", boom)
     with pytest.raises(StoreWriteError, match="disk full"):
         store.write_batch(batch)
     assert _count(store, "cluster_snapshots") == 0
@@ -383,7 +384,7 @@ def test_raw_bodies_are_compressed_read_back_and_pruned(store):
     body = b'{"id": "cls_a", "padding": "' + b"x" * 5000 + b'"}'
     run_id = store.start_run(None)
     batch = LoadBatch(run_id)
-    batch.add_detail(detail("cls_a"), raw_body=body)
+    batch.add_detail(normalize_detail(detail("cls_a")), raw_body=body)
     store.write_batch(batch)
     stored = store.con.execute("select octet_length(body) from raw.responses").fetchall()[0][0]
     assert stored < len(body) / 10
@@ -398,7 +399,7 @@ def test_raw_bodies_are_compressed_read_back_and_pruned(store):
 def test_raw_is_not_kept_when_retention_is_zero(store):
     run_id = store.start_run(None)
     batch = LoadBatch(run_id, keep_raw=False)
-    batch.add_detail(detail("cls_a"), raw_body=b"{}")
+    batch.add_detail(normalize_detail(detail("cls_a")), raw_body=b"{}")
     store.write_batch(batch)
     assert list(store.iter_raw()) == []
     assert _count(store, "metric_points") == 3
@@ -411,32 +412,32 @@ def test_read_only_open_of_a_missing_database_is_a_clear_error(tmp_path):
         Store.open(tmp_path / "none.duckdb", read_only=True)
 
 
-def test_points_given_as_columns_store_the_same_rows_as_the_dicts(tmp_path):
+def test_points_of_the_fast_and_the_general_path_store_the_same_rows(tmp_path):
     import json
     from datetime import UTC, datetime
 
     import orjson
 
-    from pipeline.normalize import normalize_detail_columns
+    from pipeline.normalize import parse_json
     from pipeline.simulator.fleet import Fleet, FleetSpec
 
     fleet = Fleet(FleetSpec(seed=7, clusters=6, start=datetime(2026, 11, 13, 3, tzinfo=UTC)))
     docs = [json.dumps(fleet.detail(s["id"], window="7d")) for s in fleet.list_summaries()]
     tables = {}
-    for use_columns in (False, True):
-        with Store.open(tmp_path / f"{use_columns}.duckdb") as s:
+    # orjson gives floats (the columns' fast path); parse_json gives Decimals, which the fast
+    # path declines: the points are converted one by one.
+    for name, parse in (("fast", orjson.loads), ("general", parse_json)):
+        with Store.open(tmp_path / f"{name}.duckdb") as s:
             batch = LoadBatch("r1")
             for text in docs:
-                detail, columns = normalize_detail_columns(orjson.loads(text), exact_money=True)
-                assert columns is not None
-                batch.add_detail(detail, columns=columns if use_columns else None)
+                batch.add_detail(normalize_detail(parse(text)))
             s.write_batch(batch)
-            tables[use_columns] = {
+            tables[name] = {
                 t: s.con.execute(f"select * from snap.{t} order by all").fetchall()
                 for t in ("metric_points", "gpu_metric_points", "cluster_snapshots")
             }
-    assert tables[True] == tables[False]
-    assert len(tables[True]["gpu_metric_points"]) > 1000
+    assert tables["fast"] == tables["general"]
+    assert len(tables["fast"]["gpu_metric_points"]) > 1000
 
 
 from pipeline.store import StoreWriteError  # noqa: E402 - beside the tests that use it
@@ -463,7 +464,7 @@ class _FullDiskConnection:
 def test_a_full_disk_is_named_not_hidden_by_the_failed_rollback(store):
     run_id = store.start_run(None)
     batch = LoadBatch(run_id)
-    batch.add_detail(detail("cls_a"))
+    batch.add_detail(normalize_detail(detail("cls_a")))
     real = store.con
     store.con = _FullDiskConnection(real)
     try:
@@ -481,12 +482,12 @@ def test_an_oserror_enospc_at_the_write_layer_is_named(store, monkeypatch):
 
     run_id = store.start_run(None)
     batch = LoadBatch(run_id)
-    batch.add_detail(detail("cls_a"))
+    batch.add_detail(normalize_detail(detail("cls_a")))
 
     def boom(con, rows):
         raise OSError(errno.ENOSPC, _os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(Store, "_write_buckets", staticmethod(boom))
+    monkeypatch.setattr(writer, "_write_buckets", boom)
     with pytest.raises(StoreWriteError, match="no space left on device"):
         store.write_batch(batch)
 

@@ -11,10 +11,10 @@ import pytest
 
 from pipeline.normalize import (
     MAX_NESTING,
+    NormalizedDetail,
     NormalizeError,
     check_nesting,
     normalize_detail,
-    normalize_detail_columns,
     parse_json,
 )
 from pipeline.validate import (
@@ -34,8 +34,9 @@ def _detail(change=None, *, fast: bool = True):
     doc = copy.deepcopy(BASE)
     if change is not None:
         change(doc["data"])
-    detail, columns = normalize_detail_columns(parse_json(json.dumps(doc)))
-    return detail, (columns if fast else None)
+    text = json.dumps(doc)
+    # floats take the points' fast path (whole columns); Decimals the point-by-point one
+    return normalize_detail(json.loads(text) if fast else parse_json(text))
 
 
 @pytest.mark.parametrize("cid", ["cls_1", "a:b", "A-Z.0~9", "x@y"])
@@ -49,9 +50,12 @@ def test_anything_else_is_not_a_cluster_id(cid):
 
 
 def test_the_contract_example_passes_and_a_lower_case_currency_is_repaired():
-    detail, columns = _detail(lambda d: d["cost"].update(currency=" usd"))
-    validate_detail(detail, columns)
-    assert detail["cost"]["currency"] == "USD"
+    detail = _detail(lambda d: d["cost"].update(currency=" usd"))
+    validate_detail(detail)
+    assert detail.currency == "USD"
+    assert {
+        r["currency"] for t in ("cluster_snapshots", "metric_points") for r in detail.rows(t)
+    } == {"USD"}
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["columns", "dicts"])
@@ -81,9 +85,9 @@ def test_the_contract_example_passes_and_a_lower_case_currency_is_repaired():
     ],
 )
 def test_bulk_values_outside_the_contract_are_named_by_both_paths(change, named, fast):
-    detail, columns = _detail(change, fast=fast)
+    detail = _detail(change, fast=fast)
     with pytest.raises(ContractError) as caught:
-        validate_detail(detail, columns)
+        validate_detail(detail)
     assert str(caught.value) == named
 
 
@@ -107,18 +111,18 @@ def test_bulk_values_outside_the_contract_are_named_by_both_paths(change, named,
     ],
 )
 def test_the_rest_of_the_detail_is_checked_too(change, named):
-    detail, columns = _detail(change)
+    detail = _detail(change)
     with pytest.raises(ContractError, match=named.replace("[", r"\[").replace("]", r"\]")):
-        validate_detail(detail, columns)
+        validate_detail(detail)
 
 
 def test_buckets_outside_the_window_before_the_snapshot_are_refused():
     def old_bucket(d):
         d["metrics"]["historical"]["data_points"][1]["timestamp"] = "2026-10-01T00:00:00Z"
 
-    detail, columns = _detail(old_bucket)
+    detail = _detail(old_bucket)
     with pytest.raises(ContractError, match=r"data_points\[1\].timestamp: bucket 2026-10-01"):
-        validate_detail(detail, columns)
+        validate_detail(detail)
 
 
 @pytest.mark.parametrize(
@@ -140,10 +144,10 @@ def test_nesting_is_bounded_without_recursion():
         check_nesting(json.loads("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)))
 
 
-def _at(instant: datetime, *, current: bool = True) -> dict:
+def _at(instant: datetime, *, current: bool = True) -> NormalizedDetail:
     if current:
-        return {"metrics": {"current": {"timestamp": instant}}}
-    return {"updated_at": instant}
+        return normalize_detail({"id": "c", "metrics": {"current": {"timestamp": instant}}})
+    return normalize_detail({"id": "c", "updated_at": instant})
 
 
 def test_the_time_guard_refuses_an_instant_ahead_of_the_providers_date():
@@ -175,9 +179,9 @@ def test_the_time_guard_refuses_an_instant_far_from_its_peers_either_way():
 
 
 def test_money_stays_decimal_through_validation():
-    detail, columns = _detail()
-    validate_detail(detail, columns)
-    assert detail["cost"]["current_hourly_rate"] == Decimal("6.9000")
+    detail = _detail()
+    validate_detail(detail)
+    assert detail.columns["cluster_snapshots"]["hourly_rate"] == [Decimal("6.9000")]
 
 
 def test_a_run_on_a_virtual_clock_ahead_of_the_providers_date_is_judged_by_its_peers():
