@@ -59,6 +59,12 @@ BACKLOG_PER_WORKER = 4
 # of RAM, and its buffer cache grows with the tables the nightly replacement touches).
 DUCKDB_THREADS: int | None = None
 DUCKDB_MEMORY_LIMIT: str | None = None
+# The WAL size at which DuckDB checkpoints (its default is 16 MB: with 8 GPUs x 168 buckets
+# that is every second batch, and each checkpoint rewrites the row groups the night's
+# replacements touched again). Commits stay durable (the WAL is synced at each commit); the
+# rest is checkpointed when the store closes. Measured at 1,000 clusters: night 2 CPU
+# 11.1-11.6 s -> 10.6-10.9 s, night 1 unchanged.
+DUCKDB_CHECKPOINT_THRESHOLD: str | None = "256MB"
 # The young-generation threshold of Python's cyclic GC while the stage runs (default 700). A
 # detail's parse makes thousands of containers that reference counting frees anyway (JSON has
 # no cycles); at 700 the collector runs several times per detail and each pass walks the
@@ -308,6 +314,8 @@ def _run_live(
                 store.con.execute(f"set threads = {int(DUCKDB_THREADS)}")
             if DUCKDB_MEMORY_LIMIT is not None:
                 store.con.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+            if DUCKDB_CHECKPOINT_THRESHOLD is not None:
+                store.con.execute(f"set checkpoint_threshold = '{DUCKDB_CHECKPOINT_THRESHOLD}'")
             store.mark_interrupted_runs()
             run_id = store.start_run(client.base_url)
             result = SnapshotResult(run_id, "running")
