@@ -64,10 +64,10 @@ DUCKDB_THREADS: int | None = None
 # within the noise); beyond it DuckDB evicts or spills to a temporary file beside the database.
 DUCKDB_MEMORY_LIMIT: str | None = "192MB"
 # The WAL size at which DuckDB checkpoints (its default is 16 MB: with 8 GPUs x 168 buckets
-# that is every second batch, and each checkpoint rewrites the row groups the night's
-# replacements touched again). Commits stay durable (the WAL is synced at each commit); the
-# rest is checkpointed when the store closes. Measured at 1,000 clusters: night 2 CPU
-# 11.1-11.6 s -> 10.6-10.9 s, night 1 unchanged.
+# that is every batch or two, and in a steady night each checkpoint rewrites again the row
+# groups the replacements deleted from). Commits stay durable (the WAL is synced at each
+# commit); the rest is checkpointed when the store closes. Measured at 1,000 clusters: night 2
+# CPU 11.1-11.6 s -> 10.6-10.9 s, night 1 unchanged.
 DUCKDB_CHECKPOINT_THRESHOLD: str | None = "256MB"
 # The young-generation threshold of Python's cyclic GC while the stage runs (default 700). A
 # detail's parse makes thousands of containers that reference counting frees anyway (JSON has
