@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.connection import StoreWriteError
 from pipeline.ledger import FINISHED_STATUSES, INTERRUPTED_MESSAGE, new_run_id
+from pipeline.normalize import normalize_detail
 from pipeline.store import LoadBatch, Store
 from tests.store_fixtures import detail
 
@@ -83,7 +84,7 @@ def test_only_runs_still_running_are_marked_interrupted(store):
 def test_the_raw_pruning_and_the_finish_commit_together_or_not_at_all(store, monkeypatch):
     old = store.start_run(None)
     batch = LoadBatch(old)
-    batch.add_detail(detail("cls_a"), raw_body=b'{"id": "cls_a"}')
+    batch.add_detail(normalize_detail(detail("cls_a")), raw_body=b'{"id": "cls_a"}')
     store.write_batch(batch)
     store.finish_run(old, "complete")
     store.con.execute("update raw.responses set fetched_at = fetched_at - interval 3 day")
