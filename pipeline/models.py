@@ -568,23 +568,30 @@ def _cluster_batches(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[s
     return batches
 
 
-def _batch_table(source: str) -> str:
-    """The temporary table holding one batch's rows of a batched source."""
-    return "_gpucost_batch_" + source.split(".", 1)[1]
-
-
 _SOURCE_REFERENCE = {
     source: re.compile(rf"\b{re.escape(source)}\b", re.IGNORECASE) for source in BATCHED_SOURCES
 }
 
 
-def _batched_select(model: Model) -> str:
-    """A staging model over a batched source, reading the batch's rows only: the source is
-    replaced by its batch table (`_load_batch`), and the batch's range of clusters is kept as
-    a filter too."""
+def _batch_source(source: str, number: int, folder: Path | None) -> str:
+    """What a batched staging view reads instead of `source` in batch `number`: the batch's
+    Parquet partition (`_partition_sources`), or no rows when the batch has none."""
+    if folder is not None:
+        part = folder / source.split(".", 1)[1] / f"_gpucost_batch={number}"
+        if part.is_dir():
+            glob = _sql_text(str(part / "*.parquet"))
+            return f"read_parquet('{glob}', hive_partitioning = false)"
+    return f"(select * from {source} where false)"
+
+
+def _batched_select(model: Model, number: int = 0, folder: Path | None = None) -> str:
+    """A staging model over a batched source, reading batch `number`'s rows only: the source
+    is replaced by the batch's partition, and the batch's range of clusters is kept as a
+    filter too."""
     select = _strip_trailing_semicolon(model.sql)
     for source, reference in _SOURCE_REFERENCE.items():
-        select = reference.sub(f"temp.{_batch_table(source)}", select)
+        # a replacement string, not a template: backslashes in a path stay as they are
+        select = reference.sub(_batch_source(source, number, folder).replace("\\", "\\\\"), select)
     return (
         f"select * from ({select}) as batched where batched.cluster_id "
         "between getvariable('build_batch_from') and getvariable('build_batch_to')"
@@ -633,19 +640,6 @@ def _partition_sources(
 
 def _sql_text(text: str) -> str:
     return text.replace("'", "''")
-
-
-def _load_batch(con: duckdb.DuckDBPyConnection, number: int, folder: Path) -> None:
-    """Fill each batched source's batch table with batch `number`'s rows (`_partition_sources`)."""
-    for source in sorted(BATCHED_SOURCES):
-        table = _batch_table(source)
-        con.execute(f"create or replace temp table {table} as select * from {source} where false")
-        part = folder / source.split(".", 1)[1] / f"_gpucost_batch={number}"
-        if part.is_dir():
-            con.execute(
-                f"insert into {table} select * from read_parquet(?, hive_partitioning = false)",
-                [str(part / "*.parquet")],
-            )
 
 
 def _is_batched_staging(model: Model) -> bool:
@@ -697,7 +691,6 @@ def _build_batched(
         began = time.perf_counter()
         _partition_sources(con, batches, folder)
         result.model_seconds["(partition the history by batch)"] = time.perf_counter() - began
-        _load_batch(con, 0, folder)
         _build_batches(con, models, batches, existing, folder, seconds)
     fleet_views = _fleet_views(models)
     for model in models:
@@ -711,8 +704,6 @@ def _build_batched(
             f'create or replace view "{model.layer}"."{model.name}" as {select}',
             existing,
         )
-    for source in BATCHED_SOURCES:
-        con.execute(f"drop table if exists {_batch_table(source)}")
     for model in models:
         if model.materialized != "table" or _is_per_cluster(model):
             continue
@@ -755,7 +746,7 @@ def _build_batches(
                 existing,
             )
         elif model.materialized == "view":
-            body = _batched_select(model) if _is_batched_staging(model) else select
+            body = _batched_select(model, 0, folder) if _is_batched_staging(model) else select
             _create_or_replace(
                 con, "view", model, f"create or replace view {target} as {body}", existing
             )
@@ -773,8 +764,14 @@ def _build_batches(
     for number, (first, last) in enumerate(batches):
         con.execute("set variable build_batch_from = ?", [first])
         con.execute("set variable build_batch_to = ?", [last])
-        if number:
-            _load_batch(con, number, folder)
+        for model in models if number else []:
+            # the batch's rows: views, not tables, so a batch leaves nothing behind that the
+            # build's one transaction would keep (and spill) until it commits
+            if _is_batched_staging(model):
+                con.execute(
+                    f'create or replace view "{model.layer}"."{model.name}" as '
+                    + _batched_select(model, number, folder)
+                )
         con.execute(
             "create or replace temp table _gpucost_scope as select * from _gpucost_all_scope "
             "where cluster_id between ? and ?",
