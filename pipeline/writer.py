@@ -2,7 +2,7 @@
 
 A `LoadBatch` collects the results of N clusters (`add_result`, `add_detail`, `add_failure`):
 each detail's columns (`normalize.NormalizedDetail.table`, typed by `pipeline/tables.py`) with
-the run's id, its raw body gzip-compressed, the failures and the ledger's counters.
+the run's id, its raw body compressed (`rawstore.compress`), the failures and the ledger's counters.
 `write_batch(con, path, batch)` turns them into Arrow tables and writes them all in ONE
 transaction, so a `kill -9` loses at most the batch in flight and never leaves a run that looks
 complete (only `Store.finish_run` marks that). Keys make reloads idempotent:
@@ -26,7 +26,6 @@ refused) and adds the run's id.
 from __future__ import annotations
 
 import contextlib
-import gzip
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -39,6 +38,7 @@ import pyarrow as pa
 
 from pipeline.errors import GpucostError
 from pipeline.log import get_logger
+from pipeline.rawstore import RawRow, compress, write_bodies
 from pipeline.redact import redact_bytes, redact_text
 from pipeline.tables import MONEY_ARROW, SNAPSHOT_TABLES, TABLES, TS
 
@@ -47,9 +47,6 @@ if TYPE_CHECKING:
 
 # Measured (8-GPU details): 25 -> 4.3 ms per cluster to write, 50 -> 3.4, 100 -> 2.2, 200 -> 2.0.
 DEFAULT_BATCH_CLUSTERS = 100
-RAW_ENCODING = "gzip"
-# Level 1 compresses these JSON bodies about 6x at a fraction of level 6's CPU time.
-RAW_COMPRESSLEVEL = 1
 # A failure's raw body is kept for diagnosis, not as an archive: bound it.
 MAX_FAILURE_BODY_BYTES = 256 * 1024
 # DECIMAL(18, 6): 12 integer digits.
@@ -192,7 +189,7 @@ def _to_arrow(values: list[Any], kind: pa.DataType) -> pa.Array:
 class _Pending:
     cluster_id: str
     columns: dict[str, dict[str, list[Any]]]
-    raw: tuple[str, str, datetime, datetime | None, bytes] | None
+    raw: RawRow | None
 
 
 @dataclass
@@ -243,12 +240,12 @@ class LoadBatch:
             return False
         raw = None
         if raw_body is not None and self.keep_raw:
-            raw = (
+            raw = RawRow(
                 self.run_id,
                 detail.cluster_id,
                 fetched_at or datetime.now(UTC),
                 detail.snapshot_at,
-                gzip.compress(raw_body, compresslevel=RAW_COMPRESSLEVEL, mtime=0),
+                compress(raw_body),
             )
         self.pending.append(_Pending(detail.cluster_id, columns, raw))
         self.fetched += 1
@@ -404,9 +401,7 @@ def _write(
             _write_snapshots(con)
             _write_buckets(con, rows)
             raws = [item.raw for item in pending if item.raw is not None]
-            if raws:
-                _write_raw(con, raws)
-                registered.append("_in_raw")
+            write_bodies(con, raws)
         if batch.failures and not dry_run:
             _write_failures(con, batch.failures)
         if count and not dry_run:
@@ -443,29 +438,6 @@ def _write(
         for name in registered:
             with contextlib.suppress(duckdb.Error):
                 con.unregister(name)
-
-
-def _write_raw(
-    con: duckdb.DuckDBPyConnection, raws: list[tuple[str, str, datetime, datetime | None, bytes]]
-) -> None:
-    # executemany prepares per row: an Arrow table is one insert
-    con.register(
-        "_in_raw",
-        pa.table(
-            {
-                "run_id": pa.array([r[0] for r in raws], pa.string()),
-                "cluster_id": pa.array([r[1] for r in raws], pa.string()),
-                "fetched_at": pa.array([r[2] for r in raws], TS),
-                "snapshot_at": pa.array([r[3] for r in raws], TS),
-                "body": pa.array([r[4] for r in raws], pa.binary()),
-            }
-        ),
-    )
-    con.execute(
-        "insert into raw.responses (run_id, cluster_id, fetched_at, snapshot_at,"
-        " encoding, body) select run_id, cluster_id, fetched_at, snapshot_at,"
-        f" '{RAW_ENCODING}', body from _in_raw"
-    )
 
 
 def _write_failures(con: duckdb.DuckDBPyConnection, failures: list[dict[str, Any]]) -> None:
