@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # pins numpy/pyarrow/polars/duckdb below gpucost's; only PyPI is used.
 FOCUS_VENV ?= .venv-focus
 
-.PHONY: install browser java test test-all lint demo bench bench-quick clean docs focus-validator
+.PHONY: install browser java test test-all lint demo bench bench-quick bench-10k clean docs focus-validator
 
 install: $(VENV)/.installed
 
@@ -64,6 +64,11 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench --quick
+
+# Issue 13's slow benchmark, run on its own (about an hour on two cores; ~30 GB of free disk
+# under $$TMPDIR): a full refresh and a nightly build of 10,000 clusters x 365 days.
+bench-10k: install
+	$(BIN)/python -m bench.build --sizes 10000 --days 365
 
 docs: install
 	$(BIN)/python -m pipeline.docgen
