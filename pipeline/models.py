@@ -35,19 +35,23 @@ as they exist only during a build. `full_refresh=True`, a new model or a changed
 threshold rebuilds from all history (the scope is then every cluster from -infinity). Both give
 identical tables.
 
-Bounded memory: a full refresh of more than `FULL_REFRESH_BATCH_BUCKETS` buckets runs the
-per-cluster tables batch by batch of clusters through the same scope, the staging views over
+Bounded memory: a full refresh of more than `BATCH_BUCKETS` buckets runs the per-cluster
+tables batch by batch of clusters through the same scope, the staging views over
 `BATCHED_SOURCES` reading only the batch's rows, then the fleet-wide and other tables once
-(`_build_batched`); the build runs under DuckDB's `memory_limit` (`BUILD_MEMORY_LIMIT`),
-spilling past it. Linear time: the history is stored night by night, so every row group holds
+(`_build_batched`). Linear time: the history is stored night by night, so every row group holds
 every cluster and a filter by batch would read the whole history once per batch; instead the
 batched sources are written once, in one pass, as Parquet partitioned by batch number into a
-private temporary folder beside the database, and each batch loads its own partition; the
+private temporary folder beside the database, and each batch reads its own partition; the
 intermediate views that read no batched source (the nearest-snapshot ranges of the whole fleet)
-are computed once, as tables, for all batches. A per-cluster model must take its fleet-wide
-figures from sources other than `BATCHED_SOURCES` (as `projection_actuals` takes the fleet's
-newest snapshot from `cluster_snapshots`); tests/test_models_e2e.py compares both ways mart by
-mart.
+are computed once, as tables, for all batches. An incremental build whose scope holds more than
+`BATCH_BUCKETS` buckets (a large fleet's night) updates the per-cluster tables batch by batch
+of the scope's clusters the same way, the scope narrowed to the batch, and reads the sources
+themselves (its scope is recent: the time-ordered row groups before it are skipped)
+(`_build_incremental_batched`). Either way a per-cluster model reads only views and other
+per-cluster tables (`_check_batchable`), and must take its fleet-wide figures from sources
+other than `BATCHED_SOURCES` (as `projection_actuals` takes the fleet's newest snapshot from
+`cluster_snapshots`); tests/test_models_e2e.py compares both ways mart by mart. The build runs
+under DuckDB's `memory_limit` (`BUILD_MEMORY_LIMIT`), spilling past it.
 """
 
 from __future__ import annotations
@@ -88,10 +92,12 @@ BUILD_SETTINGS: tuple[tuple[str, object], ...] = (
     ("preserve_insertion_order", False),
     ("memory_limit", BUILD_MEMORY_LIMIT),
 )
-# A full refresh runs the per-cluster models in batches of clusters holding at most this many
-# buckets (`snap.metric_points` rows), so that its memory follows the batch, not the fleet: a
-# year of 1,000 clusters (8.9 M buckets, 68 M per-GPU rows) peaked at 7.1 GB in one piece.
-FULL_REFRESH_BATCH_BUCKETS = 1_500_000
+# A build runs the per-cluster models in batches of clusters holding at most this many buckets
+# (`snap.metric_points` rows; for an incremental build, the buckets of its scope), so that its
+# memory follows the batch, not the fleet: a year of 1,000 clusters (8.9 M buckets, 68 M per-GPU
+# rows) peaked at 7.1 GB fully refreshed in one piece, and the nightly incremental build of
+# 10,000 clusters (1.7 M buckets in its scope) failed in one piece under the 1.5 GB limit.
+BATCH_BUCKETS = 1_500_000
 # The source tables whose staging views a batch restricts to its clusters: the volume of the
 # history (every bucket, every GPU reading, every projection). Fleet-wide figures the models
 # take from other tables (the newest snapshot of the fleet, the runs) stay whole.
@@ -542,15 +548,27 @@ def _build_model(
     return False
 
 
-def _cluster_batches(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[str, str]]:
+def _cluster_batches(
+    con: duckdb.DuckDBPyConnection, limit: int, *, scoped: bool = False
+) -> list[tuple[str, str]]:
     """The clusters cut into contiguous ranges `(first, last)` of sorted ids, each holding at
-    most `limit` buckets (or one cluster, when one alone holds more)."""
-    rows = con.execute(
-        "select cluster_id, coalesce(count(bucket_at), 0) from ("
-        "select cluster_id, null::timestamptz as bucket_at from snap.cluster_snapshots "
-        "union all select cluster_id, bucket_at from snap.metric_points) "
-        "group by cluster_id order by cluster_id"
-    ).fetchall()
+    most `limit` buckets (or one cluster, when one alone holds more); `scoped`: the clusters of
+    `_gpucost_scope` and their buckets from the scope's `from_at` on (an incremental build)."""
+    if scoped:
+        rows = con.execute(
+            "select scope.cluster_id, count(points.bucket_at) from _gpucost_scope as scope "
+            "left join (select cluster_id, bucket_at from snap.metric_points "
+            "where bucket_at >= getvariable('build_from_at')) as points "
+            "on points.cluster_id = scope.cluster_id and points.bucket_at >= scope.from_at "
+            "group by scope.cluster_id order by scope.cluster_id"
+        ).fetchall()
+    else:
+        rows = con.execute(
+            "select cluster_id, coalesce(count(bucket_at), 0) from ("
+            "select cluster_id, null::timestamptz as bucket_at from snap.cluster_snapshots "
+            "union all select cluster_id, bucket_at from snap.metric_points) "
+            "group by cluster_id order by cluster_id"
+        ).fetchall()
     batches: list[tuple[str, str]] = []
     first: str | None = None
     last = ""
@@ -676,7 +694,7 @@ def _build_batched(
     existing: dict[str, str],
     result: BuildResult,
 ) -> None:
-    """A full refresh in batches of clusters (see `FULL_REFRESH_BATCH_BUCKETS`).
+    """A full refresh in batches of clusters (see `BATCH_BUCKETS`).
 
     Every table is first created empty (its columns); then, batch by batch, the scope is the
     batch's clusters (from -infinity) and the staging views over `BATCHED_SOURCES` see only
@@ -791,6 +809,87 @@ def _build_batches(
     con.execute("drop table _gpucost_all_scope")
 
 
+def _check_batchable(models: list[Model]) -> None:
+    """A per-cluster table is computed batch by batch before the other tables are rebuilt: it
+    may read views and other per-cluster tables only (a fleet-wide or whole table would still
+    hold the previous build's rows, or none). A model that breaks this is a `BuildError`."""
+    by_relation = {m.relation: m for m in models}
+
+    def read(relation: str) -> set[str]:
+        found: set[str] = set()
+        for dependency in by_relation[relation].depends_on:
+            found.add(dependency)
+            if by_relation[dependency].materialized == "view":
+                found |= read(dependency)
+        return found
+
+    for model in models:
+        if not _is_per_cluster(model):
+            continue
+        for dependency in sorted(read(model.relation)):
+            other = by_relation[dependency]
+            if other.materialized == "table" and not _is_per_cluster(other):
+                raise BuildError(
+                    f"{model.path}: a per-cluster incremental model reads {dependency}, a table "
+                    "that is not per cluster; batched builds compute it after the per-cluster "
+                    "tables"
+                )
+
+
+def _build_incremental_batched(
+    con: duckdb.DuckDBPyConnection,
+    models: list[Model],
+    batches: list[tuple[str, str]],
+    thresholds: Thresholds,
+    built: dict[str, str],
+    existing: dict[str, str],
+    result: BuildResult,
+) -> None:
+    """An incremental build in batches of the scope's clusters (see `BATCH_BUCKETS`): the
+    views first, then each per-cluster table updated batch by batch (its rows of the batch's
+    scope deleted and computed again, `_gpucost_scope` narrowed to the batch; the variables
+    `build_from_at` / `build_from_day_at` keep the whole scope's bounds), then the other tables
+    with the whole scope. Gives the tables of the incremental build in one piece."""
+    seconds = dict.fromkeys((m.relation for m in models), 0.0)
+    incremental: set[str] = set()
+
+    def build(model: Model) -> None:
+        began = time.perf_counter()
+        if _build_model(
+            con,
+            model,
+            full_refresh=False,
+            checksum=_checksum(model, thresholds),
+            built=built,
+            existing=existing,
+        ):
+            incremental.add(model.relation)
+        seconds[model.relation] += time.perf_counter() - began
+
+    for model in models:
+        if model.materialized == "view":
+            build(model)
+    con.execute("create or replace temp table _gpucost_all_scope as select * from _gpucost_scope")
+    for first, last in batches:
+        con.execute(
+            "create or replace temp table _gpucost_scope as select * from _gpucost_all_scope "
+            "where cluster_id between ? and ?",
+            [first, last],
+        )
+        for model in models:
+            if _is_per_cluster(model):
+                build(model)
+    con.execute("create or replace temp table _gpucost_scope as select * from _gpucost_all_scope")
+    con.execute("drop table _gpucost_all_scope")
+    for model in models:
+        if model.materialized == "table" and not _is_per_cluster(model):
+            build(model)
+    result.models_built.extend(m.relation for m in models)
+    result.incremental_marts.extend(m.relation for m in models if m.relation in incremental)
+    result.model_seconds.update(seconds)
+    result.batches = len(batches)
+
+
 def _existing_relations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """`schema.name` -> "table" | "view" for every relation of the model layers."""
     rows = con.execute(
@@ -870,11 +969,12 @@ def build_on_connection(
     *,
     full_refresh: bool = False,
     root: Path | None = None,
-    batch_buckets: int = FULL_REFRESH_BATCH_BUCKETS,
+    batch_buckets: int = BATCH_BUCKETS,
 ) -> BuildResult:
     """Build every model and run the data tests on an open connection, in one transaction.
 
-    A full refresh of more than `batch_buckets` buckets runs in batches of clusters."""
+    A full refresh of more than `batch_buckets` buckets, or an incremental build whose scope
+    holds more, runs in batches of clusters."""
     started = time.perf_counter()
     models = discover_models(root)
     tests = discover_tests(root)
@@ -906,14 +1006,19 @@ def build_on_connection(
         )
         _make_scope(con, full=full_scope)
         result.full_refresh = full_scope
-        batches = _cluster_batches(con, batch_buckets) if full_scope else []
+        batches = _cluster_batches(con, batch_buckets, scoped=not full_scope)
         if len(batches) > 1:
+            _check_batchable(models)
+            kind = "full refresh" if full_scope else "incremental build"
             try:
-                _build_batched(con, models, batches, existing, result)
+                if full_scope:
+                    _build_batched(con, models, batches, existing, result)
+                else:
+                    _build_incremental_batched(
+                        con, models, batches, thresholds, built, existing, result
+                    )
             except duckdb.Error as exc:
-                raise BuildError(
-                    f"the full refresh (in {len(batches)} batches) failed: {exc}"
-                ) from exc
+                raise BuildError(f"the {kind} (in {len(batches)} batches) failed: {exc}") from exc
             for model in models:
                 con.execute(
                     "insert or replace into marts.build_models values (?, ?, now())",

@@ -209,6 +209,46 @@ def test_a_full_refresh_in_batches_of_clusters_equals_one_in_one_piece(e2e, tmp_
         assert batched[mart], mart
 
 
+def test_an_incremental_build_in_batches_of_clusters_equals_one_in_one_piece(e2e, tmp_path):
+    """A night of a large fleet is built incrementally in batches of the scope's clusters
+    (bounded memory): the same marts, every row, as the same incremental build in one piece and
+    as the full refresh; here the last three nights are built again, in batches of ~2
+    clusters' recent buckets."""
+    results, marts = {}, {}
+    for name, batch_buckets in (("batched", 400), ("one piece", 10**9)):
+        copy = tmp_path / f"{name}.duckdb"
+        shutil.copyfile(e2e["db"], copy)
+        con = duckdb.connect(str(copy))
+        try:
+            con.execute(
+                "delete from marts.build_runs where run_id in "
+                "(select run_id from marts.build_runs order by run_id desc limit 3)"
+            )
+            # rows of the newest day the build must compute again (a build that skipped a
+            # batch would leave them missing)
+            con.execute(
+                "delete from intermediate.buckets where bucket_at >= "
+                "(select max(bucket_at) from intermediate.buckets) - interval 1 day"
+            )
+            con.execute(
+                "delete from marts.idle_waste_daily where day >= "
+                "(select max(day) from marts.idle_waste_daily) - 1"
+            )
+            results[name] = build_on_connection(con, Thresholds(), batch_buckets=batch_buckets)
+        finally:
+            con.close()
+        marts[name] = _marts(copy)
+    batched, whole = results["batched"], results["one piece"]
+    assert not batched.full_refresh and not whole.full_refresh
+    assert batched.batches >= 10 and whole.batches == 1
+    assert "marts.idle_waste_daily" in batched.incremental_marts
+    assert sorted(batched.incremental_marts) == sorted(whole.incremental_marts)
+    for mart in MARTS:
+        assert marts["batched"][mart] == marts["one piece"][mart], mart
+        assert marts["batched"][mart] == e2e["full_marts"][mart], mart
+        assert marts["batched"][mart], mart
+
+
 @pytest.mark.slow
 def test_a_250_cluster_fleet_agrees_with_the_truth(tmp_path):
     """The same checks on a fleet large enough to hold rarer combinations of events."""

@@ -27,10 +27,6 @@ ranges as (
     select * from intermediate.snapshot_ranges
 ),
 
-rates as (
-    select * from intermediate.snapshot_rates
-),
-
 -- each range cut into the days (numbered from the epoch) it covers within the buckets' span:
 -- a bucket is then compared with the ranges of its own day only, not with every snapshot of
 -- its cluster (which grows with the square of the history)
@@ -74,6 +70,21 @@ nearest as (
         and epoch_ms(points.bucket_mid_at) >= nearest_billing.from_ms
         and epoch_ms(points.bucket_mid_at) < nearest_billing.to_ms
     group by points.cluster_id, points.bucket_at
+),
+
+-- the rates of the snapshots that price these buckets only: the whole fleet's history of
+-- snapshots as a join's build side held memory in proportion to the fleet (an incremental
+-- build of 10,000 clusters failed under the build's memory limit)
+rates as (
+    select snapshot_rates.*
+    from intermediate.snapshot_rates
+    semi join (
+        select cluster_id, any_snapshot_at as snapshot_at from nearest
+        union
+        select cluster_id, billing_snapshot_at as snapshot_at from nearest
+    ) as pricing
+        on pricing.cluster_id = snapshot_rates.cluster_id
+        and pricing.snapshot_at = snapshot_rates.snapshot_at
 ),
 
 joined as (
