@@ -62,6 +62,9 @@ DUCKDB_THREADS: int | None = None
 # default limit is 80 % of RAM): the cap keeps the process's peak nearly flat in fleet size
 # (at 1,000 clusters: night 1 peak RSS ~460 -> ~435 MB, night 2 ~525-620 -> ~450 MB, CPU
 # within the noise); beyond it DuckDB evicts or spills to a temporary file beside the database.
+# Not lower: not every DuckDB operation spills. 64 MB (with a 32 MB checkpoint threshold) failed
+# a 3,000-cluster night in a checkpoint ("failed to pin block"); 128 and 192 MB held at 3,000
+# clusters, 192 MB also with 32 DuckDB threads (peak RSS 518 / 553 MB, nights 1 / 2).
 DUCKDB_MEMORY_LIMIT: str | None = "192MB"
 # The WAL size at which DuckDB checkpoints (its default is 16 MB: with 8 GPUs x 168 buckets
 # that is every batch or two, and in a steady night each checkpoint rewrites again the row
