@@ -680,6 +680,25 @@ def test_a_reference_to_an_unknown_model_is_a_clear_error(tmp_path):
         discover_models(tmp_path)
 
 
+def test_batches_refuse_a_per_cluster_model_reading_a_table_that_is_not(tmp_path):
+    # batched builds compute the per-cluster tables before the others: it would read a stale
+    # (or empty) table, through a view too
+    from pipeline.models import _check_batchable
+
+    _write(tmp_path, "marts", "whole", "select 1 as cluster_id from snap.cluster_snapshots")
+    _write(tmp_path, "intermediate", "v", "select * from marts.whole")
+    _write(
+        tmp_path,
+        "marts",
+        "per",
+        "-- materialized: table\n-- incremental: per cluster where true\n"
+        "select * from intermediate.v",
+    )
+    with pytest.raises(BuildError, match="marts.whole"):
+        _check_batchable(discover_models(tmp_path))
+    _check_batchable(discover_models())  # the project's models keep the rule
+
+
 def test_build_on_an_empty_database_says_snapshot_first():
     import duckdb
 
