@@ -860,15 +860,18 @@ def _build_incremental_batched(
 
     def build(model: Model) -> None:
         began = time.perf_counter()
-        if _build_model(
-            con,
-            model,
-            full_refresh=False,
-            checksum=_checksum(model, thresholds),
-            built=built,
-            existing=existing,
-        ):
-            incremental.add(model.relation)
+        try:
+            if _build_model(
+                con,
+                model,
+                full_refresh=False,
+                checksum=_checksum(model, thresholds),
+                built=built,
+                existing=existing,
+            ):
+                incremental.add(model.relation)
+        except duckdb.Error as exc:
+            raise BuildError(f"model {model.relation} ({model.path}) failed: {exc}") from exc
         seconds[model.relation] += time.perf_counter() - began
 
     for model in models:
