@@ -757,17 +757,7 @@ def _build_batches(
         target = f'"{model.layer}"."{model.name}"'
         select = _strip_trailing_semicolon(model.sql)
         if model.relation in fleet_views:
-            # computed once for every batch, as a table ordered by cluster (so that a batch's
-            # join can skip the other clusters' row groups); a view again after the batches
-            columns = [c[0] for c in con.execute(f"select * from ({select}) limit 0").description]
-            order = " order by cluster_id" if "cluster_id" in columns else ""
-            _create_or_replace(
-                con,
-                "table",
-                model,
-                f"create or replace table {target} as select * from ({select}){order}",
-                existing,
-            )
+            _create_fleet_table(con, model, existing)
         elif model.materialized == "view":
             body = _batched_select(model, 0, folder) if _is_batched_staging(model) else select
             _create_or_replace(
@@ -814,6 +804,25 @@ def _build_batches(
     con.execute("drop table _gpucost_all_scope")
 
 
+def _create_fleet_table(
+    con: duckdb.DuckDBPyConnection, model: Model, existing: dict[str, str]
+) -> None:
+    """A fleet-wide view (`_fleet_views`) computed once for every batch, as a table ordered by
+    cluster (so that a batch's join can skip the other clusters' row groups); a view again
+    after the batches."""
+    select = _strip_trailing_semicolon(model.sql)
+    columns = [c[0] for c in con.execute(f"select * from ({select}) limit 0").description]
+    order = " order by cluster_id" if "cluster_id" in columns else ""
+    target = f'"{model.layer}"."{model.name}"'
+    _create_or_replace(
+        con,
+        "table",
+        model,
+        f"create or replace table {target} as select * from ({select}){order}",
+        existing,
+    )
+
+
 def _check_batchable(models: list[Model]) -> None:
     """A per-cluster table is computed batch by batch before the other tables are rebuilt: it
     may read views and other per-cluster tables only (a fleet-wide or whole table would still
@@ -851,10 +860,11 @@ def _build_incremental_batched(
     result: BuildResult,
 ) -> None:
     """An incremental build in batches of the scope's clusters (`INCREMENTAL_BATCH_BUCKETS`):
-    the views first, then each per-cluster table updated batch by batch (its rows of the batch's
-    scope deleted and computed again, `_gpucost_scope` narrowed to the batch; the variables
-    `build_from_at` / `build_from_day_at` keep the whole scope's bounds), then the other tables
-    with the whole scope. Gives the tables of the incremental build in one piece."""
+    the views first (the fleet-wide ones as tables, for the batches), then each per-cluster
+    table updated batch by batch (its rows of the batch's scope deleted and computed again,
+    `_gpucost_scope` narrowed to the batch; the variables `build_from_at` / `build_from_day_at`
+    keep the whole scope's bounds), then the other tables with the whole scope. Gives the
+    tables of the incremental build in one piece."""
     seconds = dict.fromkeys((m.relation for m in models), 0.0)
     incremental: set[str] = set()
 
@@ -874,8 +884,14 @@ def _build_incremental_batched(
             raise BuildError(f"model {model.relation} ({model.path}) failed: {exc}") from exc
         seconds[model.relation] += time.perf_counter() - began
 
+    # the fleet-wide views once, as tables: in each batch they would compute the whole fleet
+    # again (the nearest-snapshot ranges' window over every snapshot held memory in proportion
+    # to the fleet, whatever the batch)
+    fleet_views = _fleet_views(models)
     for model in models:
-        if model.materialized == "view":
+        if model.relation in fleet_views:
+            _create_fleet_table(con, model, existing)
+        elif model.materialized == "view":
             build(model)
     con.execute("create or replace temp table _gpucost_all_scope as select * from _gpucost_scope")
     for first, last in batches:
@@ -889,6 +905,9 @@ def _build_incremental_batched(
                 build(model)
     con.execute("create or replace temp table _gpucost_scope as select * from _gpucost_all_scope")
     con.execute("drop table _gpucost_all_scope")
+    for model in models:
+        if model.relation in fleet_views:
+            build(model)  # a view again
     for model in models:
         if model.materialized == "table" and not _is_per_cluster(model):
             build(model)
