@@ -20,20 +20,8 @@ Loading is batched: a `LoadBatch` collects the results of N clusters (each alrea
 snapshot tables' columns, `normalize.NormalizedDetail`), `Store.write_batch` turns them into
 Arrow tables and writes them, their raw bodies, their failures
 and the ledger's counters in ONE transaction. A `kill -9` therefore loses at most the batch in
-flight and never leaves a run that looks complete (only `finish_run` marks that). Keys make
-reloads idempotent:
-
-- snapshot-grain tables (`cluster_snapshots`, `cost_components`, `projections`, `alerts`,
-  `gpu_current`) are keyed by (cluster_id, snapshot_at[, ...]); a reload of the same snapshot
-  replaces its rows as a set.
-- bucket tables (`metric_points`, `gpu_metric_points`) store each (cluster_id, bucket_at) once
-  across overlapping windows. A bucket is written when the incoming snapshot is at least as new
-  as the stored one (so a revised bucket takes the newest snapshot's value, whatever the load
-  order), and its per-GPU rows are replaced as a set (a resize changes the GPU count).
-  These two tables carry no PRIMARY KEY on purpose: measured on DuckDB 2.0
-  (bench/store_keys.py), an index made the nightly delete-then-insert ~30x slower and the file
-  ~18x larger, and INSERT OR REPLACE cannot drop the GPUs a resize removed; uniqueness is the
-  loader's job and is tested.
+flight and never leaves a run that looks complete (only `finish_run` marks that). How keys make
+reloads idempotent, and why the bucket tables carry no PRIMARY KEY: `pipeline.writer`.
 """
 
 from __future__ import annotations
