@@ -172,12 +172,16 @@ def run_build_bench(
     *,
     sizes: list[int] | None = None,
     verify: bool = False,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     """Measure generation, full refresh and the nightly incremental build at three sizes (a
     tenth, three tenths and all of `clusters`, or `sizes`), `days` nights each; write the JSON
     result and return it: `build-quick.json` when `quick`, `build-<sizes>x<days>.json` for explicit
     sizes, else `build.json`. `verify` also compares the incremental marts with a full refresh
-    of the same database (one more full refresh per size)."""
+    of the same database (one more full refresh per size). `keep`: the databases are written
+    to that folder and left there (a failed build leaves its database as before the build, so
+    the failing step can be run again by hand: `python -m bench.build --child build DB
+    incremental`)."""
     explicit = sizes is not None
     if sizes is None:
         sizes = sorted({max(1, clusters // 10), max(1, clusters * 3 // 10), clusters})
@@ -193,12 +197,17 @@ def run_build_bench(
         "target": "incremental build of one night <= 0.1 x full refresh",
         "sizes": [],
     }
-    with tempfile.TemporaryDirectory(prefix="gpucost-bench-build-") as tmp:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
         for size in sizes:
-            results["sizes"].append(_one_size(size, days, Path(tmp), verify))
-            # each size's database is only needed for its own steps
-            for leftover in Path(tmp).iterdir():
-                leftover.unlink()
+            results["sizes"].append(_one_size(size, days, keep, verify))
+    else:
+        with tempfile.TemporaryDirectory(prefix="gpucost-bench-build-") as tmp:
+            for size in sizes:
+                results["sizes"].append(_one_size(size, days, Path(tmp), verify))
+                # each size's database is only needed for its own steps
+                for leftover in Path(tmp).iterdir():
+                    leftover.unlink()
     largest = results["sizes"][-1]
     results["target_met"] = (
         largest["incremental_over_full"] <= 0.1 if "failed" not in largest else False
@@ -254,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=None)
     parser.add_argument("--sizes", type=int, nargs="+", help="fleet sizes instead of three")
     parser.add_argument("--verify", action="store_true", help="incremental == full refresh?")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="write the databases to DIR and keep them"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args(argv)
     if args.child:
@@ -270,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     clusters = args.clusters or (30 if args.quick else 300)
     days = args.days or (60 if args.quick else 365)
-    results = run_build_bench(clusters, days, args.quick, sizes=args.sizes, verify=args.verify)
+    results = run_build_bench(
+        clusters, days, args.quick, sizes=args.sizes, verify=args.verify, keep=args.keep
+    )
     print(table(results))
     if any("failed" in size for size in results["sizes"]):
         raise SystemExit(1)  # measured up to the failing step, and recorded

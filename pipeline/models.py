@@ -45,9 +45,10 @@ private temporary folder beside the database, and each batch reads its own parti
 intermediate views that read no batched source (the nearest-snapshot ranges of the whole fleet)
 are computed once, as tables, for all batches. An incremental build whose scope holds more
 than `INCREMENTAL_BATCH_BUCKETS` buckets (a large fleet's night) updates the per-cluster tables
-batch by batch of the scope's clusters the same way, the scope narrowed to the batch, and reads
-the sources themselves (its scope is recent: the time-ordered row groups before it are
-skipped) (`_build_incremental_batched`). Either way a per-cluster model reads only views and
+batch by batch of the scope's clusters the same way, the scope narrowed to the batch and the
+staging views over `BATCHED_SOURCES` filtered to the batch's clusters, reading the sources
+themselves (its scope is recent: the time-ordered row groups before it are skipped)
+(`_build_incremental_batched`). Either way a per-cluster model reads only views and
 other per-cluster tables (`_check_batchable`), and must take its fleet-wide figures from
 sources other than `BATCHED_SOURCES` (as `projection_actuals` takes the fleet's newest snapshot
 from `cluster_snapshots`); tests/test_models_e2e.py compares both ways mart by mart. The build runs
@@ -98,8 +99,8 @@ BUILD_SETTINGS: tuple[tuple[str, object], ...] = (
 # rows) peaked at 7.1 GB fully refreshed in one piece, and the nightly incremental build of
 # 10,000 clusters (1.7 M buckets in its scope) failed in one piece under the 1.5 GB limit.
 BATCH_BUCKETS = 1_500_000
-# An incremental build's batches are smaller: it reads the sources themselves and computes the
-# fleet-wide views inside each batch. Measured on 1,000 clusters x 365 days, the night's scope
+# An incremental build's batches are smaller: each batch reads the sources themselves (filtered
+# to its clusters), not a partition written for it. Measured on 1,000 clusters x 365 days, the night's scope
 # (192,000 buckets) needs 150-200 MB in one piece; 10,000 clusters' scope (1.7 M buckets) failed
 # in one piece under the 1.5 GB limit.
 INCREMENTAL_BATCH_BUCKETS = 500_000
@@ -598,19 +599,22 @@ _SOURCE_REFERENCE = {
 
 def _batch_source(source: str, number: int, folder: Path | None) -> str:
     """What a batched staging view reads instead of `source` in batch `number`: the batch's
-    Parquet partition (`_partition_sources`), or no rows when the batch has none."""
-    if folder is not None:
-        part = folder / source.split(".", 1)[1] / f"_gpucost_batch={number}"
-        if part.is_dir():
-            glob = _sql_text(str(part / "*.parquet"))
-            return f"read_parquet('{glob}', hive_partitioning = false)"
+    Parquet partition (`_partition_sources`), or no rows when the batch has none; without a
+    folder (an incremental build's batches), the source itself, which the batch's range of
+    clusters then filters."""
+    if folder is None:
+        return source
+    part = folder / source.split(".", 1)[1] / f"_gpucost_batch={number}"
+    if part.is_dir():
+        glob = _sql_text(str(part / "*.parquet"))
+        return f"read_parquet('{glob}', hive_partitioning = false)"
     return f"(select * from {source} where false)"
 
 
 def _batched_select(model: Model, number: int = 0, folder: Path | None = None) -> str:
     """A staging model over a batched source, reading batch `number`'s rows only: the source
-    is replaced by the batch's partition, and the batch's range of clusters is kept as a
-    filter too."""
+    is replaced by the batch's partition (or, without a folder, kept), and the batch's range
+    of clusters is kept as a filter too."""
     select = _strip_trailing_semicolon(model.sql)
     for source, reference in _SOURCE_REFERENCE.items():
         # a replacement string, not a template: backslashes in a path stay as they are
@@ -862,9 +866,10 @@ def _build_incremental_batched(
     """An incremental build in batches of the scope's clusters (`INCREMENTAL_BATCH_BUCKETS`):
     the views first (the fleet-wide ones as tables, for the batches), then each per-cluster
     table updated batch by batch (its rows of the batch's scope deleted and computed again,
-    `_gpucost_scope` narrowed to the batch; the variables `build_from_at` / `build_from_day_at`
-    keep the whole scope's bounds), then the other tables with the whole scope. Gives the
-    tables of the incremental build in one piece."""
+    `_gpucost_scope` narrowed to the batch and the staging views over `BATCHED_SOURCES` to the
+    batch's clusters; the variables `build_from_at` / `build_from_day_at` keep the whole
+    scope's bounds), then, every view whole again, the other tables with the whole scope.
+    Gives the tables of the incremental build in one piece."""
     seconds = dict.fromkeys((m.relation for m in models), 0.0)
     incremental: set[str] = set()
 
@@ -894,20 +899,31 @@ def _build_incremental_batched(
         elif model.materialized == "view":
             build(model)
     con.execute("create or replace temp table _gpucost_all_scope as select * from _gpucost_scope")
-    for first, last in batches:
+    for number, (first, last) in enumerate(batches):
+        con.execute("set variable build_batch_from = ?", [first])
+        con.execute("set variable build_batch_to = ?", [last])
         con.execute(
             "create or replace temp table _gpucost_scope as select * from _gpucost_all_scope "
             "where cluster_id between ? and ?",
             [first, last],
         )
+        for model in models if number == 0 else []:
+            # the staging views over the batched sources see the batch's clusters only (the
+            # variables above), as in a batched full refresh: a per-cluster model computes
+            # the batch, not the fleet (projection_drift's horizons of every cluster, say)
+            if _is_batched_staging(model):
+                con.execute(
+                    f'create or replace view "{model.layer}"."{model.name}" as '
+                    + _batched_select(model)
+                )
         for model in models:
             if _is_per_cluster(model):
                 build(model)
     con.execute("create or replace temp table _gpucost_scope as select * from _gpucost_all_scope")
     con.execute("drop table _gpucost_all_scope")
     for model in models:
-        if model.relation in fleet_views:
-            build(model)  # a view again
+        if model.relation in fleet_views or _is_batched_staging(model):
+            build(model)  # a view again, whole
     for model in models:
         if model.materialized == "table" and not _is_per_cluster(model):
             build(model)
