@@ -85,6 +85,7 @@ def _simulate(db, clusters: int) -> dict:
         "incremental": incremental,
         "full": full,
         "full_marts": _marts(db),
+        "full_every_mart": _every_mart(db),
     }
 
 
@@ -224,6 +225,10 @@ def test_a_full_refresh_in_batches_of_clusters_equals_one_in_one_piece(e2e, tmp_
     for mart in MARTS:
         assert batched[mart] == e2e["full_marts"][mart], mart
         assert batched[mart], mart
+    every = _every_mart(copy)
+    assert len(every) >= 20
+    for mart, rows in e2e["full_every_mart"].items():
+        assert every[mart] == rows, mart
 
 
 def test_an_incremental_build_in_batches_of_clusters_equals_one_in_one_piece(e2e, tmp_path):
