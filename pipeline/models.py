@@ -100,9 +100,9 @@ BUILD_SETTINGS: tuple[tuple[str, object], ...] = (
 # 10,000 clusters (1.7 M buckets in its scope) failed in one piece under the 1.5 GB limit.
 BATCH_BUCKETS = 1_500_000
 # An incremental build's batches are smaller: each batch reads the sources themselves (filtered
-# to its clusters), not a partition written for it. Measured on 1,000 clusters x 365 days, the night's scope
-# (192,000 buckets) needs 150-200 MB in one piece; 10,000 clusters' scope (1.7 M buckets) failed
-# in one piece under the 1.5 GB limit.
+# to its clusters), not a partition written for it. Measured on 1,000 clusters x 365 days, the
+# night's scope (192,000 buckets) needs 150-200 MB in one piece; 10,000 clusters' scope (1.7 M
+# buckets) failed in one piece under the 1.5 GB limit.
 INCREMENTAL_BATCH_BUCKETS = 500_000
 # The source tables whose staging views a batch restricts to its clusters: the volume of the
 # history (every bucket, every GPU reading, every projection). Fleet-wide figures the models

@@ -191,9 +191,12 @@ def test_control_characters_never_reach_the_html(tmp_path: Path) -> None:
 def test_cluster_ids_that_slug_alike_get_distinct_anchors(tmp_path: Path) -> None:
     db = create_fixture_db(tmp_path / "g.duckdb")
     con = duckdb.connect(str(db))
+    # every table holding the ids (the views among the marts read them)
     tables = con.execute(
         "select table_schema, table_name from information_schema.columns"
-        " where column_name = 'cluster_id' and table_schema in ('snap', 'marts')"
+        " join information_schema.tables using (table_schema, table_name)"
+        " where column_name = 'cluster_id' and table_type = 'BASE TABLE'"
+        " and table_schema in ('snap', 'intermediate', 'marts')"
     ).fetchall()
     for schema, table in tables:
         con.execute(f"update {schema}.{table} set cluster_id = 'a/b' where cluster_id = 'cls_a'")
