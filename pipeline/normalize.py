@@ -32,6 +32,7 @@ gives the same columns or the error naming the field.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -39,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from itertools import chain, repeat
-from operator import itemgetter
+from itertools import chain, compress, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 from pipeline.errors import ApiError
@@ -112,21 +113,26 @@ def parse_json(body: bytes | str) -> Any:
 def check_nesting(doc: Any, limit: int = MAX_NESTING) -> None:
     """Raise `NormalizeError` when `doc` nests objects and arrays deeper than `limit`.
 
-    Iterative (a walk by recursion is what a hostile document would break), and it visits only
-    containers: the bulk of a detail is scalars.
+    Level by level, without recursion (a walk by recursion is what a hostile document would
+    break): the containers one level down are picked from the values of this level's by C loops
+    (`chain`, `compress`), not by one Python iteration per value. A dict that the garbage
+    collector does not track is skipped: CPython tracks a dict as soon as one of its values may
+    be a container (`gc.is_tracked`), so an untracked dict holds only scalars (the GPU entries of
+    every bucket, most of a detail). Were every dict tracked, they would all be looked into.
     """
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
-        items = node.values() if type(node) is dict else node if type(node) is list else None
-        if items is None:
-            continue
+    dicts = [doc] if type(doc) is dict else []
+    lists = [doc] if type(doc) is list else []
+    depth = 1
+    while dicts or lists:
         if depth > limit:
             raise NormalizeError(f"nested deeper than {limit} levels")
-        for item in items:
-            if type(item) is dict or type(item) is list:
-                push((item, depth + 1))
+        holders = compress(dicts, map(gc.is_tracked, dicts))
+        values = list(chain(chain.from_iterable(map(dict.values, holders)), *lists))
+        types = list(map(type, values))
+        kinds = set(types)
+        dicts = list(compress(values, map(is_, types, repeat(dict)))) if dict in kinds else []
+        lists = list(compress(values, map(is_, types, repeat(list)))) if list in kinds else []
+        depth += 1
 
 
 _MARK = "\ue000"
