@@ -220,6 +220,8 @@ _WORD = re.compile(r"[^\s\"'<>]+")
 _known_lock = threading.Lock()
 _KNOWN: set[str] = set()
 _KNOWN_RE: re.Pattern[str] | None = None
+# Bumped by each registration, under `_known_lock` (see `_string_is_clean`).
+_generation = 0
 
 
 def register_secret(value: str | None) -> None:
@@ -229,7 +231,7 @@ def register_secret(value: str | None) -> None:
     shorter than `MIN_SECRET_LENGTH` are ignored. Process-wide and thread-safe: the CLI reads the
     key once, every stage after that is covered.
     """
-    global _KNOWN_RE, _SUSPECT
+    global _KNOWN_RE, _SUSPECT, _generation
     if not value or len(value.strip()) < MIN_SECRET_LENGTH:
         return
     value = value.strip()
@@ -241,7 +243,9 @@ def register_secret(value: str | None) -> None:
         alternation = "|".join(re.escape(s) for s in sorted(_KNOWN, key=len, reverse=True))
         _KNOWN_RE = re.compile(alternation, re.IGNORECASE)
         _SUSPECT = re.compile(f"{_SUSPECT_BASE}|{alternation}", re.IGNORECASE)
-        # What was seen clean before may hold the new secret.
+        # What was seen clean before may hold the new secret; a check under way with the
+        # former rule must not remember its string either.
+        _generation += 1
         _CLEAN.clear()
         _KEY_KIND.clear()
 
@@ -449,11 +453,16 @@ _MAX_RECURSION = 200
 def _string_is_clean(value: str) -> bool:
     if len(value) <= 2 or value in _CLEAN:
         return True
+    # Read before the rule: a secret registered while this string is checked (with the rule of
+    # before) bumps the generation, and the string is then not remembered as clean.
+    generation = _generation
     if _SUSPECT.search(value):
         return False
-    if len(_CLEAN) >= _CLEAN_MAX:
-        _CLEAN.clear()
-    _CLEAN.add(value)
+    with _known_lock:
+        if generation == _generation:
+            if len(_CLEAN) >= _CLEAN_MAX:
+                _CLEAN.clear()
+            _CLEAN.add(value)
     return True
 
 

@@ -202,3 +202,29 @@ def test_the_fast_paths_redact_exactly_as_the_plain_walk(keys, rows, planted) ->
     assert fast == plain or json.dumps(fast, sort_keys=True) == json.dumps(plain, sort_keys=True)
     for secret in ("ghp_abcdef", CANARY, "abcdefgh123", "pw12345", "AKIAIOSFODNN7", "hunter22"):
         assert secret not in json.dumps(fast)
+
+
+def test_a_string_checked_while_its_secret_is_registered_is_not_remembered_clean(
+    monkeypatch,
+) -> None:
+    # A worker checks a string with the rule of before while another thread registers the
+    # secret it holds: the string must not stay in the memory of clean strings.
+    secret = "RaceKey-81zz"
+    before = redact._SUSPECT
+
+    class RegistersMidCheck:
+        def search(self, text: str):
+            register_secret(secret)  # lands between the check and the remembering
+            return before.search(text)
+
+    monkeypatch.setattr(redact, "_SUSPECT", RegistersMidCheck())
+    try:
+        assert redact._string_is_clean(f"job {secret}")  # the old rule's verdict
+        assert f"job {secret}" not in redact._CLEAN
+        monkeypatch.undo()  # the rule of before is back: register again, for real
+        forget_secrets()
+        register_secret(secret)
+        doc = {"data_points": _points(), "note": f"job {secret}"}
+        assert secret not in json.dumps(redact_document(doc))
+    finally:
+        forget_secrets()
