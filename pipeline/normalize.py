@@ -32,6 +32,7 @@ gives the same columns or the error naming the field.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -39,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from itertools import chain, repeat
-from operator import itemgetter
+from itertools import chain, compress, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 from pipeline.errors import ApiError
@@ -112,21 +113,26 @@ def parse_json(body: bytes | str) -> Any:
 def check_nesting(doc: Any, limit: int = MAX_NESTING) -> None:
     """Raise `NormalizeError` when `doc` nests objects and arrays deeper than `limit`.
 
-    Iterative (a walk by recursion is what a hostile document would break), and it visits only
-    containers: the bulk of a detail is scalars.
+    Level by level, without recursion (a walk by recursion is what a hostile document would
+    break): the containers one level down are picked from the values of this level's by C loops
+    (`chain`, `compress`), not by one Python iteration per value. A dict that the garbage
+    collector does not track is skipped: CPython tracks a dict as soon as one of its values may
+    be a container (`gc.is_tracked`), so an untracked dict holds only scalars (the GPU entries of
+    every bucket, most of a detail). Were every dict tracked, they would all be looked into.
     """
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
-        items = node.values() if type(node) is dict else node if type(node) is list else None
-        if items is None:
-            continue
+    dicts = [doc] if type(doc) is dict else []
+    lists = [doc] if type(doc) is list else []
+    depth = 1
+    while dicts or lists:
         if depth > limit:
             raise NormalizeError(f"nested deeper than {limit} levels")
-        for item in items:
-            if type(item) is dict or type(item) is list:
-                push((item, depth + 1))
+        holders = compress(dicts, map(gc.is_tracked, dicts))
+        values = list(chain(chain.from_iterable(map(dict.values, holders)), *lists))
+        types = list(map(type, values))
+        kinds = set(types)
+        dicts = list(compress(values, map(is_, types, repeat(dict)))) if dict in kinds else []
+        lists = list(compress(values, map(is_, types, repeat(list)))) if list in kinds else []
+        depth += 1
 
 
 _MARK = "\ue000"
@@ -522,6 +528,8 @@ def _shapes_within(items: list[Any], allowed: frozenset[str], required: str) -> 
 
 
 _GPU_ID = itemgetter("gpu_id")
+_TIMESTAMP = itemgetter("timestamp")
+_GPU_LISTS = frozenset({list, type(None)})
 
 
 def _distinct_per_point(gpu_ids: list[str], counts: list[int | None]) -> list[str] | None:
@@ -543,41 +551,54 @@ def _distinct_per_point(gpu_ids: list[str], counts: list[int | None]) -> list[st
 
 def _points_fast(points: list[Any], money: Conv) -> _Points | None:
     """The points as columns, or None when anything is unusual (the general path then converts
-    the points one by one, or names the bad field)."""
+    the points one by one, or names the bad field). Columns are read by C loops (`map` over
+    `dict.get` or `itemgetter`), not point by point; a KeyError or TypeError from them (a GPU
+    entry without a key every other one has, a GPU entry that is not an object) sends the
+    caller to the general path too."""
     if not points or not _shapes_within(points, _POINT_KEYS, "timestamp"):
         return None
-    bucket_at = [_cached_timestamp(p["timestamp"]) for p in points]
+    stamps = list(map(_TIMESTAMP, points))
+    bucket_at: list[Any] = list(map(_TS_CACHE.get, stamps))
+    if None in bucket_at:
+        bucket_at = list(map(_cached_timestamp, stamps))
     if None in bucket_at or len(set(bucket_at)) != len(bucket_at):
         return None
-    status = [p.get("status") for p in points]
+    status = list(map(dict.get, points, repeat("status")))
     if not _TEXT_TYPES.issuperset(map(type, status)):
         return None
     utilizations = {}
     for name in _UTILIZATIONS:
-        column = [p.get(name) for p in points]
+        column = list(map(dict.get, points, repeat(name)))
         if not _clean_floats(column):
             return None
         utilizations[name] = column
-    sent = [p.get("cost") for p in points]
+    sent = list(map(dict.get, points, repeat("cost")))
     if _TEXT_TYPES.issuperset(map(type, sent)):
         # Amounts sent as text repeat (a price per hour): each distinct text converted once.
         amounts = {text: money(text) for text in set(sent)}
         cost = [amounts[text] for text in sent]
     else:
         cost = list(map(money, sent))
-    flat: list[Any] = []
-    counts: list[int | None] = []
-    for point in points:
-        gpus = point.get("gpus")
-        if gpus is None:
-            counts.append(None)
-        elif type(gpus) is list:
-            counts.append(len(gpus))
-            flat += gpus
-        else:
-            return None
-    if flat and not _shapes_within(flat, _GPU_KEYS, "gpu_id"):
+    lists: list[Any] = list(map(dict.get, points, repeat("gpus")))
+    kinds = set(map(type, lists))
+    if not _GPU_LISTS.issuperset(kinds):
         return None
+    if type(None) in kinds:
+        counts: list[int | None] = [None if g is None else len(g) for g in lists]
+        flat: list[Any] = list(chain.from_iterable(g for g in lists if g is not None))
+    else:
+        counts = list(map(len, lists))
+        flat = list(chain.from_iterable(lists))
+    # Every GPU entry sends every field (the usual case): as many keys as there are names, and
+    # each name's column read by `itemgetter` (KeyError when an entry lacks one) proves that
+    # every entry has exactly these keys; otherwise their shapes are compared one by one.
+    full = True
+    if flat:
+        if frozenset(map(type, flat)) != frozenset({dict}):
+            return None
+        full = len(set(map(len, flat))) == 1 and len(flat[0]) == len(_GPU_KEYS)
+        if not full and not _shapes_within(flat, _GPU_KEYS, "gpu_id"):
+            return None
     gpu_ids = list(map(_GPU_ID, flat))
     if frozenset(map(type, gpu_ids)) - {str}:
         return None
@@ -585,11 +606,9 @@ def _points_fast(points: list[Any], money: Conv) -> _Points | None:
     if distinct is None:
         return None
     gpu_ids = distinct
-    # Every GPU entry sends every field (the usual case): columns by C-level item lookups.
-    full = len(set(map(len, flat))) == 1 and len(flat[0]) == len(_GPU_KEYS) if flat else True
     gpu_columns = {}
     for name in _GPU_VALUES:
-        column = list(map(itemgetter(name), flat)) if full else [g.get(name) for g in flat]
+        column = list(map(itemgetter(name), flat) if full else map(dict.get, flat, repeat(name)))
         if not _clean_floats(column):
             return None
         gpu_columns[name] = column

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import Final, NamedTuple
 
 import duckdb
@@ -25,6 +27,16 @@ from pipeline.connection import Database, StoreError, rollback_quietly
 RAW_ENCODING: Final = "gzip"
 # Level 1 compresses these JSON bodies about 6x at a fraction of level 6's CPU time.
 RAW_COMPRESSLEVEL: Final = 1
+# ISA-L's gzip (the `isal` package), when installed, writes the same format with about a third of
+# zlib's CPU time and a slightly better ratio (measured on 7-day 8-GPU details, ~135 KB: zlib
+# level 1 0.55-0.60 ms and 6.2x, ISA-L level 2 0.14-0.17 ms and 6.7x): any gzip reader, the
+# stdlib's included, opens either. Without it, the stdlib's zlib.
+RAW_ISAL_LEVEL: Final = 2
+_igzip: ModuleType | None
+try:
+    _igzip = importlib.import_module("isal.igzip")
+except ImportError:  # pragma: no cover - isal is a dependency; a platform without its wheel
+    _igzip = None
 DEFAULT_CHUNK: Final = 100
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -50,7 +62,10 @@ class RawRow(NamedTuple):
 
 
 def compress(body: bytes) -> bytes:
-    """A response body as stored: gzip, level 1, no timestamp (the same body, the same bytes)."""
+    """A response body as stored: gzip (ISA-L's when installed, else zlib's level 1), no
+    timestamp (the same body, the same bytes)."""
+    if _igzip is not None:
+        return _igzip.compress(body, compresslevel=RAW_ISAL_LEVEL, mtime=0)
     return gzip.compress(body, compresslevel=RAW_COMPRESSLEVEL, mtime=0)
 
 

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from itertools import chain, compress, repeat
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -220,6 +220,8 @@ _WORD = re.compile(r"[^\s\"'<>]+")
 _known_lock = threading.Lock()
 _KNOWN: set[str] = set()
 _KNOWN_RE: re.Pattern[str] | None = None
+# Bumped by each registration, under `_known_lock` (see `_string_is_clean`).
+_generation = 0
 
 
 def register_secret(value: str | None) -> None:
@@ -229,7 +231,7 @@ def register_secret(value: str | None) -> None:
     shorter than `MIN_SECRET_LENGTH` are ignored. Process-wide and thread-safe: the CLI reads the
     key once, every stage after that is covered.
     """
-    global _KNOWN_RE, _SUSPECT
+    global _KNOWN_RE, _SUSPECT, _generation
     if not value or len(value.strip()) < MIN_SECRET_LENGTH:
         return
     value = value.strip()
@@ -241,7 +243,9 @@ def register_secret(value: str | None) -> None:
         alternation = "|".join(re.escape(s) for s in sorted(_KNOWN, key=len, reverse=True))
         _KNOWN_RE = re.compile(alternation, re.IGNORECASE)
         _SUSPECT = re.compile(f"{_SUSPECT_BASE}|{alternation}", re.IGNORECASE)
-        # What was seen clean before may hold the new secret.
+        # What was seen clean before may hold the new secret; a check under way with the
+        # former rule must not remember its string either.
+        _generation += 1
         _CLEAN.clear()
         _KEY_KIND.clear()
 
@@ -440,6 +444,7 @@ _CLEAN_MAX = 50_000
 _RECORDS_MIN = 16
 _SCALARS = frozenset({float, int, bool, type(None), Decimal})
 _CONTAINED = _SCALARS | {str, list}
+_STR_ONLY = {str}
 # Deeper than this, containers are handed back to `redact_document`'s own loop instead of
 # recursed into, so that any depth is redacted without RecursionError.
 _MAX_RECURSION = 200
@@ -448,17 +453,69 @@ _MAX_RECURSION = 200
 def _string_is_clean(value: str) -> bool:
     if len(value) <= 2 or value in _CLEAN:
         return True
+    # Read before the rule: a secret registered while this string is checked (with the rule of
+    # before) bumps the generation, and the string is then not remembered as clean.
+    generation = _generation
     if _SUSPECT.search(value):
         return False
-    if len(_CLEAN) >= _CLEAN_MAX:
-        _CLEAN.clear()
-    _CLEAN.add(value)
+    with _known_lock:
+        if generation == _generation:
+            if len(_CLEAN) >= _CLEAN_MAX:
+                _CLEAN.clear()
+            _CLEAN.add(value)
     return True
 
 
 def _of_type(values: list[Any], kind: type) -> Iterator[Any]:
     # The values of one type, picked by C loops (no Python-level loop over the values).
     return compress(values, map(is_, map(type, values), repeat(kind)))
+
+
+def _column_clean(column: list[Any], depth: int) -> bool:
+    """True when `_walk` would change nothing in these values (one key's values across records
+    whose keys are all plain): scalars, strings matching no rule, lists of such records."""
+    types = set(map(type, column))
+    if _SCALARS.issuperset(types):
+        return True
+    if not _CONTAINED.issuperset(types):
+        return False
+    strings = set(column) if types == _STR_ONLY else set(_of_type(column, str))
+    if str in types and not all(map(_string_is_clean, strings)):
+        return False
+    if list in types:
+        nested = list(chain.from_iterable(_of_type(column, list)))
+        if nested and not _records_clean(nested, depth + 1):
+            return False
+    return True
+
+
+def _uniform_records_clean(items: list[dict[Any, Any]], depth: int) -> bool | None:
+    """`_records_clean` for records that all have the same keys (a metrics window's points and
+    their GPU entries), column by column; None when the keys differ (the caller then checks the
+    list as a whole). All records have the first one's keys when they have as many and each of
+    them (`itemgetter` raises KeyError for a record without one). A numeric column is proved
+    plain by one `sum` in C: it raises TypeError on a string, a list, an object or None, so a
+    column it adds up holds only numbers, which no rule touches."""
+    first = items[0]
+    if len(set(map(len, items))) != 1:
+        return None
+    for key in first:
+        if type(key) is not str or _key_kind(key) != _PLAIN:
+            return False
+    for key in first:
+        get = itemgetter(key)
+        try:
+            sum(map(get, items), 0.0)
+        except KeyError:
+            return None
+        except Exception:  # noqa: BLE001 - not only numbers: the column is looked at by type
+            try:
+                column = list(map(get, items))
+            except KeyError:
+                return None
+            if not _column_clean(column, depth):
+                return False
+    return True
 
 
 def _records_clean(items: list[Any], depth: int = 0) -> bool:
@@ -469,22 +526,13 @@ def _records_clean(items: list[Any], depth: int = 0) -> bool:
     string) answers False and the list is walked as usual."""
     if depth > 3 or set(map(type, items)) != {dict}:
         return False
+    uniform = _uniform_records_clean(items, depth)
+    if uniform is not None:
+        return uniform
     for key in set(chain.from_iterable(items)):
         if type(key) is not str or _key_kind(key) != _PLAIN:
             return False
-    values = list(chain.from_iterable(map(dict.values, items)))
-    types = set(map(type, values))
-    if _SCALARS.issuperset(types):
-        return True
-    if not _CONTAINED.issuperset(types):
-        return False
-    if str in types and not all(map(_string_is_clean, set(_of_type(values, str)))):
-        return False
-    if list in types:
-        nested = list(chain.from_iterable(_of_type(values, list)))
-        if nested and not _records_clean(nested, depth + 1):
-            return False
-    return True
+    return _column_clean(list(chain.from_iterable(map(dict.values, items))), depth)
 
 
 def _rename_tainted_keys(node: dict[Any, Any], tainted: list[Any]) -> None:
@@ -501,8 +549,8 @@ def _rename_tainted_keys(node: dict[Any, Any], tainted: list[Any]) -> None:
 
 def _walk(node: Any, later: list[Any], depth: int = 0) -> Any:
     # The hot loop of redaction (a 7-day detail holds thousands of numbers): type checks by
-    # identity, one cached lookup per key, the regex only on strings that could hold a secret.
-    suspect = _SUSPECT.search
+    # identity, one cached lookup per key, the regex only on strings not yet seen clean
+    # (statuses, health words and timestamps repeat in every detail of a fleet).
     if depth > _MAX_RECURSION:
         later.append(node)
         return node
@@ -524,8 +572,8 @@ def _walk(node: Any, later: list[Any], depth: int = 0) -> Any:
                         value[env_key] = _redact_all(env_value)
                 _walk(value, later, depth + 1)  # the rest of `environment` by the ordinary rules
             elif t is str:
-                if len(value) > 2 and value not in _CLEAN and suspect(value):
-                    node[key] = _redact_string(value)
+                if len(value) > 2 and value not in _CLEAN and not _string_is_clean(value):
+                    node[key] = redact_text(value)
             elif t is dict or t is list:
                 _walk(value, later, depth + 1)
         if tainted:
@@ -538,8 +586,8 @@ def _walk(node: Any, later: list[Any], depth: int = 0) -> Any:
             t = type(value)
             if t is dict or t is list:
                 _walk(value, later, depth + 1)
-            elif t is str and len(value) > 2 and suspect(value):
-                node[i] = _redact_string(value)
+            elif t is str and not _string_is_clean(value):
+                node[i] = redact_text(value)
         return node
     if type(node) is str:
         return _redact_string(node)

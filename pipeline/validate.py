@@ -118,10 +118,19 @@ def _bounded(value: Any, path: str, high: float | None) -> None:
 
 def _column(values: list[Any], high: float | None, where: Any) -> None:
     """Check a whole column at once; `where(k)` names item k only when it is wrong."""
-    present = [v for v in values if v is not None] if None in values else values
-    if not present:
+    if not values:
         return
-    lo, hi = min(present), max(present)
+    try:
+        # Usually no value is missing: min and max in C, without a scan for None first (a
+        # None among numbers makes them raise TypeError; a lone None comes back as itself).
+        lo, hi = min(values), max(values)
+        if lo is None:
+            raise TypeError
+    except TypeError:
+        present = [v for v in values if v is not None]
+        if not present:
+            return
+        lo, hi = min(present), max(present)
     if lo < 0:
         _bounded(lo, where(values.index(lo)), high)
     if high is not None and hi > high:

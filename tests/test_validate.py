@@ -144,6 +144,43 @@ def test_nesting_is_bounded_without_recursion():
         check_nesting(json.loads("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)))
 
 
+def _depth(node: object) -> int:
+    # The reference: containers counted by recursion (the shapes below are shallow enough).
+    if isinstance(node, dict):
+        return 1 + max(map(_depth, node.values()), default=0)
+    if isinstance(node, list):
+        return 1 + max(map(_depth, node), default=0)
+    return 0
+
+
+def _nest(depth: int, kind: str) -> object:
+    node: object = {"leaf": 1.5, "s": "x"} if kind == "dict" else [1.5, "x"]
+    for i in range(depth - 1):
+        node = {"k": node, "n": i} if (i + (kind == "dict")) % 2 else [i, node]
+    return node
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1])
+@pytest.mark.parametrize("kind", ["dict", "list"])
+@pytest.mark.parametrize("via", ["bare", "among scalar-only records", "parsed"])
+def test_nesting_is_counted_exactly_whatever_carries_the_deep_branch(depth, kind, via):
+    # check_nesting skips the dicts the garbage collector does not track (they hold no
+    # container): a deep branch hidden among thousands of scalar-only records still counts.
+    deep = _nest(depth, kind)
+    doc: object = deep
+    if via != "bare":
+        records: list[object] = [{"gpu_id": str(g), "u": 1.0} for g in range(2000)]
+        records[1234] = {"gpu_id": "x", "u": deep}
+        doc = {"points": [{"t": 1, "gpus": records}]}
+    if via == "parsed":
+        doc = json.loads(json.dumps(doc))
+    if _depth(doc) > MAX_NESTING:
+        with pytest.raises(NormalizeError, match=f"nested deeper than {MAX_NESTING}"):
+            check_nesting(doc)
+    else:
+        check_nesting(doc)
+
+
 def _at(instant: datetime, *, current: bool = True) -> NormalizedDetail:
     if current:
         return normalize_detail({"id": "c", "metrics": {"current": {"timestamp": instant}}})
