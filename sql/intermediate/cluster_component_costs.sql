@@ -13,11 +13,17 @@
 -- billed hours.
 with
 
--- an incremental build recomputes the whole days of its scope
+-- an incremental build recomputes the whole days of its scope (a batch of a large build, the
+-- days of its clusters only: the windows below would otherwise sort every cluster's history)
 buckets as (
     select *
     from intermediate.buckets
     where day >= cast(getvariable('build_from_day_at') as date)
+    and exists (
+        select 1 from _gpucost_scope as scope
+        where scope.cluster_id = buckets.cluster_id
+        and buckets.day >= scope.from_day
+    )
 ),
 
 components as (
