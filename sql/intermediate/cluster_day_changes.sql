@@ -3,21 +3,9 @@
 -- is read (marts.spend_anomalies).
 with
 
-buckets as (
-    select * from intermediate.buckets
-),
-
 days as (
-    select
-        cluster_id,
-        day,
-        currency,
-        sum(hours) filter (where is_billed) as billed_hours,
-        max(gpu_count) filter (where is_billed) as billed_gpus,
-        sum(cost) filter (where is_billed)
-            / nullif(sum(gpu_count * hours) filter (where is_billed), 0) as cost_per_gpu_hour,
-    from buckets
-    group by all
+    select cluster_id, day, currency, billed_hours, billed_gpus, cost_per_gpu_hour,
+    from intermediate.cluster_daily
 ),
 
 final as (
