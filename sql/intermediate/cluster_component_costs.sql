@@ -19,6 +19,10 @@ buckets as (
     select *
     from intermediate.buckets
     where day >= cast(getvariable('build_from_day_at') as date)
+    -- the scope's clusters as a range too: a plain filter skips the row groups of the others
+    -- (a batch of a full refresh otherwise read every bucket written so far)
+    and cluster_id between (select min(cluster_id) from _gpucost_scope)
+        and (select max(cluster_id) from _gpucost_scope)
     and exists (
         select 1 from _gpucost_scope as scope
         where scope.cluster_id = buckets.cluster_id
