@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import logging
 import math
@@ -305,6 +306,33 @@ def test_fetch_details_returns_canonical_redacted_details_with_raw_body() -> Non
     # The raw body is the redacted response itself: it normalizes to the same detail.
     assert normalize_detail(parse_json(result.raw_body)) == detail
     assert b'"gpu_utilization":45.5' in result.raw_body
+
+
+def test_a_fetched_document_is_freed_at_once_not_left_in_a_reference_cycle() -> None:
+    # httpx's response and its stream refer to each other. The parsed document used to hang
+    # on the response, so every document (~1 MB with 8 GPUs x 7 days) lived until the cyclic
+    # GC found it: 13 % of a 1,000-cluster snapshot's CPU went to the GC, and parsing ran on
+    # cold memory. What is left in cycles per request is the retry loop's few small objects.
+    api = FakeApi(1)
+    top_keys = set(api.details["cls_000"])
+    with make_client(api) as client:
+        client.fetch_detail("cls_000")  # imports and the connection pool, before measuring
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            result = client.fetch_detail("cls_000")
+            assert result.outcome == "ok"
+            del result
+            gc.collect()
+            garbage = list(gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert not [o for o in garbage if isinstance(o, httpx.Response)]
+    assert not [o for o in garbage if isinstance(o, dict) and top_keys <= set(o)]
+    assert len(garbage) < 100
 
 
 def test_detail_request_asks_for_metrics_cost_and_seven_days_with_bearer_key() -> None:
