@@ -31,9 +31,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from queue import SimpleQueue
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -680,8 +681,12 @@ class ApiClient:
         aborted = self._transport.aborted
         aborted.clear()
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gpucost-api")
-        pending: set[Future[FetchResult]] = set()
-        queue = iter(targets)
+        # Each request, when done, puts its future here: the consumer takes them in completion
+        # order without waiting on every pending future at once (`wait(FIRST_COMPLETED)` locks
+        # and unlocks all of them per result).
+        finished: SimpleQueue[Future[FetchResult]] = SimpleQueue()
+        in_flight = 0
+        todo = iter(targets)
         over_budget = False
         try:
 
@@ -689,33 +694,32 @@ class ApiClient:
                 # `concurrency` workers run; `backlog` more wait queued or finished, so no
                 # worker idles while the consumer handles a result. Nothing more: that is the
                 # backpressure.
-                while len(pending) < self.concurrency + max(backlog, 0):
-                    cid = next(queue, None)
+                nonlocal in_flight
+                while in_flight < self.concurrency + max(backlog, 0):
+                    cid = next(todo, None)
                     if cid is None:
                         return
-                    pending.add(pool.submit(self.fetch_detail, cid))
+                    pool.submit(self.fetch_detail, cid).add_done_callback(finished.put)
+                    in_flight += 1
 
             refill()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    pending.discard(future)
-                    result = future.result()
-                    if result.outcome == "skipped":
-                        over_budget = True
-                    self._emit(
-                        "done" if result.outcome == "ok" else result.outcome, result.cluster_id
-                    )
-                    yield result
+            while in_flight:
+                future = finished.get()
+                in_flight -= 1
+                result = future.result()
+                if result.outcome == "skipped":
+                    over_budget = True
+                self._emit("done" if result.outcome == "ok" else result.outcome, result.cluster_id)
+                yield result
                 halted = self.halted()
                 if halted is not None:
                     # Provider down or deadline passed: the rest fail at once, not one by one.
-                    for cid in queue:
+                    for cid in todo:
                         self._emit("failed", cid)
                         yield FetchResult.failed(cluster_id=cid, reason=halted)
                 if over_budget:
                     # The budget will not come back in time: the rest are skipped, not tried.
-                    for cid in queue:
+                    for cid in todo:
                         self._emit("skipped", cid)
                         yield FetchResult.skipped(
                             cluster_id=cid,
