@@ -415,8 +415,9 @@ class ApiClient:
         finally:
             http.close()
         # httpx's response and its stream refer to each other: a cycle only the cyclic GC
-        # frees, which kept every parsed document (~1 MB) and body alive until it ran (~0.7
-        # MB per cluster with 8 GPUs). What we keep is taken out; the rest is small.
+        # frees. Left on it, every parsed document (~1 MB with 8 GPUs x 7 days) and body lived
+        # until a collection found them (13 % of a 1,000-cluster snapshot's CPU went to the
+        # GC). What we keep is taken out; what stays in the cycle is small.
         doc = http.extensions.pop(DOCUMENT, None)
         http.stream = httpx.ByteStream(b"")
         response = _Response(http.status_code, body, doc, http.headers.get("date"))
