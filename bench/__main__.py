@@ -4,7 +4,8 @@ Each item runs in its own subprocess (so its peak RSS is its own; the items' own
 are subprocesses again), on the simulator, one after the other:
 
 1. snapshot   1,000 clusters x 8 GPUs x 7 days, unlimited rate, beside the floor
-              (bench/snapshot.py): target at most 1.5x the floor, peak RSS under 1 GiB
+              (bench/snapshot.py), three rounds (quick: one), the median round: target at
+              most 1.5x the floor, peak RSS under 1 GiB
 2. ratelimit  the same fleet behind R requests per second (bench/snapshot.py): wall time within
               10 % of N / R, at most a handful (5) of 429s
 3. build      365 days of history for 1,000 clusters x 8 GPUs (bench/build.py): full refresh
