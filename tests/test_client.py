@@ -312,7 +312,8 @@ def test_a_fetched_document_is_freed_at_once_not_left_in_a_reference_cycle() -> 
     # httpx's response and its stream refer to each other. The parsed document used to hang
     # on the response, so every document (~1 MB with 8 GPUs x 7 days) lived until the cyclic
     # GC found it: 13 % of a 1,000-cluster snapshot's CPU went to the GC, and parsing ran on
-    # cold memory. What is left in cycles per request is the retry loop's few small objects.
+    # cold memory. What is left in cycles per request is the retry loop's few small objects
+    # (not counted here: other tests' threads may leave garbage of their own meanwhile).
     api = FakeApi(1)
     top_keys = set(api.details["cls_000"])
     with make_client(api) as client:
@@ -332,7 +333,6 @@ def test_a_fetched_document_is_freed_at_once_not_left_in_a_reference_cycle() -> 
             gc.enable()
     assert not [o for o in garbage if isinstance(o, httpx.Response)]
     assert not [o for o in garbage if isinstance(o, dict) and top_keys <= set(o)]
-    assert len(garbage) < 100
 
 
 def test_detail_request_asks_for_metrics_cost_and_seven_days_with_bearer_key() -> None:
