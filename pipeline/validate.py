@@ -33,6 +33,9 @@ from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.normalize import NormalizedDetail, NormalizeError
 
 # DECIMAL(18, 6) holds 12 integer digits: an amount at or beyond this cannot be stored.
@@ -116,8 +119,15 @@ def _bounded(value: Any, path: str, high: float | None) -> None:
         raise ContractError(f"{value!r} is above {high:g}", path)
 
 
-def _column(values: list[Any], high: float | None, where: Any) -> None:
-    """Check a whole column at once; `where(k)` names item k only when it is wrong."""
+def _column(values: Any, high: float | None, where: Any) -> None:
+    """Check a whole column (a list, or an Arrow array: the per-GPU columns) at once; `where(k)`
+    names item k only when it is wrong."""
+    if isinstance(values, pa.Array):
+        bounds = pc.min_max(values)  # nulls skipped; normalize lets no NaN through
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if lo is None or (lo >= 0 and (high is None or hi <= high)):
+            return
+        values = values.to_pylist()  # something is out of range: find it, name it
     if not values:
         return
     try:

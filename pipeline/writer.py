@@ -113,14 +113,12 @@ def _fit_money(values: list[Any], where: Any) -> list[Any]:
     return [fitted.get(v, v) for v in values]
 
 
-def detail_columns(
-    run_id: str, detail: NormalizedDetail, seq: int
-) -> dict[str, dict[str, list[Any]]]:
+def detail_columns(run_id: str, detail: NormalizedDetail, seq: int) -> dict[str, dict[str, Any]]:
     """One detail's staged columns per table (`STAGED`); `LoadError` when it cannot be
     stored."""
     if detail.problem is not None:
         raise LoadError(detail.problem)
-    out: dict[str, dict[str, list[Any]]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for table, staged in STAGED.items():
         if table == "gpu_metric_points":
             own = detail.columns[table]
@@ -139,24 +137,50 @@ def detail_columns(
 
 
 class _Rows:
-    """The staged columns of a batch's details, concatenated per table."""
+    """The staged columns of a batch's details, concatenated per table. A column a detail gives
+    as an Arrow array (the per-GPU columns, see `NormalizedDetail.columns`) is concatenated as
+    Arrow; the others are Python lists, joined and converted once for the whole batch (their
+    timestamps and amounts repeat from detail to detail: `_to_arrow`)."""
 
-    def __init__(self, parts: list[dict[str, dict[str, list[Any]]]]) -> None:
+    def __init__(self, parts: list[dict[str, dict[str, Any]]]) -> None:
         self.cols: dict[str, dict[str, list[Any]]] = {
             t: {c: [] for c in staged} for t, staged in STAGED.items()
         }
+        self.arrays: dict[str, dict[str, list[pa.Array]]] = {t: {} for t in STAGED}
         for part in parts:
             for table, cols in self.cols.items():
                 for name, values in cols.items():
-                    values.extend(part[table][name])
+                    given = part[table][name]
+                    chunks = self.arrays[table].get(name)
+                    if chunks is None and not isinstance(given, pa.Array):
+                        values.extend(given)
+                        continue
+                    # Arrow from here on; a column given both ways (a detail made by hand)
+                    # keeps its rows in order.
+                    kind = STAGED[table][name]
+                    if chunks is None:
+                        chunks = self.arrays[table][name] = []
+                        if values:
+                            chunks.append(pa.array(values, type=kind))
+                            values.clear()
+                    chunks.append(
+                        given if isinstance(given, pa.Array) else pa.array(given, type=kind)
+                    )
 
     def count(self, table: str) -> int:
-        return len(next(iter(self.cols[table].values())))
+        name = next(iter(self.cols[table]))
+        chunks = self.arrays[table].get(name)
+        return sum(map(len, chunks)) if chunks else len(self.cols[table][name])
 
     def arrow(self, table: str) -> pa.Table:
         schema = STAGED[table]
         columns = {
-            name: _to_arrow(values, schema[name]) for name, values in self.cols[table].items()
+            name: (
+                pa.concat_arrays(self.arrays[table][name])
+                if name in self.arrays[table]
+                else _to_arrow(values, schema[name])
+            )
+            for name, values in self.cols[table].items()
         }
         if table == "metric_points":
             columns["_row"] = pa.array(np.arange(self.count(table), dtype=np.int32))
@@ -188,7 +212,7 @@ def _to_arrow(values: list[Any], kind: pa.DataType) -> pa.Array:
 @dataclass
 class _Pending:
     cluster_id: str
-    columns: dict[str, dict[str, list[Any]]]
+    columns: dict[str, dict[str, Any]]
     raw: RawRow | None
 
 

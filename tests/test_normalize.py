@@ -140,8 +140,15 @@ def test_normalized_detail_has_python_types_from_the_example() -> None:
     assert _row(detail, "alerts")["triggered_at"] == datetime(2026, 11, 20, 0, 50, tzinfo=UTC)
 
 
+def _gpu_columns(detail: Any) -> dict[str, list[Any]]:
+    # A detail gives its per-GPU columns as Arrow arrays (the rest as lists).
+    return {
+        name: values.to_pylist() for name, values in detail.columns["gpu_metric_points"].items()
+    }
+
+
 def _gpu_row(detail: Any, k: int) -> tuple[Any, ...]:
-    cols = detail.columns["gpu_metric_points"]
+    cols = _gpu_columns(detail)
     return tuple(cols[n][k] for n in ("gpu_id", "utilization", "memory_used_gb", "power_draw_w"))
 
 
@@ -377,7 +384,7 @@ def test_fast_path_gives_the_general_paths_columns() -> None:
     assert cols["gpu_utilization"] == [p.get("gpu_utilization") for p in points]
     assert cols["gpu_series_count"] == [len(p["gpus"]) for p in points]
     gpus = [g for p in points for g in p["gpus"]]
-    gcols = detail.columns["gpu_metric_points"]
+    gcols = _gpu_columns(detail)
     assert gcols["gpu_id"] == [g["gpu_id"] for g in gpus]
     assert gcols["utilization"] == [g["utilization"] for g in gpus]
     assert gcols["power_draw_w"] == [g["power_draw_w"] for g in gpus]
@@ -420,7 +427,7 @@ def test_irregular_but_clean_points_keep_the_fast_path_and_its_result(change) ->
     detail = normalize_detail(orjson.loads(text), exact_money=True)
     assert detail == normalize_detail(parse_json(text))
     flat = [g for p in points for g in p["gpus"]]
-    cols = detail.columns["gpu_metric_points"]
+    cols = _gpu_columns(detail)
     assert cols["gpu_id"] == [g["gpu_id"] for g in flat]
     assert cols["power_draw_w"] == [g.get("power_draw_w") for g in flat]
     assert cols["utilization"] == [g.get("utilization") for g in flat]

@@ -138,7 +138,7 @@ def _assert_in_contract(detail: NormalizedDetail) -> None:
         for value in points[name]:
             if value is not None:
                 assert math.isfinite(value) and 0 <= value <= 100, (name, value)
-    for value in detail.columns["gpu_metric_points"]["utilization"]:
+    for value in detail.columns["gpu_metric_points"]["utilization"].to_pylist():
         if value is not None:
             assert 0 <= value <= 100, value
     if any(a is not None for a in money):
