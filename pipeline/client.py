@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -310,6 +311,10 @@ class ApiClient:
         self.include_logs = include_logs
         self.run_deadline_seconds = run_deadline_seconds
         self.on_event = on_event
+        # Parsing, redacting and normalizing a response hold the GIL from start to end, so the
+        # workers cannot do them in parallel anyway: one at a time does, and the others wait on
+        # this lock (asleep) instead of taking the GIL from each other every switch interval.
+        self._cpu_work = threading.Lock()
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         # Given a transport, httpx no longer routes through the environment's proxy itself.
         network = transport or httpx.HTTPTransport(limits=limits, proxy=env_proxy(self.base_url))
@@ -323,7 +328,7 @@ class ApiClient:
                 breaker_failures=breaker_failures,
                 breaker_seconds=breaker_seconds,
             ),
-            parse=_parse_body,
+            parse=self._parse_body,
             on_retry=self._on_retry,
             sleep=sleep,
             clock=clock,
@@ -398,6 +403,10 @@ class ApiClient:
 
     def _on_retry(self, cluster_id: str) -> None:
         self._emit("retry", cluster_id)
+
+    def _parse_body(self, body: bytes) -> Any:
+        with self._cpu_work:
+            return _parse_body(body)
 
     def _get(
         self, path: str, params: dict[str, str], cluster_id: str | None
@@ -603,7 +612,8 @@ class ApiClient:
                 http_status=response.status,
                 attempts=attempts,
             )
-        return self._parse_ok(cluster_id, response, attempts)
+        with self._cpu_work:
+            return self._parse_ok(cluster_id, response, attempts)
 
     def _parse_ok(self, cluster_id: str, response: _Response, attempts: int) -> FetchResult:
         """A 200's document (parsed by the worker that fetched it) redacted, normalized and
