@@ -877,6 +877,10 @@ _SHARED = ("cluster_id", "snapshot_at", "currency")
 _CURRENT_INSTANT = "metrics.current.timestamp"
 
 
+def _as_list(values: Any) -> list[Any]:
+    return values.to_pylist() if isinstance(values, pa.Array) else list(values)
+
+
 @dataclass
 class NormalizedDetail:
     """One cluster detail, normalized: the columns of every snapshot table it gives, and what
@@ -925,7 +929,7 @@ class NormalizedDetail:
             points = self.columns["metric_points"]
             counts = points["gpu_series_count"]
             own = {
-                **{name: values.to_pylist() for name, values in own.items()},
+                **{name: _as_list(values) for name, values in own.items()},
                 "bucket_at": [
                     b
                     for b, c in zip(points["bucket_at"], counts, strict=True)

@@ -276,6 +276,32 @@ def test_same_cluster_twice_in_one_batch_keeps_the_later_detail(store):
     assert _dup_keys(store) == []
 
 
+def test_a_batch_takes_per_gpu_columns_as_arrow_or_as_lists_in_detail_order(store):
+    # normalize gives the per-GPU columns as Arrow arrays; a detail made by hand may give
+    # lists. Both kinds in one batch keep each GPU row with its own point.
+    first = normalize_detail(detail("cls_a", gpu_count=2, hours=3, util=10.0))
+    second = normalize_detail(detail("cls_b", gpu_count=1, hours=3, util=50.0))
+    own = second.columns["gpu_metric_points"]
+    second.columns["gpu_metric_points"] = {name: values.to_pylist() for name, values in own.items()}
+    third = normalize_detail(detail("cls_c", gpu_count=3, hours=3, util=90.0))
+    run_id = store.start_run(None)
+    batch = LoadBatch(run_id)
+    for d in (second, first, third):
+        batch.add_detail(d)
+    store.write_batch(batch)
+    columns = ("cluster_id", "bucket_at", "gpu_id", "utilization", "memory_used_gb", "power_draw_w")
+    stored = store.con.execute(
+        f"select {', '.join(columns)} from snap.gpu_metric_points"
+    ).fetchall()
+    expected = [
+        tuple(row[c] for c in columns)
+        for d in (first, second, third)
+        for row in d.rows("gpu_metric_points")
+    ]
+    assert len(expected) == 3 * (2 + 1 + 3)
+    assert sorted(stored) == sorted(expected)
+
+
 def test_bad_detail_is_a_load_failure_and_the_others_load(store):
     bad = detail("cls_bad")
     bad["metrics"]["historical"]["data_points"][1]["gpus"][1]["gpu_id"] = "0"  # "0" twice
