@@ -328,7 +328,7 @@ class ApiClient:
                 breaker_failures=breaker_failures,
                 breaker_seconds=breaker_seconds,
             ),
-            parse=self._parse_body,
+            parse=self._parse_locked,
             on_retry=self._on_retry,
             sleep=sleep,
             clock=clock,
@@ -404,7 +404,8 @@ class ApiClient:
     def _on_retry(self, cluster_id: str) -> None:
         self._emit("retry", cluster_id)
 
-    def _parse_body(self, body: bytes) -> Any:
+    def _parse_locked(self, body: bytes) -> Any:
+        # The transport's parse hook: `_parse_body` under the workers' CPU lock.
         with self._cpu_work:
             return _parse_body(body)
 
