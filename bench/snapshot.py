@@ -140,8 +140,8 @@ def _run_child(*args: str, profile: str | None = None) -> dict[str, Any]:
     """Run one measured child. Besides the child's own figures, records what served it: the CPU
     this process spent meanwhile (`simulator_cpu_seconds`: the simulator runs here, in threads,
     while this thread only waits) and the share of the machine's CPUs that were busy
-    (`machine_busy`). The pipeline's ratio to the floor is bounded below by its own CPU that
-    holds the GIL against the simulator's (bench/README.md)."""
+    (`machine_busy`). The floor waits on the simulator and the pipeline on its own CPU, so the
+    ratio follows the pipeline's CPU over the simulator's (bench/README.md)."""
     machine = _machine_ticks()
     served = _cpu_seconds()
     result = _run_one(*args, profile=profile)
