@@ -2,4 +2,7 @@
 
 from pipeline.cli import main
 
-main()
+# Guarded: a worker process the snapshot starts (multiprocessing's "spawn") imports this
+# module again under another name, and must not run the command line.
+if __name__ == "__main__":
+    main()

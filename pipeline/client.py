@@ -8,10 +8,12 @@
 - Pagination with or without a `pagination` object (without: page until a page is short);
   duplicates across pages are removed by id.
 - Details are fetched by a pool of `concurrency` worker threads sharing one keep-alive
-  `httpx.Client`; each worker also parses (orjson; the stdlib parser for what orjson refuses,
-  and again with `Decimal` when money arrives as JSON numbers), redacts and normalizes its
-  response, so the consumer receives normalized details (the snapshot tables' columns, from the
-  redacted document: `normalize.NormalizedDetail`). The iterator
+  `httpx.Client`; each response is parsed (orjson; the stdlib parser for what orjson refuses,
+  and again with `Decimal` when money arrives as JSON numbers), redacted, normalized and
+  validated (`process_body`), so the consumer receives normalized details (the snapshot
+  tables' columns, from the redacted document: `normalize.NormalizedDetail`). That work holds
+  the GIL throughout: for a fetch of `PROCESSES_FROM` clusters or more, a worker process does
+  it (`pipeline/workers.py`; on one CPU, or when it dies, the fetching thread). The iterator
   submits new work only as results are taken, which bounds memory (backpressure): the one
   queue between the provider and the snapshot's loader.
 - How each request goes out is the transport's job (`pipeline/transport.py`, an httpx
@@ -29,6 +31,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -56,7 +59,7 @@ from pipeline.normalize import (
     normalize_list_page,
     parse_json,
 )
-from pipeline.redact import redact_document, redact_text, register_secret
+from pipeline.redact import known_secrets, redact_document, redact_text, register_secret
 from pipeline.transport import (
     ATTEMPTS,
     CLUSTER_ID,
@@ -72,6 +75,7 @@ from pipeline.transport import (
     error_summary,
 )
 from pipeline.validate import ContractError, cluster_id_problem, validate_detail
+from pipeline.workers import ParseWorkers, WorkerDied
 
 __all__ = ["ApiClient", "ClientStats", "EventKind", "FetchResult", "Outcome"]
 
@@ -102,6 +106,13 @@ _STATUS_RANK = {"running": 0, "error": 1}
 # Results held beyond the requests running, per worker, unless the caller asks for another
 # backlog (each finished one holds its document until it is taken).
 QUEUED_PER_WORKER = 1
+# Redacting, normalizing and validating a 7-day detail of 8 GPUs takes ~4.6 ms of CPU, all of
+# it holding the GIL (`python -m bench.ingest_paths`): the client's threads can only take
+# turns at it. With a second CPU, a worker process does it instead (`pipeline/workers.py`)
+# while this process keeps the HTTP and the store. A worker process takes ~0.5 s of CPU to
+# start: fetches of fewer details than PROCESSES_FROM stay in the threads.
+PARSE_PROCESSES = 1 if (os.cpu_count() or 1) >= 2 else 0
+PROCESSES_FROM = 200
 
 # What became of one cluster's detail request: "gone" is a 404, "skipped" the request budget.
 Outcome = Literal["ok", "gone", "failed", "skipped"]
@@ -241,6 +252,57 @@ def _parse_body(body: bytes) -> Any:
         raise Transient(f"invalid JSON: {exc}", status=200, body=body, malformed=True) from None
 
 
+@dataclass
+class Processed:
+    """What a detail's 200 body became: its normalized detail and redacted raw body, or the
+    reason it cannot be used (`failure`, with the redacted raw body when there is one).
+    Picklable: a worker process makes it (`process_body`)."""
+
+    detail: NormalizedDetail | None
+    raw: bytes | None
+    failure: str | None = None
+    outside_contract: bool = False  # the failure is a value outside the contract
+
+
+def process_document(doc: Any, body: bytes) -> Processed:
+    """A parsed 200 detail redacted, normalized and validated; `body` is what it was parsed
+    from (money sent as JSON numbers is parsed again from it, exactly)."""
+    doc = redact_document(doc)
+    raw = None
+    try:
+        try:
+            raw = _fast_dumps(doc)
+            detail = normalize_detail(doc, exact_money=True)
+        except InexactMoneyError:
+            # Money sent as JSON numbers: the exact path (Decimal from the text).
+            doc = redact_document(parse_json(body))
+            raw = dump_json(doc)
+            detail = normalize_detail(doc)
+        # Before anything is written: values outside the contract fail this cluster.
+        validate_detail(detail)
+    except ContractError as exc:
+        return Processed(None, raw, f"outside the contract: {exc}", outside_contract=True)
+    except NormalizeError as exc:
+        return Processed(
+            None, raw if raw is not None else dump_json(doc), f"malformed detail: {exc}"
+        )
+    return Processed(detail, raw)
+
+
+def process_body(body: bytes) -> Processed | tuple[str, str]:
+    """`_parse_body` then `process_document`, for a worker process: a body the transport
+    should retry (unparsable) or give up on (nested too deep) comes back as ("retry" |
+    "final", reason), which the client raises again as `Transient` / `Final` (exceptions of
+    the transport do not cross processes intact)."""
+    try:
+        doc = _parse_body(body)
+    except Transient as exc:
+        return ("retry", exc.reason)
+    except Final as exc:
+        return ("final", exc.reason)
+    return process_document(doc, body)
+
+
 def _pages_allowed(total: Any, total_pages: Any, limit: int) -> int | None:
     """The most pages a list may take by its own totals (plus `_EXTRA_PAGES` for clusters
     created while paging), or None when it gives none."""
@@ -280,6 +342,7 @@ class ApiClient:
         on_event: OnEvent | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        processes: int | None = None,
     ):
         """Build a client for `base_url` (e.g. `https://api.example-gpu.cloud/v1`).
 
@@ -287,7 +350,8 @@ class ApiClient:
         `httpx.MockTransport`); `sleep` and `clock` (wall-clock epoch seconds, as
         `X-RateLimit-Reset` is) are injectable for the same reason. `on_event(kind, cluster_id)`
         is told "done", "failed", "gone", "skipped" from the iterating thread and "retry" from
-        the worker that retries.
+        the worker that retries. `processes` worker processes (default `PARSE_PROCESSES`; 0:
+        none) process the details of a fetch of at least `PROCESSES_FROM` clusters.
 
         Every run ends in bounded time: nothing is sent `run_deadline_seconds` after the client
         was made, nor once `breaker_failures` requests in a row failed over `breaker_seconds`
@@ -311,6 +375,13 @@ class ApiClient:
         self.include_logs = include_logs
         self.run_deadline_seconds = run_deadline_seconds
         self.on_event = on_event
+        if processes is not None and processes < 0:
+            raise ConfigError("processes must be >= 0")
+        self.processes = PARSE_PROCESSES if processes is None else processes
+        # The worker processes of the fetch under way (`fetch_details`), if it has any.
+        self._processes: ParseWorkers | None = None
+        # The same, kept to close them even after a failure stopped their use.
+        self._workers: ParseWorkers | None = None
         # Parsing, redacting and normalizing a response hold the GIL from start to end, so the
         # workers cannot do them in parallel anyway: one at a time does, and the others wait on
         # this lock (asleep) instead of taking the GIL from each other every switch interval.
@@ -328,7 +399,7 @@ class ApiClient:
                 breaker_failures=breaker_failures,
                 breaker_seconds=breaker_seconds,
             ),
-            parse=self._parse_locked,
+            parse=self._parse_hook,
             on_retry=self._on_retry,
             sleep=sleep,
             clock=clock,
@@ -404,10 +475,32 @@ class ApiClient:
     def _on_retry(self, cluster_id: str) -> None:
         self._emit("retry", cluster_id)
 
-    def _parse_locked(self, body: bytes) -> Any:
-        # The transport's parse hook: `_parse_body` under the workers' CPU lock.
+    def _parse_hook(self, body: bytes, request: httpx.Request) -> Any:
+        """The transport's parse hook for a 200 body: a list page is parsed; a detail (its
+        request names the cluster) is also redacted, normalized and validated (`Processed`),
+        in a worker process when the fetch has one, else here under the workers' CPU lock."""
+        processes = self._processes
+        if CLUSTER_ID not in request.extensions:
+            with self._cpu_work:
+                return _parse_body(body)
+        if processes is not None:
+            try:
+                done = processes.process(body)
+            except WorkerDied as exc:
+                # A worker process died (killed for memory?): this body and the rest are
+                # processed here, as without one.
+                if self._processes is not None:
+                    _log.warning("a parsing process ended (%s); parsing in the threads", exc)
+                    self._processes = None
+            else:
+                if isinstance(done, Processed):
+                    return done
+                kind, reason = done
+                if kind == "retry":
+                    raise Transient(reason, status=200, body=body, malformed=True)
+                raise Final(reason, status=200)
         with self._cpu_work:
-            return _parse_body(body)
+            return process_document(_parse_body(body), body)
 
     def _get(
         self, path: str, params: dict[str, str], cluster_id: str | None
@@ -613,56 +706,37 @@ class ApiClient:
                 http_status=response.status,
                 attempts=attempts,
             )
-        with self._cpu_work:
-            return self._parse_ok(cluster_id, response, attempts)
+        return self._result(cluster_id, response, attempts)
 
-    def _parse_ok(self, cluster_id: str, response: _Response, attempts: int) -> FetchResult:
-        """A 200's document (parsed by the worker that fetched it) redacted, normalized and
-        validated: outcome "ok", or "failed" with the reason."""
-        doc = redact_document(response.doc)
-        raw = None
-        try:
-            try:
-                raw = _fast_dumps(doc)
-                detail = normalize_detail(doc, exact_money=True)
-            except InexactMoneyError:
-                # Money sent as JSON numbers: the exact path (Decimal from the text).
-                doc = redact_document(parse_json(response.body))
-                raw = dump_json(doc)
-                detail = normalize_detail(doc)
-            # Before anything is written: values outside the contract fail this cluster.
-            validate_detail(detail)
-        except ContractError as exc:
+    def _result(self, cluster_id: str, response: _Response, attempts: int) -> FetchResult:
+        """A 200's processed detail (`Processed`, made by the worker that fetched it or by a
+        worker process) as the cluster's outcome: "ok", or "failed" with the reason."""
+        done = response.doc
+        assert isinstance(done, Processed)
+        if done.failure is not None:
             return FetchResult.failed(
                 cluster_id=cluster_id,
-                reason=f"outside the contract: {exc}",
-                raw_body=raw,
+                reason=done.failure,
+                raw_body=done.raw,
                 http_status=200,
                 attempts=attempts,
-                provider_date=response.date,
+                provider_date=response.date if done.outside_contract else None,
             )
-        except NormalizeError as exc:
-            raw = raw if raw is not None else dump_json(doc)
-            return FetchResult.failed(
-                cluster_id=cluster_id,
-                reason=f"malformed detail: {exc}",
-                raw_body=raw,
-                http_status=200,
-                attempts=attempts,
-            )
+        detail = done.detail
+        assert detail is not None and done.raw is not None
         if detail.cluster_id != cluster_id:
             return FetchResult.failed(
                 cluster_id=cluster_id,
                 reason=f"malformed detail: asked for {cluster_id}, the response is for "
                 f"{detail.cluster_id}",
-                raw_body=raw,
+                raw_body=done.raw,
                 http_status=200,
                 attempts=attempts,
             )
         return FetchResult.ok(
             cluster_id=cluster_id,
             detail=detail,
-            raw_body=raw,
+            raw_body=done.raw,
             attempts=attempts,
             provider_date=response.date,
         )
@@ -692,6 +766,8 @@ class ApiClient:
             return
         aborted = self._transport.aborted
         aborted.clear()
+        if self.processes and len(targets) >= PROCESSES_FROM:
+            self._processes = self._workers = ParseWorkers(self.processes, tuple(known_secrets()))
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gpucost-api")
         # Each request, when done, puts its future here: the consumer takes them in completion
         # order without waiting on every pending future at once (`wait(FIRST_COMPLETED)` locks
@@ -743,3 +819,7 @@ class ApiClient:
             aborted.set()
             pool.shutdown(wait=True, cancel_futures=True)
             aborted.clear()
+            workers, self._workers = self._workers, None
+            self._processes = None
+            if workers is not None:
+                workers.close()

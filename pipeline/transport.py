@@ -390,8 +390,8 @@ class ProviderTransport(httpx.BaseTransport):
     """Wraps `inner` with pacing, retries, the circuit breaker, the run deadline and the
     response-size guard (the module's docstring says how each works).
 
-    `parse(body)` turns a 200 body into a document (raising `Transient(malformed=True)` for a
-    body worth one more try, `Final` for one not worth any); `on_retry(cluster_id)` is called
+    `parse(body, request)` turns a 200 body into a document (raising `Transient(malformed=True)`
+    for a body worth one more try, `Final` for one not worth any); `on_retry(cluster_id)` is called
     by the worker that is about to retry a request carrying `extensions[CLUSTER_ID]`; `sleep`
     and `clock` (wall-clock epoch seconds, as `X-RateLimit-Reset` is) are injectable (tests).
     """
@@ -401,7 +401,7 @@ class ProviderTransport(httpx.BaseTransport):
         inner: httpx.BaseTransport,
         *,
         policy: Policy,
-        parse: Callable[[bytes], Any],
+        parse: Callable[[bytes, httpx.Request], Any],
         on_retry: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -531,7 +531,7 @@ class ProviderTransport(httpx.BaseTransport):
                 body=body,
             )
         # Plain (fast) parse by the worker that fetched it; the hook says what is malformed.
-        extensions = {DOCUMENT: self._parse(body)} if status == 200 else {}
+        extensions = {DOCUMENT: self._parse(body, request)} if status == 200 else {}
         headers = resp.headers
         if "content-encoding" in headers or "transfer-encoding" in headers:
             # The body handed on is decoded and whole: its length is what was read.

@@ -38,7 +38,7 @@ def _transport(replies: list[httpx.Response], **kwargs) -> tuple[ProviderTranspo
     transport = ProviderTransport(
         httpx.MockTransport(handler),
         policy=kwargs.pop("policy", POLICY),
-        parse=json.loads,
+        parse=lambda body, request: json.loads(body),
         sleep=sleeps.append,
         **kwargs,
     )
