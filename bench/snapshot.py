@@ -63,6 +63,12 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _children_cpu_seconds() -> float:
+    # The pipeline's worker processes (pipeline/workers.py), once they have ended.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ------------------------------------------------------------------------------ children
 
 
@@ -109,15 +115,21 @@ def _child_pipeline(url: str, concurrency: int, db: str) -> dict[str, Any]:
     os.environ["GPUCOST_API_KEY"] = KEY
     began = time.perf_counter()
     cpu = _cpu_seconds()
+    workers = _children_cpu_seconds()
     result = run_snapshot(config)
     seconds = time.perf_counter() - began
+    workers = _children_cpu_seconds() - workers
     return {
         "seconds": seconds,
-        "cpu_seconds": _cpu_seconds() - cpu,
+        # Its worker processes' CPU included (they have ended with the fetch).
+        "cpu_seconds": _cpu_seconds() - cpu + workers,
+        "workers_cpu_seconds": round(workers, 2),
         "clusters": result.fetched,
         "status": result.status,
         "failed": result.failed,
         "maxrss_mb": _maxrss_mb(),
+        # The largest worker process's peak (not in `maxrss_mb`, which is this process's).
+        "workers_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
 
