@@ -293,7 +293,8 @@ def process_body(body: bytes) -> Processed | tuple[str, str]:
     """`_parse_body` then `process_document`, for a worker process: a body the transport
     should retry (unparsable) or give up on (nested too deep) comes back as ("retry" |
     "final", reason), which the client raises again as `Transient` / `Final` (exceptions of
-    the transport do not cross processes intact)."""
+    the transport do not cross processes intact; `pipeline/workers.py` answers ("error", "")
+    for anything else that raises)."""
     try:
         doc = _parse_body(body)
     except Transient as exc:
@@ -498,7 +499,9 @@ class ApiClient:
                 kind, reason = done
                 if kind == "retry":
                     raise Transient(reason, status=200, body=body, malformed=True)
-                raise Final(reason, status=200)
+                if kind == "final":
+                    raise Final(reason, status=200)
+                # "error": the worker's processing raised; here it raises where it always has.
         with self._cpu_work:
             return process_document(_parse_body(body), body)
 

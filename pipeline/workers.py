@@ -16,7 +16,9 @@ verdict), pickled, from its stdout.
 - Frames are an 8-byte big-endian length and the bytes. The pickles come only from our own
   worker's code (the provider's bytes are values inside them).
 - A worker that dies makes `process` raise `WorkerDied`; the client then processes in its
-  threads, as without workers.
+  threads, as without workers. A body whose processing raises (a bug, not a bad body: those
+  become failures) comes back as ("error", ""), and the client processes it in the thread, so
+  the error is reported as it would be without workers; the worker prints nothing.
 """
 
 from __future__ import annotations
@@ -143,7 +145,13 @@ def _main() -> None:
     for secret in json.loads(first):
         register_secret(secret)
     while (body := _read(stdin)) is not None:
-        _write(stdout, pickle.dumps(process_body(body), protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            done: Any = process_body(body)
+        except Exception:  # noqa: BLE001 - reported by the client, redacted, not here
+            # Nothing is printed here (a message could quote the provider's bytes): the client
+            # processes this body in its own thread, where the error takes its usual path.
+            done = ("error", "")
+        _write(stdout, pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 if __name__ == "__main__":

@@ -150,3 +150,18 @@ def test_worker_processes_end_with_the_fetch_and_never_hold_the_key_outside_the_
     for pid in workers_always[-1].pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_body_whose_processing_raised_in_the_worker_is_processed_in_the_thread(
+    monkeypatch: pytest.MonkeyPatch, workers_always: list[ParseWorkers]
+) -> None:
+    # The worker answers ("error", "") when its processing raised (it prints nothing: the
+    # message could quote the provider); the client then processes the body itself, so an
+    # error takes the path it takes without workers, and a good body is still stored.
+    monkeypatch.setattr(ParseWorkers, "process", lambda self, body: ("error", ""))
+    with make_client(FakeApi(3), processes=1) as client:
+        results = fetch_all(client, client.list_clusters())
+    assert workers_always
+    assert [r.outcome for r in results.values()] == ["ok"] * 3
+    detail = results["cls_002"].detail
+    assert detail is not None and detail.cluster_id == "cls_002"
