@@ -31,12 +31,15 @@ import struct
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from queue import SimpleQueue
 from typing import IO, Any
 
 __all__ = ["ParseWorkers", "WorkerDied"]
 
 _LENGTH = struct.Struct(">Q")
+# The folder that holds the `pipeline` package this module belongs to.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class WorkerDied(Exception):
@@ -62,8 +65,12 @@ def _read(stream: IO[bytes]) -> bytes | None:
 
 class _Worker:
     def __init__(self, secrets: tuple[str, ...]) -> None:
-        # The worker needs no key: the environment's copy stays with the client.
+        # The worker needs no key: the environment's copy stays with the client. It imports
+        # this very `pipeline` package (a checkout run in place, not only an installed one).
         env = {k: v for k, v in os.environ.items() if k != "GPUCOST_API_KEY"}
+        env["PYTHONPATH"] = os.pathsep.join(
+            [_PACKAGE_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.workers"],
             stdin=subprocess.PIPE,
