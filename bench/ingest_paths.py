@@ -34,13 +34,11 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-START = datetime(2026, 11, 13, 3, tzinfo=UTC)
 KEY = "bench-ingest-key"
 QUERY = "include_metrics=true&include_cost_breakdown=true&metrics_window=7d"
 GPU_VALUES = ("utilization", "memory_used_gb", "power_draw_w")
@@ -83,29 +81,16 @@ def _cpu() -> float:
 
 
 def _bodies(clusters: int, gpus: int) -> list[bytes]:
-    from pipeline.simulator.fleet import ClusterPlan, Fleet, FleetSpec
+    from bench.snapshot import _fleet
     from pipeline.simulator.server import Simulator
 
-    plans = [
-        ClusterPlan(
-            id=f"cls_{i:05d}",
-            name=f"bench-{i}",
-            created_at=START - timedelta(days=30),
-            gpu_type="H100",
-            gpu_count=gpus,
-            gpu_price=Decimal("4.5000"),
-            archetype="training",
-        )
-        for i in range(clusters)
-    ]
-    sim = Simulator(Fleet(FleetSpec(seed=1, start=START, plans=plans)), api_key=KEY)
+    sim = Simulator(_fleet(clusters, gpus), api_key=KEY)
     out = []
-    for plan in plans:
-        response = sim.handle(
-            "GET", f"/v1/clusters/{plan.id}?{QUERY}", {"authorization": f"Bearer {KEY}"}
-        )
+    for i in range(clusters):
+        target = f"/v1/clusters/cls_{i:05d}?{QUERY}"
+        response = sim.handle("GET", target, {"authorization": f"Bearer {KEY}"})
         if response.status != 200:
-            raise SystemExit(f"the simulator answered {response.status} for {plan.id}")
+            raise SystemExit(f"the simulator answered {response.status} for {target}")
         out.append(bytes(response.body))
     return out
 
