@@ -770,7 +770,12 @@ class ApiClient:
         aborted = self._transport.aborted
         aborted.clear()
         if self.processes and len(targets) >= PROCESSES_FROM:
-            self._processes = self._workers = ParseWorkers(self.processes, tuple(known_secrets()))
+            try:
+                self._processes = self._workers = ParseWorkers(
+                    self.processes, tuple(known_secrets())
+                )
+            except OSError as exc:  # no process could start (limits, memory): the threads do it
+                _log.warning("no parsing process could start (%s); parsing in the threads", exc)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gpucost-api")
         # Each request, when done, puts its future here: the consumer takes them in completion
         # order without waiting on every pending future at once (`wait(FIRST_COMPLETED)` locks

@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -109,7 +110,14 @@ class ParseWorkers:
     (a calling thread waits for one to be free)."""
 
     def __init__(self, count: int, secrets: tuple[str, ...]) -> None:
-        self._all = [_Worker(secrets) for _ in range(count)]
+        self._all: list[_Worker] = []
+        try:
+            for _ in range(count):
+                self._all.append(_Worker(secrets))
+        except BaseException:
+            for worker in self._all:  # those already started end with the failure
+                worker.close()
+            raise
         self._idle: SimpleQueue[_Worker] = SimpleQueue()
         for worker in self._all:
             self._idle.put(worker)
@@ -142,6 +150,9 @@ class ParseWorkers:
 
 
 def _main() -> None:
+    # Ctrl-C reaches the whole process group: the client handles it and ends this worker by
+    # closing its input (no traceback of our own here).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pipeline.client import process_body
     from pipeline.redact import register_secret
 

@@ -165,3 +165,18 @@ def test_a_body_whose_processing_raised_in_the_worker_is_processed_in_the_thread
     assert [r.outcome for r in results.values()] == ["ok"] * 3
     detail = results["cls_002"].detail
     assert detail is not None and detail.cluster_id == "cls_002"
+
+
+def test_when_no_worker_process_can_start_the_threads_do_the_work(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(client_module, "PROCESSES_FROM", 1)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("pipeline.workers.subprocess.Popen", refuse)
+    with make_client(FakeApi(3), processes=1) as client:
+        results = fetch_all(client, client.list_clusters())
+    assert [r.outcome for r in results.values()] == ["ok"] * 3
+    assert "no parsing process could start" in caplog.text
