@@ -379,10 +379,9 @@ class ApiClient:
         if processes is not None and processes < 0:
             raise ConfigError("processes must be >= 0")
         self.processes = PARSE_PROCESSES if processes is None else processes
-        # The worker processes of the fetch under way (`fetch_details`), if it has any.
+        # The worker processes of the fetch under way (`fetch_details`), if it has any and
+        # they still work (set back to None when one dies; the fetch closes them either way).
         self._processes: ParseWorkers | None = None
-        # The same, kept to close them even after a failure stopped their use.
-        self._workers: ParseWorkers | None = None
         # Parsing, redacting and normalizing a response hold the GIL from start to end, so the
         # workers cannot do them in parallel anyway: one at a time does, and the others wait on
         # this lock (asleep) instead of taking the GIL from each other every switch interval.
@@ -769,11 +768,10 @@ class ApiClient:
             return
         aborted = self._transport.aborted
         aborted.clear()
+        workers = None
         if self.processes and len(targets) >= PROCESSES_FROM:
             try:
-                self._processes = self._workers = ParseWorkers(
-                    self.processes, tuple(known_secrets())
-                )
+                workers = self._processes = ParseWorkers(self.processes, tuple(known_secrets()))
             except OSError as exc:  # no process could start (limits, memory): the threads do it
                 _log.warning("no parsing process could start (%s); parsing in the threads", exc)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gpucost-api")
@@ -827,7 +825,6 @@ class ApiClient:
             aborted.set()
             pool.shutdown(wait=True, cancel_futures=True)
             aborted.clear()
-            workers, self._workers = self._workers, None
             self._processes = None
             if workers is not None:
                 workers.close()

@@ -31,7 +31,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from queue import SimpleQueue
 from typing import IO, Any
@@ -121,7 +120,6 @@ class ParseWorkers:
         self._idle: SimpleQueue[_Worker] = SimpleQueue()
         for worker in self._all:
             self._idle.put(worker)
-        self._lock = threading.Lock()
         self.broken = False
 
     @property
@@ -144,9 +142,8 @@ class ParseWorkers:
 
     def close(self) -> None:
         """End every worker (they exit at the end of their input) and wait for them."""
-        with self._lock:
-            for worker in self._all:
-                worker.close()
+        for worker in self._all:
+            worker.close()
 
 
 def _main() -> None:
