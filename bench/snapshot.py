@@ -33,6 +33,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -107,6 +108,62 @@ def _child_floor(url: str, concurrency: int) -> dict[str, Any]:
     }
 
 
+class _ChildPeaks:
+    """The peak RSS of this process's child processes (the pipeline's workers), sampled from
+    `/proc/<pid>/status` (`VmHWM`, each child's own high-water mark) while they run.
+
+    `RUSAGE_CHILDREN`'s `ru_maxrss` cannot tell it: a child started by fork (or vfork) and exec
+    is charged the parent's resident size at the fork, so it reported ~155 MB for a worker whose
+    own peak is ~87 MB. Empty on a system without `/proc`."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.peaks: dict[int, float] = {}
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="child-peaks", daemon=True)
+
+    def __enter__(self) -> _ChildPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            for pid in _child_pids():
+                peak = _hwm_mb(pid)
+                if peak is not None:
+                    self.peaks[pid] = max(peak, self.peaks.get(pid, 0.0))
+
+    @property
+    def largest_mb(self) -> float:
+        return round(max(self.peaks.values(), default=0.0), 1)
+
+
+def _child_pids() -> list[int]:
+    pids: list[int] = []
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", encoding="ascii") as children:
+                pids += map(int, children.read().split())
+    except OSError:
+        pass
+    return pids
+
+
+def _hwm_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _child_pipeline(url: str, concurrency: int, db: str) -> dict[str, Any]:
     from pipeline.config import ApiSettings, Config, StoreSettings
     from pipeline.snapshot import run_snapshot
@@ -116,7 +173,8 @@ def _child_pipeline(url: str, concurrency: int, db: str) -> dict[str, Any]:
     began = time.perf_counter()
     cpu = _cpu_seconds()
     workers = _children_cpu_seconds()
-    result = run_snapshot(config)
+    with _ChildPeaks() as children:
+        result = run_snapshot(config)
     seconds = time.perf_counter() - began
     workers = _children_cpu_seconds() - workers
     return {
@@ -128,8 +186,8 @@ def _child_pipeline(url: str, concurrency: int, db: str) -> dict[str, Any]:
         "status": result.status,
         "failed": result.failed,
         "maxrss_mb": _maxrss_mb(),
-        # The largest worker process's peak (not in `maxrss_mb`, which is this process's).
-        "workers_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        # The largest worker process's own peak (not in `maxrss_mb`, which is this process's).
+        "workers_maxrss_mb": children.largest_mb,
     }
 
 

@@ -50,6 +50,9 @@ class ApiSettings:
     run_deadline_seconds: float = 3600.0
     breaker_failures: int = 20
     breaker_seconds: float = 60.0
+    # Worker processes that process the details of a large fetch off the client's GIL
+    # (docs/operations.md, "Memory and CPU"); 0: none. Default: 1 with two CPUs or more.
+    parse_processes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class StoreSettings:
 
     db: str = DEFAULT_DB
     raw_retention_days: int = 30
+    # DuckDB's memory limit during the snapshot, in MB (docs/operations.md, "Memory and CPU").
+    snapshot_memory_mb: int = 192
 
 
 @dataclass(frozen=True)
@@ -401,6 +406,8 @@ _MINIMUMS: dict[str, float] = {
     "api.breaker_failures": 1,
     "api.breaker_seconds": 0,
     "store.raw_retention_days": 0,
+    "store.snapshot_memory_mb": 128,
+    "api.parse_processes": 0,
     "thresholds.idle_threshold_pct": 0,
     "thresholds.memory_held_gb": 0,
     "thresholds.stop_idle_share_pct": 0,
@@ -422,6 +429,7 @@ _MINIMUMS: dict[str, float] = {
 # and counts of days and hours stop at what a week, a day, a year holds.
 _MAXIMUMS: dict[str, float] = {
     "api.page_size": 100,
+    "api.parse_processes": 16,
     "thresholds.idle_threshold_pct": 100,
     "thresholds.stop_idle_share_pct": 100,
     "thresholds.downsize_percentile": 100,

@@ -1,6 +1,6 @@
 """The raw response store: `raw.responses`, every detail response as received.
 
-Bodies arrive already redacted by the client and are stored gzip-compressed (`compress`), one row
+Bodies arrive already redacted and gzip-compressed by the client (`pipeline/rawbody.py`), one row
 per (run, cluster), with the time they were fetched and the snapshot instant they carry. They are
 kept `store.raw_retention_days` days (`RawStore.prune`, run by `Store.finish_run` in the run's
 last transaction) and read back oldest first, a chunk at a time, by `gpucost snapshot
@@ -12,31 +12,19 @@ The writer stores the bodies of a batch in the batch's transaction (`write_bodie
 from __future__ import annotations
 
 import contextlib
-import gzip
-import importlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from types import ModuleType
 from typing import Final, NamedTuple
 
 import duckdb
 import pyarrow as pa
 
 from pipeline.connection import Database, StoreError, rollback_quietly
+from pipeline.rawbody import RAW_COMPRESSLEVEL as RAW_COMPRESSLEVEL
+from pipeline.rawbody import RAW_ENCODING as RAW_ENCODING
+from pipeline.rawbody import compress as compress
+from pipeline.rawbody import decompress
 
-RAW_ENCODING: Final = "gzip"
-# Level 1 compresses these JSON bodies about 6x at a fraction of level 6's CPU time.
-RAW_COMPRESSLEVEL: Final = 1
-# ISA-L's gzip (the `isal` package), when installed, writes the same format with about a third of
-# zlib's CPU time and a slightly better ratio (measured on 7-day 8-GPU details, ~135 KB: zlib
-# level 1 0.55-0.60 ms and 6.2x, ISA-L level 2 0.14-0.17 ms and 6.7x): any gzip reader, the
-# stdlib's included, opens either. Without it, the stdlib's zlib.
-RAW_ISAL_LEVEL: Final = 2
-_igzip: ModuleType | None
-try:
-    _igzip = importlib.import_module("isal.igzip")
-except ImportError:  # pragma: no cover - isal is a dependency; a platform without its wheel
-    _igzip = None
 DEFAULT_CHUNK: Final = 100
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -59,14 +47,6 @@ class RawRow(NamedTuple):
     fetched_at: datetime
     snapshot_at: datetime | None
     body: bytes
-
-
-def compress(body: bytes) -> bytes:
-    """A response body as stored: gzip (ISA-L's when installed, else zlib's level 1), no
-    timestamp (the same body, the same bytes)."""
-    if _igzip is not None:
-        return _igzip.compress(body, compresslevel=RAW_ISAL_LEVEL, mtime=0)
-    return gzip.compress(body, compresslevel=RAW_COMPRESSLEVEL, mtime=0)
 
 
 def write_bodies(con: duckdb.DuckDBPyConnection, rows: Sequence[RawRow]) -> None:
@@ -148,6 +128,6 @@ class RawStore:
                 for run_id, cluster_id, fetched_at, encoding, body in rows:
                     if encoding != RAW_ENCODING:  # pragma: no cover - only gzip is written
                         raise StoreError(f"raw response encoded as {encoding!r}")
-                    yield RawResponse(run_id, cluster_id, fetched_at, gzip.decompress(body))
+                    yield RawResponse(run_id, cluster_id, fetched_at, decompress(body))
         finally:
             cur.close()

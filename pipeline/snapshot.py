@@ -58,14 +58,13 @@ BACKLOG_PER_WORKER = 4
 # a memory limit keeps the process's peak flat as the database grows (DuckDB's default is 80 %
 # of RAM, and its buffer cache grows with the tables the nightly replacement touches).
 DUCKDB_THREADS: int | None = None
-# DuckDB's buffer cache otherwise keeps what the night's writes and replacements touched (its
-# default limit is 80 % of RAM): the cap keeps the process's peak nearly flat in fleet size
-# (at 1,000 clusters: night 1 peak RSS ~460 -> ~435 MB, night 2 ~525-620 -> ~450 MB, CPU
-# within the noise); beyond it DuckDB evicts or spills to a temporary file beside the database.
-# Not lower: not every DuckDB operation spills. 64 MB (with a 32 MB checkpoint threshold) failed
-# a 3,000-cluster night in a checkpoint ("failed to pin block"); 128 and 192 MB held at 3,000
-# clusters, 192 MB also with 32 DuckDB threads (peak RSS 518 / 553 MB, nights 1 / 2).
-DUCKDB_MEMORY_LIMIT: str | None = "192MB"
+# DuckDB's memory limit is `store.snapshot_memory_mb` (default 192). Its buffer cache otherwise
+# keeps what the night's writes and replacements touched (its default limit is 80 % of RAM); the
+# night's rows stay in memory until a checkpoint. Beyond the limit DuckDB evicts, or spills to a
+# temporary file beside the database. Measured at 1,000 clusters (bench/README.md, "Memory"):
+# 192 MB peaks at ~380-400 MB, 64 MB at ~290-310 MB for 10-15 % more CPU. 64 MB with a 32 MB
+# checkpoint threshold once failed a 3,000-cluster night in a checkpoint ("failed to pin
+# block"); with the 256 MB threshold below it held at 3,000 clusters.
 # The WAL size at which DuckDB checkpoints (its default is 16 MB: with 8 GPUs x 168 buckets
 # that is every batch or two, and in a steady night each checkpoint rewrites again the row
 # groups the replacements deleted from). Commits stay durable (the WAL is synced at each
@@ -319,8 +318,7 @@ def _run_live(
         with client, Store.open(config.store.db) as store:
             if DUCKDB_THREADS is not None:
                 store.con.execute(f"set threads = {int(DUCKDB_THREADS)}")
-            if DUCKDB_MEMORY_LIMIT is not None:
-                store.con.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+            store.con.execute(f"set memory_limit = '{int(config.store.snapshot_memory_mb)}MB'")
             if DUCKDB_CHECKPOINT_THRESHOLD is not None:
                 store.con.execute(f"set checkpoint_threshold = '{DUCKDB_CHECKPOINT_THRESHOLD}'")
             store.mark_interrupted_runs()

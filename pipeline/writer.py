@@ -2,7 +2,7 @@
 
 A `LoadBatch` collects the results of N clusters (`add_result`, `add_detail`, `add_failure`):
 each detail's columns (`normalize.NormalizedDetail.table`, typed by `pipeline/tables.py`) with
-the run's id, its raw body compressed (`rawstore.compress`), the failures and the ledger's counters.
+the run's id, its raw body compressed (`rawbody.compress`), the failures and the ledger's counters.
 `write_batch(con, path, batch)` turns them into Arrow tables and writes them all in ONE
 transaction, so a `kill -9` loses at most the batch in flight and never leaves a run that looks
 complete (only `Store.finish_run` marks that). Keys make reloads idempotent:
@@ -38,7 +38,8 @@ import pyarrow as pa
 
 from pipeline.errors import GpucostError
 from pipeline.log import get_logger
-from pipeline.rawstore import RawRow, compress, write_bodies
+from pipeline.rawbody import compress, decompress
+from pipeline.rawstore import RawRow, write_bodies
 from pipeline.redact import redact_bytes, redact_text
 from pipeline.tables import MONEY_ARROW, SNAPSHOT_TABLES, TABLES, TS
 
@@ -242,13 +243,16 @@ class LoadBatch:
         detail: NormalizedDetail,
         *,
         raw_body: bytes | None = None,
+        raw_gzip: bytes | None = None,
         fetched_at: datetime | None = None,
         run_id: str | None = None,
     ) -> bool:
         """Queue one normalized detail; a detail that cannot be stored becomes a failure.
 
-        `run_id` (default: the batch's run) is what the rows carry: `--from-raw` keeps the
-        id of the run that fetched the response. Returns False when the detail was refused.
+        Its raw body comes as it is (`raw_body`) or already compressed (`raw_gzip`, what the
+        client's results hold). `run_id` (default: the batch's run) is what the rows carry:
+        `--from-raw` keeps the id of the run that fetched the response. Returns False when the
+        detail was refused.
         """
         self._seq += 1
         try:
@@ -259,17 +263,19 @@ class LoadBatch:
                 "failed",
                 f"cannot load: {exc}",
                 stage="load",
-                raw_body=raw_body,
+                raw_body=raw_body if raw_gzip is None else decompress(raw_gzip),
             )
             return False
         raw = None
-        if raw_body is not None and self.keep_raw:
+        if raw_gzip is None and raw_body is not None:
+            raw_gzip = compress(raw_body) if self.keep_raw else None
+        if raw_gzip is not None and self.keep_raw:
             raw = RawRow(
                 self.run_id,
                 detail.cluster_id,
                 fetched_at or datetime.now(UTC),
                 detail.snapshot_at,
-                compress(raw_body),
+                raw_gzip,
             )
         self.pending.append(_Pending(detail.cluster_id, columns, raw))
         self.fetched += 1
@@ -307,7 +313,7 @@ class LoadBatch:
     def add_result(self, result: Any) -> None:
         """Queue a `pipeline.client.FetchResult` (ok, gone, failed or skipped)."""
         if result.outcome == "ok" and result.detail is not None:
-            self.add_detail(result.detail, raw_body=result.raw_body)
+            self.add_detail(result.detail, raw_gzip=result.raw_gzip)
         elif result.outcome in ("gone", "skipped"):
             self.add_failure(
                 result.cluster_id,

@@ -58,6 +58,8 @@ def test_unknown_section_is_an_error_naming_it(tmp_path):
         ("[thresholds]\nidle_threshold_pct = true\n", r"thresholds\.idle_threshold_pct must be a"),
         ("[thresholds]\nidle_threshold_pct = 150\n", r"at most 100"),
         ("[api]\npage_size = 0\n", r"api\.page_size must be at least 1"),
+        ("[api]\nparse_processes = -1\n", r"api\.parse_processes must be at least 0"),
+        ("[store]\nsnapshot_memory_mb = 64\n", r"store\.snapshot_memory_mb must be at least 128"),
         ('[log]\nformat = "xml"\n', r"log\.format must be one of text, json"),
     ],
 )

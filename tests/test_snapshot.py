@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import duckdb
 import pytest
 
+from pipeline.config import ApiSettings, Config, StoreSettings
 from pipeline.errors import AuthError
 from pipeline.simulator import FaultSpec, Fleet, FleetSpec, Simulator, VariantSpec
 from pipeline.snapshot import run_snapshot
@@ -382,3 +384,31 @@ def test_a_batch_write_failing_on_the_writer_thread_fails_the_run_and_keeps_earl
         stored = store.con.execute("select count(*) from snap.cluster_snapshots").fetchall()
     assert status == "failed" and "disk full" in message
     assert fetched == 20 and stored[0][0] == 20
+
+
+@pytest.mark.parametrize("memory_mb", [128, StoreSettings.snapshot_memory_mb])
+def test_the_snapshot_runs_within_store_snapshot_memory_mb(
+    tmp_path, fleet40, monkeypatch, memory_mb
+):
+    # DuckDB's memory limit during the snapshot is the operator's setting (the least allowed
+    # included), as DuckDB itself reports it while the batches are written.
+    fleet40.set_clock(START)
+    original = Store.write_batch
+    seen: set[str] = set()
+
+    def write_batch(self, batch, **kwargs):
+        seen.add(self.con.execute("select current_setting('memory_limit')").fetchone()[0])
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(Store, "write_batch", write_batch)
+    with _serve(fleet40) as url:
+        config = Config(
+            api=ApiSettings(url=url),
+            store=StoreSettings(db=str(tmp_path / "g.duckdb"), snapshot_memory_mb=memory_mb),
+        )
+        result = run_snapshot(config, batch_clusters=10)
+    with duckdb.connect() as con:
+        con.execute(f"set memory_limit = '{memory_mb}MB'")
+        expected = con.execute("select current_setting('memory_limit')").fetchone()[0]
+    assert (result.status, result.failed, result.fetched) == ("complete", 0, result.listed)
+    assert seen == {expected}

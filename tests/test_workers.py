@@ -14,11 +14,12 @@ import pytest
 
 from pipeline import client as client_module
 from pipeline.client import ApiClient, FetchResult
+from pipeline.config import ApiSettings, Config
 from pipeline.redact import forget_secrets, register_secret
 from pipeline.simulator import Fleet, FleetSpec, Simulator, VariantSpec
 from pipeline.tables import TABLES
 from pipeline.workers import ParseWorkers
-from tests.test_client import KEY, FakeApi, fetch_all, make_client
+from tests.test_client import BASE, KEY, FakeApi, fetch_all, make_client
 
 START = datetime(2026, 11, 13, 3, tzinfo=UTC)
 
@@ -180,3 +181,16 @@ def test_when_no_worker_process_can_start_the_threads_do_the_work(
         results = fetch_all(client, client.list_clusters())
     assert [r.outcome for r in results.values()] == ["ok"] * 3
     assert "no parsing process could start" in caplog.text
+
+
+@pytest.mark.parametrize("setting", [0, 2])
+def test_the_parse_processes_setting_is_how_many_worker_processes_a_fetch_starts(
+    monkeypatch: pytest.MonkeyPatch, workers_always: list[ParseWorkers], setting: int
+) -> None:
+    monkeypatch.setenv("GPUCOST_API_KEY", KEY)
+    api = FakeApi(3)
+    config = Config(api=ApiSettings(url=BASE, parse_processes=setting, retry_max_seconds=60.0))
+    with ApiClient.from_config(config, transport=httpx.MockTransport(api)) as client:
+        results = fetch_all(client, client.list_clusters())
+    assert [r.outcome for r in results.values()] == ["ok"] * 3
+    assert [len(workers.pids) for workers in workers_always] == ([setting] if setting else [])
