@@ -62,9 +62,9 @@ DUCKDB_THREADS: int | None = None
 # keeps what the night's writes and replacements touched (its default limit is 80 % of RAM); the
 # night's rows stay in memory until a checkpoint. Beyond the limit DuckDB evicts, or spills to a
 # temporary file beside the database. Measured at 1,000 clusters (bench/README.md, "Memory"):
-# 192 MB peaks at ~380-400 MB, 64 MB at ~290-310 MB for 10-15 % more CPU. 64 MB with a 32 MB
-# checkpoint threshold once failed a 3,000-cluster night in a checkpoint ("failed to pin
-# block"); with the 256 MB threshold below it held at 3,000 clusters.
+# 192 MB peaks at ~380-400 MB, 64 MB at ~290-310 MB for 10-20 % more CPU. 64 MB failed
+# 3,000-cluster nights ("failed to pin block"), with a 32 MB checkpoint threshold and with the
+# 256 MB one below; 96 MB held. The setting's floor is 128 MB.
 # The WAL size at which DuckDB checkpoints (its default is 16 MB: with 8 GPUs x 168 buckets
 # that is every batch or two, and in a steady night each checkpoint rewrites again the row
 # groups the replacements deleted from). Commits stay durable (the WAL is synced at each
