@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import gzip
 import json
 import logging
 import math
@@ -306,6 +307,9 @@ def test_fetch_details_returns_canonical_redacted_details_with_raw_body() -> Non
     # The raw body is the redacted response itself: it normalizes to the same detail.
     assert normalize_detail(parse_json(result.raw_body)) == detail
     assert b'"gpu_utilization":45.5' in result.raw_body
+    # Held compressed (what raw.responses stores), read by any gzip reader.
+    assert result.raw_gzip is not None and gzip.decompress(result.raw_gzip) == result.raw_body
+    assert len(result.raw_gzip) < len(result.raw_body)
 
 
 def test_a_fetched_document_is_freed_at_once_not_left_in_a_reference_cycle() -> None:
