@@ -56,14 +56,30 @@ def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
         _log.debug("rollback after a failed write: %s", exc)
 
 
+# How DuckDB says that its memory limit was reached: an `OutOfMemoryException`, or a commit that
+# failed for it ("TransactionContext Error: Failed to commit: failed to pin block ...").
+_OUT_OF_MEMORY = ("out of memory", "failed to pin block", "could not allocate block")
+
+
 def write_error(path: Path, exc: BaseException) -> StoreWriteError:
-    """A `StoreWriteError` naming the cause of `exc` (a DuckDB I/O error or an OSError)."""
+    """A `StoreWriteError` naming the cause of `exc` (a DuckDB I/O error or an OSError).
+
+    DuckDB's memory limit reached is said in one line, with the setting that raises it: DuckDB's
+    own message goes on with advice in SQL (`SET memory_limit=...`) that an operator cannot
+    follow here."""
     text = str(exc)
-    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
-        "no space left on device" in text.lower()
-    )
-    cause = "no space left on device" if full else "cannot write"
-    return StoreWriteError(f"database {path}: {cause}: {text}")
+    lowered = text.lower()
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        "no space left on device" in lowered
+    ):
+        return StoreWriteError(f"database {path}: no space left on device: {text}")
+    if isinstance(exc, duckdb.OutOfMemoryException) or any(w in lowered for w in _OUT_OF_MEMORY):
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return StoreWriteError(
+            f"database {path}: out of memory: {first}; DuckDB's memory limit during the "
+            'snapshot is store.snapshot_memory_mb (docs/operations.md, "Memory and CPU")'
+        )
+    return StoreWriteError(f"database {path}: cannot write: {text}")
 
 
 def lock_path(db_path: str | os.PathLike[str]) -> Path:

@@ -11,7 +11,7 @@ from pipeline.config import ApiSettings, Config, StoreSettings
 from pipeline.errors import AuthError
 from pipeline.simulator import FaultSpec, Fleet, FleetSpec, Simulator, VariantSpec
 from pipeline.snapshot import run_snapshot
-from pipeline.store import Store
+from pipeline.store import Store, StoreWriteError
 from tests.snapshot_helpers import (
     API_KEY,
     SNAP_TABLES,
@@ -412,3 +412,23 @@ def test_the_snapshot_runs_within_store_snapshot_memory_mb(
         expected = con.execute("select current_setting('memory_limit')").fetchone()[0]
     assert (result.status, result.failed, result.fetched) == ("complete", 0, result.listed)
     assert seen == {expected}
+
+
+def test_duckdb_out_of_memory_is_one_line_naming_the_setting_and_the_run_is_recorded_failed(
+    tmp_path, fleet40
+):
+    # Below the loader's floor of 128 MB (the Config is built directly): DuckDB cannot hold a
+    # batch. The operator reads one line naming the setting, not DuckDB's advice in SQL.
+    fleet40.set_clock(START)
+    with _serve(fleet40) as url, pytest.raises(StoreWriteError) as caught:
+        config = Config(
+            api=ApiSettings(url=url),
+            store=StoreSettings(db=str(tmp_path / "g.duckdb"), snapshot_memory_mb=4),
+        )
+        run_snapshot(config, batch_clusters=10)
+    message = str(caught.value)
+    assert "out of memory" in message and "store.snapshot_memory_mb" in message
+    assert "\n" not in message and "SET memory_limit" not in message
+    with Store.open(tmp_path / "g.duckdb", read_only=True) as store:
+        runs = store.con.execute("select status, message from meta.runs").fetchall()
+    assert runs == [("failed", f"StoreWriteError: {message}")]
