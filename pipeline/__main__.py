@@ -2,7 +2,7 @@
 
 from pipeline.cli import main
 
-# Guarded: a worker process the snapshot starts (multiprocessing's "spawn") imports this
-# module again under another name, and must not run the command line.
+# Guarded: importing this module (as multiprocessing's "spawn" would, under another name) must
+# not run the command line. The snapshot's worker processes are `python -m pipeline.workers`.
 if __name__ == "__main__":
     main()
