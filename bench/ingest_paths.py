@@ -8,7 +8,7 @@ measures, for 7-day details with GPUS GPUs each (the simulator's bodies, made in
 by `Simulator.handle`, no HTTP):
 
 1. today's path, stage by stage, every stage holding the GIL: the parse with its nesting check
-   (`client._parse_body`: orjson), `redact_document`, the raw body written again
+   (`process.parse_body`: orjson), `redact_document`, the raw body written again
    (`orjson.dumps`), `normalize_detail` and `validate_detail`;
 2. DuckDB: `from_json` over the batch's bodies (one text column), unnested into one row per
    GPU per bucket, as Arrow; one DuckDB thread, so that its CPU compares with 1;
@@ -132,8 +132,8 @@ def _two_thread_speedup(work: Callable[[Sequence[Any]], Any], items: Sequence[An
 
 
 def _today(bodies: list[bytes]) -> tuple[dict[str, Any], set[tuple[Any, ...]]]:
-    from pipeline.client import _fast_dumps, _parse_body
     from pipeline.normalize import normalize_detail
+    from pipeline.process import fast_dumps, parse_body
     from pipeline.redact import redact_document
     from pipeline.validate import validate_detail
 
@@ -142,14 +142,14 @@ def _today(bodies: list[bytes]) -> tuple[dict[str, Any], set[tuple[Any, ...]]]:
     details: list[Any] = []
 
     def parse(items: Sequence[bytes]) -> None:
-        docs[:] = [_parse_body(b) for b in items]
+        docs[:] = [parse_body(b) for b in items]
 
     def redact(items: Sequence[Any]) -> None:
         redacted[:] = [redact_document(d) for d in items]
 
     def dumps(items: Sequence[Any]) -> None:
         for doc in items:
-            _fast_dumps(doc)
+            fast_dumps(doc)
 
     def normalize(items: Sequence[Any]) -> None:
         details[:] = [normalize_detail(d, exact_money=True) for d in items]
@@ -181,8 +181,8 @@ def _today(bodies: list[bytes]) -> tuple[dict[str, Any], set[tuple[Any, ...]]]:
 
     def whole(items: Sequence[bytes]) -> None:
         for body in items:
-            doc = redact_document(_parse_body(body))
-            _fast_dumps(doc)
+            doc = redact_document(parse_body(body))
+            fast_dumps(doc)
             validate_detail(normalize_detail(doc, exact_money=True))
 
     return {

@@ -10,7 +10,7 @@
 - Details are fetched by a pool of `concurrency` worker threads sharing one keep-alive
   `httpx.Client`; each response is parsed (orjson; the stdlib parser for what orjson refuses,
   and again with `Decimal` when money arrives as JSON numbers), redacted, normalized and
-  validated (`process_body`), so the consumer receives normalized details (the snapshot
+  validated (`pipeline/process.py`), so the consumer receives normalized details (the snapshot
   tables' columns, from the redacted document: `normalize.NormalizedDetail`). That work holds
   the GIL throughout: for a fetch of `PROCESSES_FROM` clusters or more, a worker process does
   it (`pipeline/workers.py`; on one CPU, or when it dies, the fetching thread). The iterator
@@ -30,7 +30,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -43,22 +42,12 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-import orjson
 
 from pipeline.config import Config, check_api_url, read_api_key
 from pipeline.errors import ApiError, AuthError, ConfigError
 from pipeline.log import get_logger
-from pipeline.normalize import (
-    MAX_NESTING,
-    InexactMoneyError,
-    NormalizedDetail,
-    NormalizeError,
-    check_nesting,
-    dump_json,
-    normalize_detail,
-    normalize_list_page,
-    parse_json,
-)
+from pipeline.normalize import NormalizedDetail, NormalizeError, normalize_list_page, parse_json
+from pipeline.process import Processed, UnusableBody, parse_body, process_document
 from pipeline.rawbody import compress, decompress
 from pipeline.redact import known_secrets, redact_document, redact_text, register_secret
 from pipeline.transport import (
@@ -75,7 +64,7 @@ from pipeline.transport import (
     env_proxy,
     error_summary,
 )
-from pipeline.validate import ContractError, cluster_id_problem, validate_detail
+from pipeline.validate import cluster_id_problem
 from pipeline.workers import ParseWorkers, WorkerDied
 
 __all__ = ["ApiClient", "ClientStats", "EventKind", "FetchResult", "Outcome"]
@@ -217,100 +206,15 @@ class _Response:
     date: str | None = None  # the HTTP Date header
 
 
-def _fast_loads(body: bytes) -> Any:
-    """Parse a 200 body quickly: orjson, numbers as floats (money is checked afterwards).
-
-    orjson refuses a few things the JSON grammar or the stdlib allow (NaN, lone surrogates,
-    numbers beyond a double): those bodies go through the stdlib parser, so both accept the
-    same documents; ValueError when neither can parse it. A document nested deeper than
-    `normalize.MAX_NESTING` raises `NormalizeError` (orjson stops at 1024 levels, the stdlib
-    parser at the recursion limit: neither may abort the run).
-    """
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            doc = json.loads(body)
-        except RecursionError:
-            raise NormalizeError(f"nested deeper than {MAX_NESTING} levels") from None
-    check_nesting(doc)
-    return doc
-
-
-def _fast_dumps(doc: Any) -> bytes:
-    """Compact JSON of a parsed body; what orjson cannot write (an integer beyond 64 bits from
-    the stdlib fallback) goes through `dump_json`."""
-    try:
-        return orjson.dumps(doc)
-    except TypeError:
-        return dump_json(doc)
-
-
 def _parse_body(body: bytes) -> Any:
-    """The transport's `parse` hook for a 200 body: `_fast_loads`, its failures as the
+    """The transport's `parse` hook for a 200 body: `process.parse_body`, its failures as the
     transport's (an unparsable body is tried once more; one nested too deep is not)."""
     try:
-        # Plain (fast) parse: numbers as floats. Money normally arrives as strings and becomes
-        # Decimal from them; an amount sent as a JSON number makes the caller parse again with
-        # parse_json (InexactMoneyError), so it never goes via a float.
-        return _fast_loads(body)
-    except NormalizeError as exc:
-        raise Final(f"malformed response: {exc}", status=200) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Transient(f"invalid JSON: {exc}", status=200, body=body, malformed=True) from None
-
-
-@dataclass
-class Processed:
-    """What a detail's 200 body became: its normalized detail and redacted raw body, compressed
-    (`raw_gzip`), or the reason it cannot be used (`failure`, with the redacted raw body `raw`
-    when there is one). Picklable: a worker process makes it (`process_body`)."""
-
-    detail: NormalizedDetail | None
-    raw: bytes | None
-    failure: str | None = None
-    outside_contract: bool = False  # the failure is a value outside the contract
-    raw_gzip: bytes | None = None  # when ok: `raw` as stored (`rawbody.compress`)
-
-
-def process_document(doc: Any, body: bytes) -> Processed:
-    """A parsed 200 detail redacted, normalized and validated; `body` is what it was parsed
-    from (money sent as JSON numbers is parsed again from it, exactly)."""
-    doc = redact_document(doc)
-    raw = None
-    try:
-        try:
-            raw = _fast_dumps(doc)
-            detail = normalize_detail(doc, exact_money=True)
-        except InexactMoneyError:
-            # Money sent as JSON numbers: the exact path (Decimal from the text).
-            doc = redact_document(parse_json(body))
-            raw = dump_json(doc)
-            detail = normalize_detail(doc)
-        # Before anything is written: values outside the contract fail this cluster.
-        validate_detail(detail)
-    except ContractError as exc:
-        return Processed(None, raw, f"outside the contract: {exc}", outside_contract=True)
-    except NormalizeError as exc:
-        return Processed(
-            None, raw if raw is not None else dump_json(doc), f"malformed detail: {exc}"
-        )
-    return Processed(detail, None, raw_gzip=compress(raw))
-
-
-def process_body(body: bytes) -> Processed | tuple[str, str]:
-    """`_parse_body` then `process_document`, for a worker process: a body the transport
-    should retry (unparsable) or give up on (nested too deep) comes back as ("retry" |
-    "final", reason), which the client raises again as `Transient` / `Final` (exceptions of
-    the transport do not cross processes intact; `pipeline/workers.py` answers ("error", "")
-    for anything else that raises)."""
-    try:
-        doc = _parse_body(body)
-    except Transient as exc:
-        return ("retry", exc.reason)
-    except Final as exc:
-        return ("final", exc.reason)
-    return process_document(doc, body)
+        return parse_body(body)
+    except UnusableBody as exc:
+        if exc.retry:
+            raise Transient(exc.reason, status=200, body=body, malformed=True) from None
+        raise Final(exc.reason, status=200) from None
 
 
 def _pages_allowed(total: Any, total_pages: Any, limit: int) -> int | None:

@@ -3,7 +3,7 @@
 Processing a 7-day detail of 8 GPUs takes ~4.6 ms of CPU that holds the GIL from start to end
 (`python -m bench.ingest_paths`), so the client's threads can only take turns at it. A worker
 process does it on another CPU: the client's thread that fetched a body sends it down the
-worker's stdin and reads back `client.process_body(body)` (a `Processed`, or a retry/give-up
+worker's stdin and reads back `process.process_body(body)` (a `Processed`, or a retry/give-up
 verdict), pickled, from its stdout.
 
 - A worker is `python -m pipeline.workers`, a direct child of the client's process (its CPU
@@ -105,7 +105,7 @@ class _Worker:
 
 
 class ParseWorkers:
-    """`count` worker processes; `process(body)` runs `client.process_body` in an idle one
+    """`count` worker processes; `process(body)` runs `process.process_body` in an idle one
     (a calling thread waits for one to be free)."""
 
     def __init__(self, count: int, secrets: tuple[str, ...]) -> None:
@@ -150,7 +150,7 @@ def _main() -> None:
     # Ctrl-C reaches the whole process group: the client handles it and ends this worker by
     # closing its input (no traceback of our own here).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from pipeline.client import process_body
+    from pipeline.process import process_body
     from pipeline.redact import register_secret
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
