@@ -212,9 +212,15 @@ def _parse_body(body: bytes) -> Any:
     try:
         return parse_body(body)
     except UnusableBody as exc:
-        if exc.retry:
-            raise Transient(exc.reason, status=200, body=body, malformed=True) from None
-        raise Final(exc.reason, status=200) from None
+        raise _unusable(body, exc.reason, retry=exc.retry) from None
+
+
+def _unusable(body: bytes, reason: str, *, retry: bool) -> Transient | Final:
+    """What the transport is told of a 200 body that cannot be used: fetch it once more
+    (`Transient`, an unparsable body) or give up (`Final`, nested too deep)."""
+    if retry:
+        return Transient(reason, status=200, body=body, malformed=True)
+    return Final(reason, status=200)
 
 
 def _pages_allowed(total: Any, total_pages: Any, limit: int) -> int | None:
@@ -410,10 +416,8 @@ class ApiClient:
                 if isinstance(done, Processed):
                     return done
                 kind, reason = done
-                if kind == "retry":
-                    raise Transient(reason, status=200, body=body, malformed=True)
-                if kind == "final":
-                    raise Final(reason, status=200)
+                if kind in ("retry", "final"):
+                    raise _unusable(body, reason, retry=kind == "retry")
                 # "error": the worker's processing raised; here it raises where it always has.
         with self._cpu_work:
             return process_document(_parse_body(body), body)

@@ -55,8 +55,8 @@ _log = get_logger("snapshot")
 BACKLOG_PER_WORKER = 4
 # DuckDB settings for the snapshot's connection (None: DuckDB's default). Loading is many small
 # writes: more threads than this only add scheduling on a machine the API calls already load;
-# a memory limit keeps the process's peak bounded as the database grows (DuckDB's default is 80
-# % of RAM, and its buffer cache grows with the tables the nightly replacement touches).
+# a memory limit keeps the process's peak bounded as the database grows (DuckDB's default is
+# 80 % of RAM, and its buffer cache grows with the tables the nightly replacement touches).
 DUCKDB_THREADS: int | None = None
 # DuckDB's memory limit is `store.snapshot_memory_mb` (default 192). Its buffer cache otherwise
 # keeps what the night's writes and replacements touched (its default limit is 80 % of RAM); the
